@@ -1,0 +1,133 @@
+"""Experiment configuration: one YAML matrix, overlaid by a profile file and the user's overrides, checked
+against `config/schema.json` so that a wrong key or value fails at start with its path in the message."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from scd.registry import did_you_mean
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "config"
+SCHEMA_PATH = CONFIG_DIR / "schema.json"
+DATA_DIR_ENV = "SCD_DATA_DIR"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge; `over` wins, lists are replaced rather than concatenated."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level, not {type(data).__name__}")
+    return data
+
+
+def _schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return json.load(fh)
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extra = sorted(set(err.instance) - set(allowed))
+        hints = "".join(did_you_mean(k, allowed) for k in extra)
+        return (f"config key {', '.join(repr(k) for k in extra)} under {where} is not allowed.{hints} "
+                f"Allowed keys: {', '.join(allowed)}.")
+    return f"config value at {where} is invalid: {err.message}"
+
+
+def validate(cfg: dict) -> dict:
+    """Validate against the JSON schema and the registries of tasks and method parts; return cfg unchanged."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n  - ".join(_describe(e) for e in errors)
+        raise ConfigError(f"invalid configuration:\n  - {lines}")
+    _check_names(cfg)
+    return cfg
+
+
+def _check_names(cfg: dict) -> None:
+    # Imported here: the registries import torch, which the schema check alone does not need.
+    from scd.distill.methods import method_from_config
+    from tasks import get_task
+
+    problems = []
+    for task in cfg["tasks"]:
+        try:
+            get_task(task).check_options(task_config(cfg, task).get("task_options", {}))
+        except (KeyError, ValueError) as e:
+            problems.append(f"tasks.{task}: {e}")
+    for name, spec in cfg["methods"].items():
+        try:
+            method_from_config(name, spec)
+        except (KeyError, ValueError) as e:
+            problems.append(f"methods.{name}: {e}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def load_config(profile: str | None = None, overrides: dict | None = None) -> dict:
+    """config/config.yaml <- config/<profile>.yaml (if present) <- overrides, then validated."""
+    cfg = read_yaml(CONFIG_DIR / "config.yaml")
+    profile = profile or (overrides or {}).get("profile") or cfg.get("profile", "default")
+    overlay = CONFIG_DIR / f"{profile}.yaml"
+    if overlay.exists():
+        cfg = deep_merge(cfg, read_yaml(overlay))
+    elif profile != "default":
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "config")
+        raise ConfigError(f"no config overlay for profile {profile!r} (looked for {overlay}).{did_you_mean(profile, known)}")
+    cfg = deep_merge(cfg, overrides or {})
+    cfg["profile"] = profile
+    return validate(cfg)
+
+
+def task_config(cfg: dict, task: str) -> dict:
+    """The configuration one task's jobs see: global settings with that task's overrides merged in."""
+    base = {k: v for k, v in cfg.items() if k != "tasks"}
+    merged = deep_merge(base, cfg["tasks"].get(task) or {})
+    merged["task"] = task
+    return merged
+
+
+def data_dir(cfg: dict) -> Path:
+    """The task data directory: $SCD_DATA_DIR wins over the config key, so CI can point at ../shared/data."""
+    return Path(os.environ.get(DATA_DIR_ENV) or cfg.get("data_dir") or "data").expanduser()
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
