@@ -131,3 +131,31 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+# What each stage reads: a job gets only these keys, so that its Snakemake params (and with them the rerun
+# decision) change only when something that stage uses changes. Adding a method never retrains the SFT models.
+COMMON_KEYS = ("profile", "results_dir", "mlflow", "threads", "device", "precision", "log_every", "evaluation", "task")
+
+
+def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> dict:
+    """The configuration of one job: `stage` in prepare | sft | distill | evaluate; `name` the SFT role or method."""
+    full = task_config(cfg, task)
+    out = {k: full[k] for k in COMMON_KEYS if k in full}
+    if stage == "prepare":
+        out |= {k: full[k] for k in ("data_dir", "task_options", "tokenizer") if k in full}
+        if (full.get("tokenizer") or {}).get("source") == "teacher":
+            out["models"] = {"teacher": full["models"]["teacher"]}
+    elif stage == "sft":
+        out |= {"models": {name: full["models"][name]}, "training": {name: full["training"][name]}}
+        if name == "teacher":
+            out["checkpoints"] = full.get("checkpoints", 1)
+    elif stage == "distill":
+        out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
+    elif stage != "evaluate":
+        raise ValueError(f"unknown stage {stage!r}")
+    return out
+
+
+def enabled_tasks(cfg: dict) -> list[str]:
+    return [t for t, o in cfg["tasks"].items() if (o or {}).get("enabled", True)]

@@ -1,0 +1,153 @@
+# scd-bench workflow: task data -> teacher/student SFT -> distillation -> evaluation -> leaderboard -> report.
+#
+#   snakemake --cores 2                                    # profile `default` (profiles/default, picked up itself)
+#   snakemake --workflow-profile profiles/smoke            # the CI-sized run
+#   snakemake --config seeds='[0]' ...                     # override any config key; checked against the schema
+#
+# Every rule calls one `scd` subcommand; the configuration is config/config.yaml, overlaid by
+# config/<profile>.yaml and by --config/--configfile, and validated at start (scd/config.py).
+
+import json
+import os
+
+from snakemake.exceptions import WorkflowError
+
+from scd.config import ConfigError, enabled_tasks, load_config, stage_config
+
+try:
+    CFG = load_config(config.get("profile"), overrides=dict(config))
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+R = CFG["results_dir"]
+TASKS = enabled_tasks(CFG)
+SEEDS = CFG["seeds"]
+METHODS = list(CFG["methods"])
+MODELS = ["teacher_sft", "student_sft"] + METHODS
+THREADS = CFG.get("threads", 1)
+
+wildcard_constraints:
+    task="[a-z0-9_]+",
+    seed=r"\d+",
+    model="[a-z0-9][a-z0-9_+.-]*",
+    role="teacher|student",
+
+
+def job_config(stage, name=None):
+    """The job's configuration as a JSON param: a change to what the stage reads reruns it, nothing else does."""
+    return lambda wc: json.dumps(stage_config(CFG, wc.task, stage, name or getattr(wc, "role", None)
+                                              or getattr(wc, "method", None)), sort_keys=True)
+
+
+onstart:
+    # One process creates the MLflow store before parallel jobs start (concurrent first writers race on the
+    # schema), and opens the parent run that groups this invocation's jobs.
+    from scd import tracking
+
+    os.environ[tracking.PARENT_ENV] = tracking.start_invocation(CFG)
+
+onsuccess:
+    from scd import tracking
+
+    if os.environ.get(tracking.PARENT_ENV):
+        tracking.end_invocation(CFG, os.environ[tracking.PARENT_ENV], ok=True)
+
+onerror:
+    from scd import tracking
+
+    if os.environ.get(tracking.PARENT_ENV):
+        tracking.end_invocation(CFG, os.environ[tracking.PARENT_ENV], ok=False)
+
+
+rule all:
+    input:
+        f"{R}/report.html",
+
+
+rule prepare:
+    output:
+        directory(f"{R}/{{task}}/data"),
+    params:
+        cfg=job_config("prepare"),
+    log:
+        f"{R}/logs/{{task}}/prepare.log",
+    shell:
+        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+rule sft:
+    input:
+        data=f"{R}/{{task}}/data",
+    output:
+        directory(f"{R}/{{task}}/seed{{seed}}/{{role}}"),
+    params:
+        cfg=job_config("sft"),
+    threads: THREADS
+    log:
+        f"{R}/logs/{{task}}/seed{{seed}}/{{role}}_sft.log",
+    shell:
+        "scd sft --task {wildcards.task} --role {wildcards.role} --seed {wildcards.seed} --config {params.cfg:q}"
+        " --data {input.data} --out {output} > {log} 2>&1"
+
+
+rule distill:
+    input:
+        data=f"{R}/{{task}}/data",
+        teacher=f"{R}/{{task}}/seed{{seed}}/teacher",
+        student=f"{R}/{{task}}/seed{{seed}}/student",
+    output:
+        directory(f"{R}/{{task}}/seed{{seed}}/distill/{{method}}"),
+    params:
+        cfg=job_config("distill"),
+    threads: THREADS
+    log:
+        f"{R}/logs/{{task}}/seed{{seed}}/distill_{{method}}.log",
+    shell:
+        "scd distill --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
+        " --config {params.cfg:q} --data {input.data} --teacher {input.teacher} --student {input.student}"
+        " --out {output} > {log} 2>&1"
+
+
+def trained_model(wc):
+    roles = {"teacher_sft": "teacher", "student_sft": "student"}
+    if wc.model in roles:
+        return f"{R}/{wc.task}/seed{wc.seed}/{roles[wc.model]}"
+    return f"{R}/{wc.task}/seed{wc.seed}/distill/{wc.model}"
+
+
+rule evaluate:
+    input:
+        data=f"{R}/{{task}}/data",
+        model=trained_model,
+    output:
+        summary=f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.json",
+        samples=f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.samples.jsonl",
+    params:
+        cfg=job_config("evaluate"),
+    threads: THREADS
+    log:
+        f"{R}/logs/{{task}}/seed{{seed}}/eval_{{model}}.log",
+    shell:
+        "scd evaluate --task {wildcards.task} --name {wildcards.model} --seed {wildcards.seed}"
+        " --config {params.cfg:q} --data {input.data} --model {input.model} --out {output.summary} > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        expand(f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.json", task=TASKS, seed=SEEDS, model=MODELS),
+    output:
+        f"{R}/leaderboard.json",
+    params:
+        methods=" ".join(METHODS),
+        profile=CFG["profile"],
+    shell:
+        "scd aggregate {input} --methods {params.methods} --profile {params.profile} --out {output}"
+
+
+rule report:
+    input:
+        f"{R}/leaderboard.json",
+    output:
+        f"{R}/report.html",
+    shell:
+        "scd report --leaderboard {input} --out {output}"

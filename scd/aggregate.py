@@ -1,0 +1,52 @@
+"""Stage 6: evaluation summaries -> one leaderboard: mean, std and n over seeds per (model, task), per subdomain,
+and the average over tasks."""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+ROW_ORDER = ("teacher_sft", "student_sft")
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
+
+
+def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default") -> dict:
+    runs = [json.loads(Path(f).read_text()) for f in eval_files]
+    tasks = sorted({r["task"] for r in runs})
+    rows = list(ROW_ORDER) + [m for m in methods if m not in ROW_ORDER]
+    cells: dict = defaultdict(dict)
+    sub: dict = defaultdict(lambda: defaultdict(dict))
+    metric_of = {}
+    for task in tasks:
+        for row in rows:
+            mine = sorted((r for r in runs if r["task"] == task and r["model"] == row), key=lambda r: r["seed"])
+            if not mine:
+                continue
+            metric_of[task] = mine[0]["metric"]
+            cells[row][task] = mean_std([r["score"] for r in mine]) | {
+                "seeds": [r["seed"] for r in mine], "run_ids": [r["run_id"] for r in mine]}
+            for name in mine[0]["subdomains"]:
+                sub[task][row][name] = mean_std([r["subdomains"][name]["score"] for r in mine])
+    # Average over tasks: per seed, the mean of that seed's task scores; then mean/std over seeds.
+    for row in rows:
+        per_seed = defaultdict(list)
+        for task in tasks:
+            for r in runs:
+                if r["task"] == task and r["model"] == row:
+                    per_seed[r["seed"]].append(r["score"])
+        complete = [statistics.fmean(v) for s, v in sorted(per_seed.items()) if len(v) == len(tasks)]
+        if complete:
+            cells[row]["average"] = mean_std(complete)
+    best = {}
+    for col in tasks + ["average"]:
+        scored = [(cells[row][col]["mean"], row) for row in rows if col in cells[row]]
+        if scored:
+            top = max(s for s, _ in scored)
+            best[col] = [row for s, row in scored if s == top]
+    return {"profile": profile, "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
+            "cells": cells, "subdomains": sub, "best": best}

@@ -1,0 +1,166 @@
+"""The `scd` command: one subcommand per pipeline stage (Snakemake rules call these), plus listings.
+
+Stage commands take the job's configuration as JSON (`--config`, as the Snakefile passes it) or load the
+repository's config for a profile (`--profile`), so each stage also runs by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scd.config import ConfigError, load_config, task_config
+
+
+def _job_config(args) -> dict:
+    if args.config:
+        try:
+            return json.loads(args.config)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config is not valid JSON: {e}") from None
+    cfg = load_config(args.profile)
+    if args.task not in cfg["tasks"]:
+        raise ConfigError(f"task {args.task!r} is not in the {args.profile!r} configuration; "
+                          f"configured: {', '.join(cfg['tasks'])}")
+    return task_config(cfg, args.task)
+
+
+def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    p.add_argument("--task", required=True, help="task name from the registry (see `scd tasks`)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", help="the job's configuration as JSON (what the Snakefile passes)")
+    src.add_argument("--profile", default="default", help="else: load config/config.yaml with this profile's overlay")
+    if seed:
+        p.add_argument("--seed", type=int, required=True)
+
+
+def cmd_prepare(args):
+    from scd.prepare import prepare
+
+    prepare(_job_config(args), Path(args.out))
+
+
+def cmd_sft(args):
+    from scd.sft import sft
+
+    sft(_job_config(args), args.role, args.seed, Path(args.data), Path(args.out))
+
+
+def cmd_distill(args):
+    from scd.distill.run import distill
+
+    distill(_job_config(args), args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
+            Path(args.out))
+
+
+def cmd_evaluate(args):
+    from scd.evaluate import evaluate_model
+
+    evaluate_model(_job_config(args), Path(args.model), args.name, args.seed, Path(args.data), Path(args.out))
+
+
+def cmd_aggregate(args):
+    from scd.aggregate import aggregate
+    from scd.data import write_json
+
+    write_json(args.out, aggregate([Path(f) for f in args.evals], args.methods, args.profile))
+
+
+def cmd_report(args):
+    from report.render import render
+
+    Path(args.out).write_text(render(json.loads(Path(args.leaderboard).read_text())), encoding="utf-8")
+
+
+def cmd_tasks(args):
+    from tasks import list_tasks
+
+    for t in list_tasks():
+        print(f"{t.name:24s} metric={t.metric:12s} eval={t.evaluation['mode']:9s} {t.description.split('.')[0]}")
+
+
+def cmd_methods(args):
+    from scd.distill.parts import DIVERGENCES, SCHEDULES, WEIGHTINGS, load_plugins
+
+    load_plugins()
+    for title, reg in (("schedules", SCHEDULES), ("divergences", DIVERGENCES), ("weightings", WEIGHTINGS)):
+        print(f"{title}:")
+        for name, obj in reg.items():
+            doc = (obj.__doc__ or "").strip().splitlines()
+            print(f"  {name:16s} {doc[0] if doc else ''}")
+
+
+def cmd_check_config(args):
+    cfg = load_config(args.profile)
+    print(f"configuration for profile {cfg['profile']!r} is valid: tasks {', '.join(cfg['tasks'])}; "
+          f"methods {', '.join(cfg['methods'])}; seeds {cfg['seeds']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="scd", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="task data -> prepared splits + tokenizer")
+    _common(p, seed=False)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(fn=cmd_prepare)
+
+    p = sub.add_parser("sft", help="supervised fine-tuning of the teacher (with checkpoints) or the student")
+    _common(p)
+    p.add_argument("--role", choices=["teacher", "student"], required=True)
+    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument("--out", required=True, help="output directory (best/, checkpoints/, summary.json)")
+    p.set_defaults(fn=cmd_sft)
+
+    p = sub.add_parser("distill", help="distil the student-SFT model from the teacher with one method")
+    _common(p)
+    p.add_argument("--method", required=True, help="a method name from the config's `methods`")
+    p.add_argument("--data", required=True)
+    p.add_argument("--teacher", required=True, help="teacher SFT output directory")
+    p.add_argument("--student", required=True, help="student SFT output directory")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_distill)
+
+    p = sub.add_parser("evaluate", help="score a trained model on the test split")
+    _common(p)
+    p.add_argument("--model", required=True, help="a training output directory (holding best/)")
+    p.add_argument("--name", required=True, help="leaderboard row name, e.g. teacher_sft or td")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="summary JSON; per-sample records go beside it")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("aggregate", help="evaluation summaries -> leaderboard JSON")
+    p.add_argument("evals", nargs="+")
+    p.add_argument("--methods", nargs="*", default=[], help="leaderboard row order after teacher_sft, student_sft")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_aggregate)
+
+    p = sub.add_parser("report", help="leaderboard JSON -> HTML report")
+    p.add_argument("--leaderboard", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("tasks", help="list the registered tasks")
+    p.set_defaults(fn=cmd_tasks)
+    p = sub.add_parser("methods", help="list the registered schedules, divergences and weightings")
+    p.set_defaults(fn=cmd_methods)
+    p = sub.add_parser("check-config", help="validate config/config.yaml with a profile overlay")
+    p.add_argument("--profile", default="default")
+    p.set_defaults(fn=cmd_check_config)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"scd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

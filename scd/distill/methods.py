@@ -1,0 +1,54 @@
+"""A distillation method = schedule x divergence x weighting, plus the loss that combines them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from scd.distill.losses import response_mask, token_ce
+from scd.distill.parts import DIVERGENCES, SCHEDULES, WEIGHTINGS, load_plugins
+
+RESERVED = {"teacher_sft", "student_sft"}  # leaderboard rows that are not distillation methods
+
+
+@dataclass
+class Method:
+    name: str
+    schedule: object
+    divergence: callable
+    weighting: object
+    alpha: float = 0.5
+    temperature: float = 1.0
+    tau_squared: bool = False
+    options: dict = field(default_factory=dict)
+
+    def loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """sum_i,t mask * (w_i * D_it + (1 - w_i) * CE_it) / #valid tokens, in float32."""
+        mask = response_mask(labels)
+        div = self.divergence(student_logits.float(), teacher_logits.float(), mask, self.temperature, **self.options)
+        if self.tau_squared:
+            div = div * self.temperature ** 2
+        ce = token_ce(student_logits, labels)
+        w = weights.detach().float().to(div.device).unsqueeze(-1)
+        n = mask.sum().clamp(min=1)
+        loss = ((w * div + (1 - w) * ce) * mask).sum() / n
+        stats = {"divergence": float((div * mask).sum() / n), "ce": float((ce * mask).sum() / n),
+                 "weight_mean": float(weights.mean()) if weights.numel() else 0.0}
+        return loss, stats
+
+
+def method_from_config(name: str, spec: dict) -> Method:
+    load_plugins()
+    if name in RESERVED:
+        raise ValueError(f"{name!r} names a leaderboard row of its own; pick another method name")
+    return Method(
+        name=name,
+        schedule=SCHEDULES.get(spec["schedule"])(),
+        divergence=DIVERGENCES.get(spec["divergence"]),
+        weighting=WEIGHTINGS.get(spec["weighting"])(),
+        alpha=spec.get("alpha", 0.5),
+        temperature=spec.get("temperature", 1.0),
+        tau_squared=spec.get("tau_squared", False),
+        options=spec.get("options", {}),
+    )

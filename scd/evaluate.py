@@ -1,0 +1,129 @@
+"""Evaluation: produce answers (greedy generation or option scoring), parse them, score them.
+
+Every sample's record keeps its subdomain, parsed prediction, gold answer and gold-answer NLL (mean over response
+tokens), so later analyses (the TFS/SFS partition of the method doc) need no second pass over the model.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from scd import tracking
+from scd.data import Encoded, collate, encode, write_json, write_jsonl
+from scd.models import load_pretrained
+from scd.runtime import Prepared, setup
+from scd.distill.losses import per_sample_mean, response_mask, token_ce
+
+
+@torch.no_grad()
+def gold_nll(model, encoded: list[Encoded], pad_id: int, batch_size: int, device) -> list[float]:
+    out: list[float] = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start: start + batch_size], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        labels = batch["labels"].to(device)
+        out += per_sample_mean(token_ce(logits, labels), response_mask(labels)).tolist()
+    return out
+
+
+@torch.no_grad()
+def generate(model, tokenizer, encoded: list[Encoded], max_new_tokens: int, batch_size: int, device) -> list[str]:
+    """Greedy decoding from left-padded prompts; the text up to the first EOS."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    texts: list[str] = []
+    for start in range(0, len(encoded), batch_size):
+        prompts = [e.prompt_ids for e in encoded[start: start + batch_size]]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=pad, eos_token_id=eos)
+        for row in out[:, width:].tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            texts.append(tokenizer.decode(row, skip_special_tokens=True))
+    return texts
+
+
+@torch.no_grad()
+def choose(model, tokenizer, rows: list[dict], choices: list[str], answer_format: str, max_length: int,
+           batch_size: int, device) -> list[str]:
+    """Option scoring: the choice whose tokens (and EOS) get the highest total log-probability after the prompt."""
+    options = [dict(row, answer=answer_format.format(c)) for row in rows for c in choices]
+    encoded = encode(options, tokenizer, max_length)
+    scores: list[float] = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start: start + batch_size], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        labels = batch["labels"].to(device)
+        scores += (-token_ce(logits, labels).sum(-1)).tolist()
+    k = len(choices)
+    return [choices[max(range(k), key=lambda j: scores[i * k + j])] for i in range(len(rows))]
+
+
+def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device,
+            with_nll: bool = True) -> list[dict]:
+    model.eval()
+    ev = task.evaluation
+    encoded = encode(rows, tokenizer, max_length)
+    if ev["mode"] == "generate":
+        raw = generate(model, tokenizer, encoded, ev["max_new_tokens"], batch_size, device)
+        golds = [task.parse(r["answer"]) for r in rows]
+    elif ev["mode"] == "choices":
+        raw = choose(model, tokenizer, rows, ev["choices"], ev.get("answer_format", " {}"), max_length,
+                     batch_size, device)
+        golds = [task.parse(r["answer"]) for r in rows]
+    else:
+        raise ValueError(f"task {task.name!r}: unknown evaluation mode {ev['mode']!r}; use generate or choices")
+    preds = [task.parse(t) for t in raw]
+    nll = gold_nll(model, encoded, tokenizer.pad_token_id, batch_size, device) if with_nll else [None] * len(rows)
+    return [{"id": r["id"], "subdomain": r.get("subdomain"), "output": t, "pred": p, "gold": g,
+             "correct": p == g, "gold_nll": n}
+            for r, t, p, g, n in zip(rows, raw, preds, golds, nll)]
+
+
+def summarize(task, records: list[dict]) -> dict:
+    """Task metric overall and per subdomain (where rows carry one), with counts."""
+    summary = {"metric": task.metric, "score": task.score([r["pred"] for r in records], [r["gold"] for r in records]),
+               "n": len(records), "subdomains": {}}
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("subdomain"):
+            groups[r["subdomain"]].append(r)
+    for name, recs in sorted(groups.items()):
+        summary["subdomains"][name] = {"score": task.score([r["pred"] for r in recs], [r["gold"] for r in recs]),
+                                       "n": len(recs)}
+    nlls = [r["gold_nll"] for r in records if r.get("gold_nll") is not None]
+    if nlls:
+        summary["mean_gold_nll"] = sum(nlls) / len(nlls)
+    return summary
+
+
+def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out) -> dict:
+    """Stage 5: score one trained model on the test split; write the summary JSON and per-sample JSON lines."""
+    device = setup(cfg, seed)
+    prep = Prepared.open(data)
+    model = load_pretrained(Path(model_dir) / "best").to(device)
+    rows = prep.rows("test")
+    tags = {"task": prep.task.name, "method": name, "seed": seed, "stage": "evaluate"}
+    out = Path(out)
+    with tracking.job_run(cfg, f"{prep.task.name}/{name}/seed{seed}/eval", tags,
+                          {"model_dir": str(model_dir), "split": "test", "seed": seed,
+                           "evaluation": prep.task.evaluation}, str(device)) as log:
+        records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
+                          cfg.get("evaluation", {}).get("batch_size", 64), device)
+        summary = summarize(prep.task, records) | {"task": prep.task.name, "model": name, "seed": seed,
+                                                   "split": "test", "run_id": log.run_id}
+        train_summary = Path(model_dir) / "summary.json"
+        if train_summary.exists():
+            summary["train_run_id"] = json.loads(train_summary.read_text()).get("run_id")
+        metrics = {f"test/{summary['metric']}": summary["score"], "test/mean_gold_nll": summary.get("mean_gold_nll", 0)}
+        metrics |= {f"test/{summary['metric']}/{k}": v["score"] for k, v in summary["subdomains"].items()}
+        log(metrics, 0)
+        samples = out.with_suffix(".samples.jsonl")
+        write_jsonl(samples, records)
+        log.artifact_file(samples)
+    write_json(out, summary)
+    return summary

@@ -1,0 +1,70 @@
+"""Stage 2/3: supervised fine-tuning of the teacher or the student on gold responses.
+
+The teacher run also saves N checkpoints evenly spaced over its steps (`checkpoints/ckpt-k`), the trajectory that
+checkpoint schedules (CD, SCD) distil from; both roles save their best validated state as `best/`.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from scd import tracking
+from scd.data import write_json
+from scd.distill.losses import masked_mean, response_mask, token_ce
+from scd.evaluate import predict
+from scd.models import build_model, count_parameters
+from scd.runtime import Prepared, setup
+from scd.train import checkpoint_schedule, train
+
+
+def ce_loss(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = masked_mean(token_ce(logits, batch["labels"]), response_mask(batch["labels"]))
+    return loss, {}
+
+
+def validator(prep: Prepared, cfg: dict, device):
+    rows = prep.rows("validation")
+    bs = cfg.get("evaluation", {}).get("batch_size", 64)
+
+    def validate(model) -> float:
+        recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False)
+        return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs])
+
+    return validate
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
+def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
+    device = setup(cfg, seed)
+    prep = Prepared.open(data)
+    phase = cfg["training"][role]
+    model = build_model(cfg["models"][role], prep.tokenizer, prep.task.max_length, seed)
+    train_set = prep.encoded("train")
+    total = phase["epochs"] * math.ceil(len(train_set) / phase["batch_size"])
+    ckpts = checkpoint_schedule(total, cfg.get("checkpoints", 1)) if role == "teacher" else {}
+
+    tmp = out.with_name(out.name + ".partial")  # renamed into place at the end: `out` exists only when complete
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tags = {"task": prep.task.name, "method": f"{role}_sft", "seed": seed, "stage": f"{role}_sft"}
+    with tracking.job_run(cfg, f"{prep.task.name}/{role}_sft/seed{seed}", tags,
+                          {"config": cfg, "seed": seed, "parameters": count_parameters(model)}, str(device)) as log:
+        summary = train(
+            model, train_set, phase, pad_id=prep.tokenizer.pad_token_id, seed=seed, loss_fn=ce_loss,
+            validate=validator(prep, cfg, device), log=log, log_every=cfg.get("log_every", 10),
+            checkpoint_steps=ckpts, precision=cfg.get("precision", "fp32"), device=device,
+            on_checkpoint=lambda name, step: save_model(model, prep.tokenizer, tmp / "checkpoints" / name))
+        save_model(model, prep.tokenizer, tmp / "best")
+        summary |= {"role": role, "seed": seed, "task": prep.task.name, "parameters": count_parameters(model),
+                    "checkpoints": {name: step for step, name in ckpts.items()}, "run_id": log.run_id}
+        log({"best_val_score": summary["best_val_score"]}, summary["steps"])
+        write_json(tmp / "summary.json", summary)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return summary
