@@ -38,26 +38,33 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
 def cmd_prepare(args):
     from scd.prepare import prepare
 
-    prepare(_job_config(args), Path(args.out))
+    m = prepare(_job_config(args), Path(args.out))
+    print(f"prepared {m['task']}: {m['counts']}, vocabulary {m['vocab_size']}")
 
 
 def cmd_sft(args):
     from scd.sft import sft
 
-    sft(_job_config(args), args.role, args.seed, Path(args.data), Path(args.out))
+    s = sft(_job_config(args), args.role, args.seed, Path(args.data), Path(args.out))
+    print(f"{args.role} SFT: best validation score {s['best_val_score']:.4f} at step {s['best_step']}/{s['steps']}, "
+          f"{s['train_seconds']:.1f} s, {s['tokens_per_second']:.0f} tokens/s, MLflow run {s['run_id']}")
 
 
 def cmd_distill(args):
     from scd.distill.run import distill
 
-    distill(_job_config(args), args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
-            Path(args.out))
+    s = distill(_job_config(args), args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
+                Path(args.out))
+    print(f"{args.method}: teachers {s['schedule']}, best validation score {s['best_val_score']:.4f}, "
+          f"{s['train_seconds']:.1f} s, MLflow run {s['run_id']}")
 
 
 def cmd_evaluate(args):
     from scd.evaluate import evaluate_model
 
-    evaluate_model(_job_config(args), Path(args.model), args.name, args.seed, Path(args.data), Path(args.out))
+    s = evaluate_model(_job_config(args), Path(args.model), args.name, args.seed, Path(args.data), Path(args.out))
+    subs = ", ".join(f"{k} {v['score']:.4f}" for k, v in s["subdomains"].items())
+    print(f"{args.name} on {s['task']} test: {s['metric']} {s['score']:.4f}" + (f" ({subs})" if subs else ""))
 
 
 def cmd_aggregate(args):

@@ -26,6 +26,7 @@ class Method:
              weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """sum_i,t mask * (w_i * D_it + (1 - w_i) * CE_it) / #valid tokens, in float32."""
         mask = response_mask(labels)
+        teacher_logits = teacher_logits.detach()  # the teacher is a target: no gradient, whatever the caller did
         div = self.divergence(student_logits.float(), teacher_logits.float(), mask, self.temperature, **self.options)
         if self.tau_squared:
             div = div * self.temperature ** 2
@@ -33,7 +34,7 @@ class Method:
         w = weights.detach().float().to(div.device).unsqueeze(-1)
         n = mask.sum().clamp(min=1)
         loss = ((w * div + (1 - w) * ce) * mask).sum() / n
-        stats = {"divergence": float((div * mask).sum() / n), "ce": float((ce * mask).sum() / n),
+        stats = {"divergence": float((div.detach() * mask).sum() / n), "ce": float((ce.detach() * mask).sum() / n),
                  "weight_mean": float(weights.mean()) if weights.numel() else 0.0}
         return loss, stats
 

@@ -1,0 +1,61 @@
+"""Leaderboard aggregation over seeds and the HTML report built from it."""
+import json
+import statistics
+
+import pytest
+
+from report.render import render
+from scd.aggregate import aggregate
+
+
+def write_eval(path, task, model, seed, score, subs=None):
+    summary = {"task": task, "model": model, "seed": seed, "metric": "accuracy", "score": score, "n": 10,
+               "run_id": f"run-{task}-{model}-{seed}",
+               "subdomains": {k: {"score": v, "n": 5} for k, v in (subs or {}).items()}}
+    f = path / f"{task}-{model}-{seed}.json"
+    f.write_text(json.dumps(summary))
+    return f
+
+
+@pytest.fixture
+def leaderboard(tmp_path):
+    scores = {("a", "teacher_sft"): [0.9, 0.8], ("a", "student_sft"): [0.5, 0.7], ("a", "td"): [0.6, 0.6],
+              ("b", "teacher_sft"): [0.2, 0.4], ("b", "student_sft"): [0.3, 0.3], ("b", "td"): [0.5, 0.7]}
+    files = [write_eval(tmp_path, t, m, s, v, {"tfs": v, "sfs": 1 - v} if t == "a" else None)
+             for (t, m), vals in scores.items() for s, v in enumerate(vals)]
+    return aggregate(files, ["td"], "test")
+
+
+def test_mean_std_n_over_seeds(leaderboard):
+    c = leaderboard["cells"]["teacher_sft"]["a"]
+    assert c["mean"] == pytest.approx(0.85) and c["std"] == pytest.approx(statistics.stdev([0.9, 0.8]))
+    assert c["n"] == 2 and c["run_ids"] == ["run-a-teacher_sft-0", "run-a-teacher_sft-1"]
+    assert leaderboard["rows"] == ["teacher_sft", "student_sft", "td"]
+
+
+def test_average_is_over_per_seed_task_means(leaderboard):
+    avg = leaderboard["cells"]["td"]["average"]
+    assert avg["values"] == pytest.approx([(0.6 + 0.5) / 2, (0.6 + 0.7) / 2])
+    assert avg["mean"] == pytest.approx(0.6)
+
+
+def test_best_per_column(leaderboard):
+    assert leaderboard["best"]["a"] == ["teacher_sft"]
+    assert leaderboard["best"]["b"] == ["td"]
+    assert leaderboard["best"]["average"] == ["td"]  # td 0.6, teacher 0.575, student 0.45
+
+
+def test_subdomain_scores(leaderboard):
+    sub = leaderboard["subdomains"]["a"]["student_sft"]
+    assert sub["tfs"]["mean"] == pytest.approx(0.6) and sub["sfs"]["mean"] == pytest.approx(0.4)
+    assert "b" not in leaderboard["subdomains"]
+
+
+def test_report_shows_rows_columns_best_and_is_reproducible(leaderboard):
+    page = render(leaderboard)
+    for text in ("teacher-SFT", "student-SFT", "TD", "average", "0.850 ± 0.071", "(n=2)", "run-b-td-1", "TFS"):
+        assert text in page, text
+    assert page.count("class='best'") >= 3
+    # self-contained: nothing is fetched when the page opens (SVG namespace URIs are identifiers, not loads)
+    assert "<script" not in page and "<link" not in page and "src=" not in page and "@import" not in page
+    assert render(leaderboard) == page

@@ -1,0 +1,90 @@
+"""Integration: the smoke profile's whole workflow in a temporary directory, then its report, leaderboard and
+MLflow store; a second invocation must find nothing to do, and a lost result must rerun alone."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.integration
+TASKS, SEEDS, MODELS = ("synthetic_subdomains", "pubmedqa"), (0, 1), ("teacher_sft", "student_sft", "td")
+
+
+def snakemake(workdir: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
+           str(REPO / "profiles" / "smoke"), "--directory", str(workdir), *extra]
+    return subprocess.run(cmd, env={**os.environ, "SCD_DATA_DIR": str(data)}, capture_output=True, text=True,
+                          timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, shared_data):
+    work = tmp_path_factory.mktemp("smoke")
+    run = snakemake(work, shared_data)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    return work, work / "results" / "smoke"
+
+
+def test_report_and_leaderboard(smoke_run):
+    _, results = smoke_run
+    lb = json.loads((results / "leaderboard.json").read_text())
+    assert lb["rows"] == list(MODELS) and lb["tasks"] == sorted(TASKS)
+    for row in MODELS:
+        for col in (*TASKS, "average"):
+            c = lb["cells"][row][col]
+            assert c["n"] == len(SEEDS) and 0.0 <= c["mean"] <= 1.0 and c["std"] >= 0.0
+    assert set(lb["subdomains"]["synthetic_subdomains"]["td"]) == {"tfs", "sfs"}
+    page = (results / "report.html").read_text()
+    assert "teacher-SFT" in page and "student-SFT" in page and "<svg" in page and "(n=2)" in page
+
+
+def test_mlflow_records_every_job_under_one_parent(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    _, results = smoke_run
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("scd-bench")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("scd.kind") == "workflow"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    jobs = [r for r in runs if r.data.tags.get("scd.stage")]
+    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in jobs)
+    assert all(r.info.status == "FINISHED" for r in jobs)
+    stages = {}
+    for r in jobs:
+        stages.setdefault(r.data.tags["scd.stage"], []).append(r)
+    n = len(TASKS) * len(SEEDS)
+    assert {k: len(v) for k, v in stages.items()} == {
+        "prepare": len(TASKS), "teacher_sft": n, "student_sft": n, "distill": n, "evaluate": n * len(MODELS)}
+    for r in stages["teacher_sft"] + stages["distill"]:
+        tags = r.data.tags
+        assert tags["scd.task"] in TASKS and int(tags["scd.seed"]) in SEEDS and tags["scd.profile"] == "smoke"
+        history = client.get_metric_history(r.info.run_id, "train/loss")
+        assert len(history) >= 2 and all(0 < m.value < 20 for m in history)
+        assert "env.version.torch" in r.data.params and r.data.params["env.torch_threads"] == "1"
+    for r in stages["evaluate"]:
+        scores = [v for k, v in r.data.metrics.items() if k in ("test/accuracy", "test/exact_match")]
+        assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+        assert r.data.tags["scd.method"] in MODELS
+
+
+def test_second_invocation_recomputes_nothing(smoke_run, shared_data):
+    work, _ = smoke_run
+    dry = snakemake(work, shared_data, "--dry-run")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+
+
+def test_lost_result_reruns_alone(smoke_run, shared_data):
+    work, results = smoke_run
+    shutil.rmtree(results / "pubmedqa" / "seed1" / "distill" / "td")
+    dry = snakemake(work, shared_data, "--dry-run", "--quiet", "rules")
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts.get("distill") == 1 and counts.get("evaluate") == 1 and "sft" not in counts, out
