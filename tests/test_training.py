@@ -114,3 +114,15 @@ def test_training_learns_the_synthetic_rule(tmp_path):
           "grad_clip": 1.0}, pad_id=tok.pad_token_id, seed=0, loss_fn=ce_loss, validate=accuracy,
           log=lambda m, s: None)
     assert before < 0.6 and accuracy(model) > 0.9
+
+
+def test_pretrained_directory_loads_through_the_same_path(tmp_path):
+    """A local model directory is a config change: build_model with `pretrained` gives back the saved weights."""
+    tok = train_tokenizer("char", ["m123x4=2940"])
+    spec = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    model = build_model(spec, tok, 16, seed=7)
+    model.save_pretrained(tmp_path / "m", safe_serialization=True)
+    again = build_model({"pretrained": str(tmp_path / "m")}, tok, 16, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="either `pretrained` or the sizes"):
+        build_model({"hidden_size": 16}, tok, 16, seed=0)
