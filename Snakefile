@@ -140,8 +140,11 @@ rule aggregate:
     params:
         methods=" ".join(METHODS),
         profile=CFG["profile"],
+        results_dir=R,
     shell:
-        "scd aggregate {input} --methods {params.methods} --profile {params.profile} --out {output}"
+        "scd aggregate {input} --methods {params.methods} --profile {params.profile}"
+        " --results-dir {params.results_dir:q}"
+        " --out {output}"
 
 
 rule report:

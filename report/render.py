@@ -81,7 +81,9 @@ def run_list(lb: dict) -> str:
         for task in lb["tasks"]:
             c = lb["cells"][row].get(task)
             if c:
-                ids = ", ".join(f"seed {s}: <code>{html.escape(i)}</code>" for s, i in zip(c["seeds"], c["run_ids"]))
+                ids = ", ".join(
+                    f"seed {s}: <code>{html.escape(i)}</code>" + (f" (training <code>{html.escape(t)}</code>)" if t else "")
+                    for s, i, t in zip(c["seeds"], c["run_ids"], c.get("train_run_ids") or [None] * len(c["seeds"])))
                 items.append(f"<li>{html.escape(label(row))} / {html.escape(task)}: {ids}</li>")
     return "<ul class='runs'>" + "".join(items) + "</ul>"
 
@@ -103,9 +105,9 @@ Hover a cell for the per-seed values.</p>
 <h2>Scores by task</h2>
 <div class="plots">{plots}</div>
 <h2>MLflow runs behind the numbers</h2>
-<p class="meta">Evaluation run ids, per seed; open them with <code>mlflow ui --backend-store-uri sqlite:///results/mlflow.db</code>
-(the store of the profile's results directory). Each evaluation run is tagged with task, method, seed and profile,
-and its training run is in the same workflow parent run.</p>
+<p class="meta">Evaluation (and training) run ids per seed; browse them with
+<code>mlflow ui --backend-store-uri sqlite:///{html.escape(lb.get('results_dir', 'results'))}/mlflow.db</code>.
+Every run is tagged with task, method, seed, stage and profile, under the parent run of its workflow invocation.</p>
 {run_list(lb)}
 </body></html>
 """

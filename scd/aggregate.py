@@ -15,7 +15,7 @@ def mean_std(values: list[float]) -> dict:
             "n": len(values), "values": values}
 
 
-def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default") -> dict:
+def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results") -> dict:
     runs = [json.loads(Path(f).read_text()) for f in eval_files]
     tasks = sorted({r["task"] for r in runs})
     rows = list(ROW_ORDER) + [m for m in methods if m not in ROW_ORDER]
@@ -29,7 +29,8 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
                 continue
             metric_of[task] = mine[0]["metric"]
             cells[row][task] = mean_std([r["score"] for r in mine]) | {
-                "seeds": [r["seed"] for r in mine], "run_ids": [r["run_id"] for r in mine]}
+                "seeds": [r["seed"] for r in mine], "run_ids": [r["run_id"] for r in mine],
+                "train_run_ids": [r.get("train_run_id") for r in mine]}
             for name in mine[0]["subdomains"]:
                 sub[task][row][name] = mean_std([r["subdomains"][name]["score"] for r in mine])
     # Average over tasks: per seed, the mean of that seed's task scores; then mean/std over seeds.
@@ -48,5 +49,5 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
         if scored:
             top = max(s for s, _ in scored)
             best[col] = [row for s, row in scored if s == top]
-    return {"profile": profile, "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
+    return {"profile": profile, "results_dir": results_dir, "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
             "cells": cells, "subdomains": sub, "best": best}

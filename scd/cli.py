@@ -71,7 +71,8 @@ def cmd_aggregate(args):
     from scd.aggregate import aggregate
     from scd.data import write_json
 
-    write_json(args.out, aggregate([Path(f) for f in args.evals], args.methods, args.profile))
+    write_json(args.out, aggregate([Path(f) for f in args.evals], args.methods, args.profile,
+                                         args.results_dir))
 
 
 def cmd_report(args):
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("evals", nargs="+")
     p.add_argument("--methods", nargs="*", default=[], help="leaderboard row order after teacher_sft, student_sft")
     p.add_argument("--profile", default="default")
+    p.add_argument("--results-dir", default="results", help="where the MLflow store is (named in the report)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_aggregate)
 

@@ -42,7 +42,8 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
     with tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags,
                           {"config": cfg, "method": spec, "seed": seed}, str(device)) as log:
-        stage_phase = dict(phase, epochs=max(1, phase["epochs"] // stages))
+        stage_phase = {k: v for k, v in phase.items() if k != "stages"}
+        stage_phase["epochs"] = max(1, phase["epochs"] // stages)
         chosen, summaries, offset = [], [], 0
         for stage in range(stages):
             name = method.schedule.choose(stage, teachers.checkpoints())
