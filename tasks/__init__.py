@@ -45,6 +45,8 @@ class Task:
             hints = "".join(did_you_mean(k, self.options) for k in unknown)
             raise ValueError(f"task {self.name!r} has no option {', '.join(map(repr, unknown))}.{hints} "
                              f"Its options: {', '.join(sorted(self.options)) or '(none)'}.")
+        for key, value in opts.items():
+            _check_type(self.name, key, value, self.options[key])
         return {**self.options, **opts}
 
     def hook(self) -> Callable:
@@ -88,6 +90,16 @@ class Task:
 
     def parse(self, text: str) -> str:
         return parsers.get(self.parser)(text, self)
+
+
+def _check_type(task: str, key: str, value, default) -> None:
+    """An option takes the type of its declared default (int where a float is expected; anything if None)."""
+    if default is None or value is None:
+        return
+    expected = (int, float) if isinstance(default, float) else type(default)
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+        raise ValueError(f"task {task!r} option {key!r} must be of type {type(default).__name__} "
+                         f"(like its default {default!r}), got {value!r}")
 
 
 def _from_yaml(path: Path) -> Task:

@@ -62,3 +62,11 @@ def test_stage_config_ignores_what_the_stage_does_not_read():
     assert stage_config(cfg, "synthetic_subdomains", "sft", "teacher")["training"]["teacher"]["epochs"] == 25
     # the student's job does not see the teacher's settings
     assert "teacher" not in stage_config(cfg, "pubmedqa", "sft", "student")["training"]
+
+
+def test_task_option_types_are_checked():
+    with pytest.raises(ConfigError, match=r"option 'sfs_noise' must be of type float.*got '0.4'"):
+        load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"sfs_noise": "0.4"}}}})
+    with pytest.raises(ConfigError, match=r"option 'flip_per_copy' must be of type bool"):
+        load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"flip_per_copy": 1}}}})
+    load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"sfs_noise": 0}}}})
