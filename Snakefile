@@ -12,7 +12,8 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from scd.config import ConfigError, enabled_tasks, load_config, stage_config
+from scd.config import ConfigError, data_dir, enabled_tasks, load_config, stage_config, task_config
+from tasks import TaskDataError, get_task
 
 try:
     CFG = load_config(config.get("profile"), overrides=dict(config))
@@ -25,6 +26,14 @@ SEEDS = CFG["seeds"]
 METHODS = list(CFG["methods"])
 MODELS = ["teacher_sft", "student_sft"] + METHODS
 THREADS = CFG.get("threads", 1)
+
+# Missing task data stops the run at start, not in a job minutes later (tasks already prepared need none).
+for _task in TASKS:
+    if get_task(_task).data and not os.path.exists(f"{R}/{_task}/data"):
+        try:
+            get_task(_task).check_files(data_dir(task_config(CFG, _task)))
+        except TaskDataError as e:
+            raise WorkflowError(str(e)) from None
 
 wildcard_constraints:
     task="[a-z0-9_]+",

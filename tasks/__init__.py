@@ -56,7 +56,7 @@ class Task:
     def load(self, data_dir: Path, opts: dict | None = None) -> dict[str, list[dict]]:
         opts = self.check_options(opts or {})
         if self.data:
-            self._check_files(Path(data_dir))
+            self.check_files(Path(data_dir))
         splits = self.hook()(self, Path(data_dir), opts)
         for split in SPLITS:
             rows = splits.get(split)
@@ -74,7 +74,7 @@ class Task:
     def task_dir(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.data["subdir"]
 
-    def _check_files(self, data_dir: Path) -> None:
+    def check_files(self, data_dir: Path) -> None:
         folder = self.task_dir(data_dir)
         missing = [f for f in self.data["files"] if not (folder / f).is_file()]
         if missing:
