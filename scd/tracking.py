@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -89,7 +90,8 @@ class RunLogger:
         self._buf = []
 
     def params(self, params: dict) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        # MLflow keys allow only [\w-. :/]; method names such as "scd+aw" appear in config keys.
+        items = [Param(re.sub(r"[^\w\-. :/]", "_", k), str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i: i + 100])
 

@@ -40,8 +40,10 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: dict, *, pad_id: i
           validate: Callable[[torch.nn.Module], float], log: Callable[[dict, int], None],
           log_every: int = 10, checkpoint_steps: dict[int, str] | None = None,
           on_checkpoint: Callable[[str, int], None] | None = None,
-          precision: str = "fp32", device: torch.device = torch.device("cpu")) -> dict:
-    """Train `model` in place; at the end it holds the best validated state. Returns a summary dict."""
+          precision: str = "fp32", device: torch.device = torch.device("cpu"), restore_best: bool = True) -> dict:
+    """Train `model` in place. With restore_best it ends in its best validated state; without, it keeps its last
+    state and the summary carries the best one as `best_state` (staged training continues from the last state
+    and picks its best over all stages). Returns a summary dict."""
     model.to(device)
     bs = phase["batch_size"]
     steps_per_epoch = math.ceil(len(data) / bs)
@@ -80,12 +82,14 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: dict, *, pad_id: i
             best_score, best_step = score, step
             best_state = copy.deepcopy(model.state_dict())
     seconds = time.perf_counter() - t0
-    if best_state is not None:
+    if restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     summary = {"best_val_score": best_score, "best_step": best_step, "steps": total,
                "train_seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0}
     log({"train/seconds": seconds, "train/tokens_per_second": summary["tokens_per_second"]}, step)
+    if not restore_best:
+        summary["best_state"] = best_state
     return summary
 
 

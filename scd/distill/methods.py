@@ -39,15 +39,25 @@ class Method:
         return loss, stats
 
 
+def _build(cls, options: dict, what: str):
+    try:
+        return cls(**options)
+    except TypeError as e:  # an unknown keyword: say which part and which options exist
+        import inspect
+
+        known = [p for p in inspect.signature(cls).parameters if p != "options"]
+        raise ValueError(f"{what} {cls.__name__}: {e}; its options: {', '.join(known) or '(none)'}") from None
+
+
 def method_from_config(name: str, spec: dict) -> Method:
     load_plugins()
     if name in RESERVED:
         raise ValueError(f"{name!r} names a leaderboard row of its own; pick another method name")
     return Method(
         name=name,
-        schedule=SCHEDULES.get(spec["schedule"])(),
+        schedule=_build(SCHEDULES.get(spec["schedule"]), spec.get("schedule_options", {}), "schedule"),
         divergence=DIVERGENCES.get(spec["divergence"]),
-        weighting=WEIGHTINGS.get(spec["weighting"])(),
+        weighting=_build(WEIGHTINGS.get(spec["weighting"]), spec.get("weighting_options", {}), "weighting"),
         alpha=spec.get("alpha", 0.5),
         temperature=spec.get("temperature", 1.0),
         tau_squared=spec.get("tau_squared", False),

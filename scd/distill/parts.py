@@ -2,9 +2,12 @@
 
 - DIVERGENCES: f(student_logits, teacher_logits, mask, temperature, **options) -> per-token loss [B, T], float32,
   exactly 0 at masked positions. Pure functions: testable on tensors without a model.
-- SCHEDULES: classes with `choose(stage, checkpoints) -> checkpoint name`, given the teacher's checkpoints.
-- WEIGHTINGS: classes with `weights(batch, alpha) -> tensor [B] in [0, 1]`, the per-sample weight of the divergence
-  against CE (no gradient).
+- SCHEDULES: classes with `choose(ctx) -> checkpoint name`, called when a stage starts, given a
+  `StageContext` (scd/distill/context.py): teacher checkpoints, the current student, a probe set.
+- WEIGHTINGS: classes with `begin_stage(ctx, checkpoint)` and `weights(batch, alpha) -> tensor [B] in [0, 1]`, the
+  per-sample weight of the divergence against CE (no gradient).
+Schedules and weightings are built with their options as keyword arguments (`schedule_options`,
+`weighting_options` in a method's config); divergences receive `options` as keyword arguments.
 """
 from __future__ import annotations
 

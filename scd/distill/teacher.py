@@ -21,22 +21,31 @@ class TeacherOutputs:
         self._model = None
 
     def checkpoints(self) -> list[str]:
-        """Checkpoint names in training order, then `best` (T*)."""
+        """The teacher's trajectory as schedules see it: the N saved checkpoints in training order, the last of
+        them (the end of training) stood in for by `best` (T*). So N = 1 leaves only T*, and SCD and CD reduce
+        to TD exactly."""
         names = sorted((p.name for p in (self.dir / "checkpoints").glob("ckpt-*")), key=lambda n: int(n.split("-")[1]))
-        return names + ["best"]
+        return names[:-1] + ["best"]
 
     def path(self, name: str) -> Path:
         return self.dir / "best" if name == "best" else self.dir / "checkpoints" / name
 
+    def model(self, name: str):
+        """A frozen teacher checkpoint; the one in use stays loaded, others are loaded for the call."""
+        if name == self._name:
+            return self._model
+        path = self.path(name)
+        if not path.is_dir():
+            raise FileNotFoundError(f"teacher checkpoint {name!r} not found at {path}")
+        model = load_pretrained(path).to(self.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
     def use(self, name: str) -> None:
+        """Make `name` the checkpoint whose logits `logits()` returns."""
         if name != self._name:
-            path = self.path(name)
-            if not path.is_dir():
-                raise FileNotFoundError(f"teacher checkpoint {name!r} not found at {path}")
-            self._model = load_pretrained(path).to(self.device).eval()
-            for p in self._model.parameters():
-                p.requires_grad_(False)
-            self._name = name
+            self._model, self._name = self.model(name), name
 
     @property
     def current(self) -> str | None:

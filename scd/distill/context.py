@@ -1,0 +1,78 @@
+"""What schedules and weightings may look at when a distillation stage starts, computed lazily and cached:
+teacher-checkpoint distributions on the probe set (once per checkpoint for the whole run), the current student's
+(each stage), and per-sample gold losses on the training rows of the frozen student-SFT model (once) and of
+teacher checkpoints (once per checkpoint)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from scd.data import Encoded, batches
+from scd.distill.losses import per_sample_mean, response_mask, token_ce
+from scd.distill.probe import ProbeSet
+from scd.distill.teacher import TeacherOutputs
+
+
+@dataclass
+class StageContext:
+    checkpoints: list[str]                 # training order, "best" (T*) last
+    teachers: TeacherOutputs
+    student: torch.nn.Module               # the model being trained
+    train_set: list[Encoded]
+    pad_id: int
+    probe: ProbeSet | None = None
+    student_sft_dir: Path | None = None
+    batch_size: int = 256
+    stage: int = 0
+    n_stages: int = 1
+    history: list[str] = field(default_factory=list)
+    _teacher_probe: dict = field(default_factory=dict)
+    _teacher_losses: dict = field(default_factory=dict)
+    _sft_losses: torch.Tensor | None = None
+
+    def _device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    def _logits_fn(self, model) -> Callable:
+        device = self._device()
+        return lambda b: model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+
+    def teacher_logprobs(self, name: str) -> torch.Tensor:
+        if name not in self._teacher_probe:
+            self._teacher_probe[name] = self.probe.logprobs(self._logits_fn(self.teachers.model(name)))
+        return self._teacher_probe[name]
+
+    @torch.no_grad()
+    def student_logprobs(self) -> torch.Tensor:
+        was_training = self.student.training
+        self.student.eval()
+        out = self.probe.logprobs(self._logits_fn(self.student))
+        self.student.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def _sample_losses(self, model) -> torch.Tensor:
+        """Gold NLL per training row (mean over its response tokens), indexed like train_set."""
+        losses = torch.zeros(len(self.train_set))
+        fn = self._logits_fn(model)
+        for batch in batches(self.train_set, self.batch_size, self.pad_id, shuffle=False):
+            labels = batch["labels"].to(self._device())
+            losses[batch["index"]] = per_sample_mean(token_ce(fn(batch), labels), response_mask(labels)).cpu()
+        return losses
+
+    def teacher_losses(self, name: str) -> torch.Tensor:
+        if name not in self._teacher_losses:
+            self._teacher_losses[name] = self._sample_losses(self.teachers.model(name))
+        return self._teacher_losses[name]
+
+    def student_sft_losses(self) -> torch.Tensor:
+        if self._sft_losses is None:
+            from scd.models import load_pretrained
+
+            frozen = load_pretrained(self.student_sft_dir / "best").to(self._device()).eval()
+            self._sft_losses = self._sample_losses(frozen)
+            del frozen
+        return self._sft_losses
