@@ -143,7 +143,8 @@ rule evaluate:
 
 rule aggregate:
     input:
-        expand(f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.json", task=TASKS, seed=SEEDS, model=MODELS),
+        evals=expand(f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.json", task=TASKS, seed=SEEDS, model=MODELS),
+        samples=expand(f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.samples.jsonl", task=TASKS, seed=SEEDS, model=MODELS),
     output:
         f"{R}/leaderboard.json",
     params:
@@ -151,7 +152,7 @@ rule aggregate:
         profile=CFG["profile"],
         results_dir=R,
     shell:
-        "scd aggregate {input} --methods {params.methods} --profile {params.profile}"
+        "scd aggregate {input.evals} --methods {params.methods} --profile {params.profile}"
         " --results-dir {params.results_dir:q}"
         " --out {output}"
 

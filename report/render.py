@@ -57,6 +57,23 @@ def subdomain_table(lb: dict, task: str) -> str:
             f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
+DECOMP_COLS = (("p_tfs", "P(TFS)"), ("tfs_deficit", "TFS deficit"), ("sfs_advantage", "SFS advantage"),
+               ("risk_gap", "R(m) - R(T)"), ("tfs_accuracy", "TFS score"), ("sfs_accuracy", "SFS score"))
+
+
+def decomposition_table(lb: dict, task: str) -> str:
+    dec = (lb.get("decomposition") or {}).get(task) or {}
+    if not dec:
+        return ""
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in DECOMP_COLS)
+    body = "".join(
+        f"<tr><th class='row'>{html.escape(label(r))}</th>"
+        + "".join(f"<td>{dec[r][k]['mean']:.3f} ± {dec[r][k]['std']:.3f}</td>" for k, _ in DECOMP_COLS) + "</tr>"
+        for r in lb["rows"] if r in dec)
+    return (f"<h3>{html.escape(task)}</h3>"
+            f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
 def bar_plot(lb: dict, task: str) -> str:
     rows = [r for r in lb["rows"] if task in lb["cells"][r]]
     means = [lb["cells"][r][task]["mean"] for r in rows]
@@ -102,6 +119,12 @@ Hover a cell for the per-seed values.</p>
 <h2>Per subdomain</h2>
 <p class="meta">Tasks whose samples carry a subdomain tag (TFS: teacher-favoured, SFS: student-favoured).</p>
 {subs or '<p>No task in this run has subdomain tags.</p>'}
+<h2>TFS/SFS decomposition</h2>
+<p class="meta">Test samples split by which SFT model has the lower gold-answer loss (TFS: the teacher's, SFS: the
+student's). Per model: its mean loss excess over the teacher on TFS (deficit) and its mean loss saving on SFS
+(advantage); R(m) - R(T) = P(TFS) x deficit - P(SFS) x advantage, in mean gold NLL. Score columns: the task metric
+on each part. Mean ± std over seeds.</p>
+{"".join(decomposition_table(lb, t) for t in lb["tasks"])}
 <h2>Scores by task</h2>
 <div class="plots">{plots}</div>
 <h2>MLflow runs behind the numbers</h2>

@@ -7,6 +7,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from scd.data import read_jsonl
+from scd.decompose import decompose
+
 ROW_ORDER = ("teacher_sft", "student_sft")
 
 
@@ -49,5 +52,23 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
         if scored:
             top = max(s for s, _ in scored)
             best[col] = [row for s, row in scored if s == top]
-    return {"profile": profile, "results_dir": results_dir, "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
+    return {"profile": profile, "results_dir": results_dir, "decomposition": decomposition(eval_files, runs, rows),
+            "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
             "cells": cells, "subdomains": sub, "best": best}
+
+
+def decomposition(eval_files: list[Path], runs: list[dict], rows: list[str]) -> dict:
+    """TFS/SFS decomposition (scd/decompose.py) per task and model, mean/std over seeds; per-sample records are
+    read from the `.samples.jsonl` beside each evaluation summary."""
+    samples = {(r["task"], r["seed"], r["model"]): Path(f).with_suffix(".samples.jsonl") for f, r in zip(eval_files, runs)}
+    per: dict = defaultdict(lambda: defaultdict(list))
+    for (task, seed, model), path in sorted(samples.items()):
+        t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
+        if t is None or s is None or not path.exists():
+            continue
+        per[task][model].append(decompose(read_jsonl(t), read_jsonl(s), read_jsonl(path)))
+    out: dict = {}
+    for task, models in per.items():
+        out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
+                     for m, ds in models.items() if m in rows}
+    return out

@@ -59,3 +59,21 @@ def test_report_shows_rows_columns_best_and_is_reproducible(leaderboard):
     # self-contained: nothing is fetched when the page opens (SVG namespace URIs are identifiers, not loads)
     assert "<script" not in page and "<link" not in page and "src=" not in page and "@import" not in page
     assert render(leaderboard) == page
+
+
+def test_decomposition_identity_on_hand_made_records():
+    from scd.decompose import decompose
+
+    def recs(losses, correct=None):
+        return [{"id": i, "gold_nll": v, "correct": (correct or [True] * len(losses))[i]} for i, v in enumerate(losses)]
+
+    teacher, student = recs([0.1, 0.2, 2.0, 1.0]), recs([1.0, 0.4, 0.5, 1.0])  # TFS = {0, 1}; SFS = {2, 3} (tie)
+    model = recs([0.6, 0.2, 0.7, 0.9], [False, True, True, True])
+    d = decompose(teacher, student, model)
+    assert d["p_tfs"] == 0.5 and d["p_sfs"] == 0.5
+    assert d["tfs_deficit"] == pytest.approx(((0.6 - 0.1) + (0.2 - 0.2)) / 2)
+    assert d["sfs_advantage"] == pytest.approx(((2.0 - 0.7) + (1.0 - 0.9)) / 2)
+    assert d["risk_gap"] == pytest.approx(d["p_tfs"] * d["tfs_deficit"] - d["p_sfs"] * d["sfs_advantage"])
+    assert d["tfs_accuracy"] == 0.5 and d["sfs_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="same test rows"):
+        decompose(teacher, student, model[:3])
