@@ -48,6 +48,7 @@ def read_jsonl(path: Path) -> list[dict]:
 class Encoded:
     prompt_ids: list[int]
     answer_ids: list[int]   # answer tokens followed by EOS
+    labelled: bool = True   # False for transfer-set rows, whose answer is a teacher's output, not a gold label
 
 
 def encode(rows: list[dict], tokenizer, max_length: int) -> list[Encoded]:
@@ -74,7 +75,8 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(seq)
         attn[i, :n] = 1
         labels[i, p - 1: n - 1] = torch.tensor(e.answer_ids)  # logits at t predict token t+1
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels,
+            "labelled": torch.tensor([e.labelled for e in items], dtype=torch.bool)}
 
 
 def batches(data: list[Encoded], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0):

@@ -7,7 +7,7 @@ from scd.config import data_dir
 from scd.data import write_json, write_jsonl
 from scd.tokenizer import load_tokenizer, train_tokenizer
 from scd import tracking
-from tasks import SPLITS, get_task
+from tasks import SPLITS, TRANSFER, get_task
 
 
 def prepare(cfg: dict, out: Path) -> dict:
@@ -15,7 +15,8 @@ def prepare(cfg: dict, out: Path) -> dict:
     options = task.check_options(cfg.get("task_options", {}))
     splits = task.load(data_dir(cfg), options)
     out.mkdir(parents=True, exist_ok=True)
-    hashes = {s: write_jsonl(out / f"{s}.jsonl", splits[s]) for s in SPLITS}
+    written = SPLITS + ((TRANSFER,) if splits.get(TRANSFER) else ())
+    hashes = {s: write_jsonl(out / f"{s}.jsonl", splits[s]) for s in written}
 
     tok_cfg = cfg.get("tokenizer", {})
     if tok_cfg.get("source", "train") == "teacher":
@@ -26,11 +27,11 @@ def prepare(cfg: dict, out: Path) -> dict:
         tokenizer = train_tokenizer(task.tokenizer, texts, tok_cfg.get("vocab_size", 2000))
     tokenizer.save_pretrained(out / "tokenizer")
 
-    manifest = {"task": task.name, "options": options, "counts": {s: len(splits[s]) for s in SPLITS},
+    manifest = {"task": task.name, "options": options, "counts": {s: len(splits[s]) for s in written},
                 "sha256": hashes, "vocab_size": len(tokenizer)}
     with tracking.job_run(cfg, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:
         log.params({f"split.{s}.sha256": h for s, h in hashes.items()} |
-                   {f"split.{s}.n": len(splits[s]) for s in SPLITS} | {"vocab_size": len(tokenizer)})
+                   {f"split.{s}.n": len(splits[s]) for s in written} | {"vocab_size": len(tokenizer)})
     write_json(out / "manifest.json", manifest)  # last: its presence marks the stage as complete
     return manifest

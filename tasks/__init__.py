@@ -18,6 +18,7 @@ from tasks import metrics, parsers
 
 TASK_DIR = Path(__file__).parent
 SPLITS = ("train", "validation", "test")
+TRANSFER = "transfer"  # optional split: unlabelled prompts for distillation (teacher outputs become the targets)
 
 
 class TaskDataError(ValueError):
@@ -69,6 +70,9 @@ class Task:
                 if self.subdomains and row.get("subdomain") not in self.subdomains:
                     raise TaskDataError(f"task {self.name!r}: {split} row {i} has subdomain {row.get('subdomain')!r}, "
                                         f"expected one of {self.subdomains}")
+        for i, row in enumerate(splits.get(TRANSFER) or []):
+            if "id" not in row or "prompt" not in row:
+                raise TaskDataError(f"task {self.name!r}: {TRANSFER} row {i} needs an id and a prompt")
         return splits
 
     def task_dir(self, data_dir: Path) -> Path:

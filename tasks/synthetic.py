@@ -32,8 +32,9 @@ def generate(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
     pairs = [(a, b) for a in range(1000) for b in range(10)]
     rng.shuffle(pairs)
     need = opt["n_tfs_train"] + opt["n_tfs_test"] + n_val_tfs
-    if need > len(pairs):
-        raise ValueError(f"n_tfs_train + n_tfs_test + n_val/2 = {need} exceeds the {len(pairs)} possible TFS inputs")
+    if need + opt["n_transfer_tfs"] > len(pairs):
+        raise ValueError(f"n_tfs_train + n_tfs_test + n_val/2 + n_transfer_tfs = {need + opt['n_transfer_tfs']} "
+                         f"exceeds the {len(pairs)} possible TFS inputs")
     tfs_train = pairs[: opt["n_tfs_train"]]
     tfs_test = pairs[opt["n_tfs_train"]: opt["n_tfs_train"] + opt["n_tfs_test"]]
     tfs_val = pairs[opt["n_tfs_train"] + opt["n_tfs_test"]: need]
@@ -67,4 +68,18 @@ def generate(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
     val += [sfs_row(d, noisy(d, rng.random() < opt["sfs_noise"]), f"sfs-val-{i}") for i, d in enumerate(sfs_val_in)]
     test = [tfs_row(a, b, f"tfs-test-{i}") for i, (a, b) in enumerate(tfs_test)]
     test += [sfs_row(d, parity(d), f"sfs-test-{i}") for i, d in enumerate(sfs_test_in)]  # clean labels
-    return {"train": train, "validation": val, "test": test}
+    # Transfer set: fresh unlabelled prompts; in distillation the teacher's outputs are their targets. Its own
+    # random stream, so that asking for a transfer set leaves the other splits exactly as they were.
+    trng = random.Random(f"{opt['data_seed']}-transfer")
+    tfs_transfer = pairs[need: need + opt["n_transfer_tfs"]]
+    sfs_transfer_in: list[str] = []
+    while len(sfs_transfer_in) < opt["n_transfer_sfs"]:
+        d = "".join(trng.choice("0123456789") for _ in range(8))
+        if d not in seen:
+            seen.add(d)
+            sfs_transfer_in.append(d)
+    transfer = [{k: v for k, v in tfs_row(a, b, f"tfs-transfer-{i}").items() if k != "answer"}
+                for i, (a, b) in enumerate(tfs_transfer)]
+    transfer += [{"id": f"sfs-transfer-{i}", "prompt": f"{SFS_TAG}{d}{SFS_SEP}", "subdomain": "sfs"}
+                 for i, d in enumerate(sfs_transfer_in)]
+    return {"train": train, "validation": val, "test": test, "transfer": transfer}

@@ -85,3 +85,24 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
     assert 0 < run_.data.metrics["aw/mean"] < 1
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert "schedule.json" in artifacts and "aw" in artifacts
+
+
+def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
+    root, config = trained
+    opts = {**TINY, "n_transfer_tfs": 40, "n_transfer_sfs": 30}
+    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS, "tasks": {
+        "synthetic_subdomains": {"task_options": opts,
+                                 "training": {"distill": {"epochs": 1, "batch_size": 32, "probe_size": 16}}}}})
+    prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), root / "data_t")
+    assert (root / "data_t" / "tokenizer" / "tokenizer.json").read_text() == \
+        (root / "data" / "tokenizer" / "tokenizer.json").read_text()  # the transfer set leaves the vocabulary alone
+    dcfg = stage_config(cfg, "synthetic_subdomains", "distill", "td")
+    summary = distill(dcfg, "td", 0, root / "data_t", root / "teacher1", root / "student", root / "td_t")
+    assert summary["stages"][0]["transfer_rows"] == 70
+    off = distill(stage_config(load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS,
+                                                     "tasks": {"synthetic_subdomains": {"task_options": opts,
+                                                               "training": {"distill": {"epochs": 1, "batch_size": 32,
+                                                                                        "transfer": False}}}}}),
+                               "synthetic_subdomains", "distill", "td"),
+                  "td", 0, root / "data_t", root / "teacher1", root / "student", root / "td_off")
+    assert off["stages"][0]["transfer_rows"] == 0

@@ -110,3 +110,13 @@ def test_losses_run_in_float32_for_bf16_logits():
     assert forward_kl(s, t, labels != IGNORE).dtype == torch.float32
     loss, _ = td().loss(s, t, labels, torch.full((2,), 0.5))
     assert loss.dtype == torch.float32
+
+
+def test_unlabelled_rows_take_the_divergence_alone():
+    # row 0 labelled (w = 0.5 mixes KL and CE), row 1 a transfer row: w forced to 1, no CE
+    s = torch.zeros(2, 1, 2)
+    t = torch.tensor([[[0.0, LN3]], [[0.0, LN3]]])
+    labels = torch.tensor([[1], [1]])
+    kl, ce = 0.25 * math.log(0.5) + 0.75 * math.log(1.5), math.log(2.0)
+    loss, _ = td(0.5).loss(s, t, labels, torch.tensor([0.5, 0.5]), torch.tensor([True, False]))
+    assert math.isclose(float(loss), ((0.5 * kl + 0.5 * ce) + kl) / 2, rel_tol=1e-6)

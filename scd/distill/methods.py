@@ -23,15 +23,21 @@ class Method:
     options: dict = field(default_factory=dict)
 
     def loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-             weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """sum_i,t mask * (w_i * D_it + (1 - w_i) * CE_it) / #valid tokens, in float32."""
+             weights: torch.Tensor, labelled: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """sum_i,t mask * (w_i * D_it + (1 - w_i) * CE_it) / #valid tokens, in float32.
+
+        Rows with labelled = False (transfer set: the target is a teacher output, not a gold label) take the
+        divergence alone, w_i = 1: there is no gold CE to mix in."""
         mask = response_mask(labels)
         teacher_logits = teacher_logits.detach()  # the teacher is a target: no gradient, whatever the caller did
         div = self.divergence(student_logits.float(), teacher_logits.float(), mask, self.temperature, **self.options)
         if self.tau_squared:
             div = div * self.temperature ** 2
         ce = token_ce(student_logits, labels)
-        w = weights.detach().float().to(div.device).unsqueeze(-1)
+        w = weights.detach().float().to(div.device)
+        if labelled is not None:
+            w = torch.where(labelled.to(div.device), w, torch.ones_like(w))
+        w = w.unsqueeze(-1)
         n = mask.sum().clamp(min=1)
         loss = ((w * div + (1 - w) * ce) * mask).sum() / n
         stats = {"divergence": float((div.detach() * mask).sum() / n), "ce": float((ce.detach() * mask).sum() / n),

@@ -52,4 +52,6 @@ class AdaptiveWeight:
         return self._w
 
     def weights(self, batch: dict, alpha: float) -> torch.Tensor:
-        return self._w[batch["index"].cpu()]
+        # Rows past the labelled training set are transfer rows; the loss gives them w = 1 whatever this says.
+        idx = batch["index"].cpu()
+        return torch.where(idx < len(self._w), self._w[idx.clamp(max=len(self._w) - 1)], torch.ones(len(idx)))
