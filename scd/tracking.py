@@ -16,7 +16,6 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -34,14 +33,16 @@ def tracking_uri(cfg: dict) -> str:
 
 def init_store(cfg: dict) -> str:
     """Create the store and the experiment (idempotent); return the experiment id."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    # A client bound to the URI, never mlflow.set_tracking_uri: that also sets $MLFLOW_TRACKING_URI for this
+    # process and every job it starts, which would then ignore their own configuration.
+    client = MlflowClient(tracking_uri(cfg))
     Path(cfg["results_dir"]).mkdir(parents=True, exist_ok=True)
     name = (cfg.get("mlflow") or {}).get("experiment", "scd-bench")
-    exp = mlflow.get_experiment_by_name(name)
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     artifacts = (Path(cfg["results_dir"]) / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    return client.create_experiment(name, artifact_location=artifacts)
 
 
 def start_invocation(cfg: dict) -> str:
@@ -96,7 +97,7 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=items[i: i + 100])
 
     def artifact_json(self, obj, name: str) -> None:
-        mlflow.log_dict(obj, name, run_id=self.run_id)
+        self.client.log_dict(self.run_id, obj, name)
 
     def artifact_file(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
