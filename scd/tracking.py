@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import sys
+import time
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -78,8 +79,6 @@ class RunLogger:
         self.client, self.run_id, self.flush_at, self._buf = client, run_id, flush_at, []
 
     def __call__(self, metrics: dict, step: int) -> None:
-        import time
-
         ts = int(time.time() * 1000)
         self._buf += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         if len(self._buf) >= self.flush_at:
