@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,19 @@ def write_json(path: str | Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
     tmp.replace(path)
+
+
+@contextmanager
+def atomic_dir(out: Path):
+    """Yield `<out>.partial` to write into; on success it replaces `out`, so `out` exists only when complete
+    (a killed job leaves no half-written output for Snakemake to take as done)."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
 
 
 def read_jsonl(path: Path) -> list[dict]:

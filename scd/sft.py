@@ -6,11 +6,10 @@ checkpoint schedules (CD, SCD) distil from; both roles save their best validated
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 from scd import tracking
-from scd.data import write_json
+from scd.data import atomic_dir, write_json
 from scd.distill.losses import masked_mean, response_mask, token_ce
 from scd.evaluate import predict
 from scd.models import build_model, count_parameters
@@ -49,12 +48,10 @@ def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
     total = phase["epochs"] * math.ceil(len(train_set) / phase["batch_size"])
     ckpts = checkpoint_schedule(total, cfg.get("checkpoints", 1)) if role == "teacher" else {}
 
-    tmp = out.with_name(out.name + ".partial")  # renamed into place at the end: `out` exists only when complete
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tags = {"task": prep.task.name, "method": f"{role}_sft", "seed": seed, "stage": f"{role}_sft"}
-    with tracking.job_run(cfg, f"{prep.task.name}/{role}_sft/seed{seed}", tags,
-                          {"config": cfg, "seed": seed, "parameters": count_parameters(model)}, str(device)) as log:
+    with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{role}_sft/seed{seed}", tags,
+                                                  {"config": cfg, "seed": seed, "parameters": count_parameters(model)},
+                                                  str(device)) as log:
         summary = train(
             model, train_set, phase, pad_id=prep.tokenizer.pad_token_id, seed=seed, loss_fn=ce_loss,
             validate=validator(prep, cfg, device), log=log, log_every=cfg.get("log_every", 10),
@@ -65,6 +62,4 @@ def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
                     "checkpoints": {name: step for step, name in ckpts.items()}, "run_id": log.run_id}
         log({"best_val_score": summary["best_val_score"]}, summary["steps"])
         write_json(tmp / "summary.json", summary)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return summary

@@ -10,10 +10,10 @@ from typing import Callable
 
 import torch
 
-from scd.data import Encoded, batches
-from scd.distill.losses import per_sample_mean, response_mask, token_ce
+from scd.data import Encoded
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import TeacherOutputs
+from scd.evaluate import gold_nll
 
 
 @dataclass
@@ -53,15 +53,9 @@ class StageContext:
         self.student.train(was_training)
         return out
 
-    @torch.no_grad()
     def _sample_losses(self, model) -> torch.Tensor:
         """Gold NLL per training row (mean over its response tokens), indexed like train_set."""
-        losses = torch.zeros(len(self.train_set))
-        fn = self._logits_fn(model)
-        for batch in batches(self.train_set, self.batch_size, self.pad_id, shuffle=False):
-            labels = batch["labels"].to(self._device())
-            losses[batch["index"]] = per_sample_mean(token_ce(fn(batch), labels), response_mask(labels)).cpu()
-        return losses
+        return torch.tensor(gold_nll(model, self.train_set, self.pad_id, self.batch_size, self._device()))
 
     def teacher_losses(self, name: str) -> torch.Tensor:
         if name not in self._teacher_losses:

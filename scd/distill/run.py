@@ -8,11 +8,10 @@ the validation split over all stages. With one stage and the `best` schedule thi
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 from scd import tracking
-from scd.data import Encoded, encode, write_json
+from scd.data import Encoded, atomic_dir, encode, write_json
 from scd.distill.context import StageContext
 from scd.distill.methods import method_from_config
 from scd.distill.probe import ProbeSet
@@ -65,14 +64,11 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
         return method.loss(student_logits[..., :vocab], teachers.logits(batch), batch["labels"], weights,
                            batch["labelled"])
 
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
     stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "probe_size", "transfer")}
     stage_phase["epochs"] = max(1, phase["epochs"] // stages)
-    with tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags,
-                          {"config": cfg, "method": spec, "seed": seed}, str(device)) as log:
+    with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags,
+                                                  {"config": cfg, "method": spec, "seed": seed}, str(device)) as log:
         summaries, offset, best = [], 0, (-math.inf, None, -1)
         for stage in range(stages):
             ctx.stage = stage
@@ -111,6 +107,4 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
         log.artifact_json({"schedule": ctx.history, "checkpoints": ctx.checkpoints, "scores": scores},
                           "schedule.json")
         write_json(tmp / "summary.json", summary)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return summary
