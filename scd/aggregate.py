@@ -39,10 +39,9 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     # Average over tasks: per seed, the mean of that seed's task scores; then mean/std over seeds.
     for row in rows:
         per_seed = defaultdict(list)
-        for task in tasks:
-            for r in runs:
-                if r["task"] == task and r["model"] == row:
-                    per_seed[r["seed"]].append(r["score"])
+        for r in runs:
+            if r["model"] == row:
+                per_seed[r["seed"]].append(r["score"])
         complete = [statistics.fmean(v) for s, v in sorted(per_seed.items()) if len(v) == len(tasks)]
         if complete:
             cells[row]["average"] = mean_std(complete)
