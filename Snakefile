@@ -12,19 +12,24 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from scd.config import ConfigError, data_dir, enabled_tasks, load_config, stage_config, task_config
+from scd.config import (ConfigError, ablation_plan, data_dir, enabled_methods, enabled_tasks, load_config,
+                        stage_config, task_config)
 from tasks import TaskDataError, get_task
 
 try:
     CFG = load_config(config.get("profile"), overrides=dict(config))
+    ABLATIONS = ablation_plan(CFG)  # variant methods (e.g. scd+aw.n8) for the ablation plots
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 R = CFG["results_dir"]
 TASKS = enabled_tasks(CFG)
 SEEDS = CFG["seeds"]
-METHODS = list(CFG["methods"])
-MODELS = ["teacher_sft", "student_sft"] + METHODS
+METHODS = enabled_methods(CFG)  # the leaderboard's rows
+CFG["methods"].update(ABLATIONS["variants"])
+MODELS = {t: ["teacher_sft", "student_sft"] + METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"] else [])
+          for t in TASKS}
+EVALS = [f"{R}/{t}/seed{s}/eval/{m}" for t in TASKS for s in SEEDS for m in MODELS[t]]
 THREADS = CFG.get("threads", 1)
 
 # Missing task data stops the run at start, not in a job minutes later (tasks already prepared need none).
@@ -99,10 +104,27 @@ rule sft:
         " --data {input.data} --out {output} > {log} 2>&1"
 
 
+rule teacher_outputs:
+    input:
+        data=f"{R}/{{task}}/data",
+        teacher=f"{R}/{{task}}/seed{{seed}}/teacher",
+    output:
+        directory(f"{R}/{{task}}/seed{{seed}}/teacher_outputs"),
+    params:
+        cfg=job_config("teacher_outputs"),
+    threads: THREADS
+    log:
+        f"{R}/logs/{{task}}/seed{{seed}}/teacher_outputs.log",
+    shell:
+        "scd teacher-outputs --task {wildcards.task} --seed {wildcards.seed} --config {params.cfg:q}"
+        " --data {input.data} --teacher {input.teacher} --out {output} > {log} 2>&1"
+
+
 rule distill:
     input:
         data=f"{R}/{{task}}/data",
         teacher=f"{R}/{{task}}/seed{{seed}}/teacher",
+        teacher_outputs=f"{R}/{{task}}/seed{{seed}}/teacher_outputs",
         student=f"{R}/{{task}}/seed{{seed}}/student",
     output:
         directory(f"{R}/{{task}}/seed{{seed}}/distill/{{method}}"),
@@ -114,7 +136,7 @@ rule distill:
     shell:
         "scd distill --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
         " --config {params.cfg:q} --data {input.data} --teacher {input.teacher} --student {input.student}"
-        " --out {output} > {log} 2>&1"
+        " --teacher-outputs {input.teacher_outputs} --out {output} > {log} 2>&1"
 
 
 def trained_model(wc):
@@ -143,17 +165,18 @@ rule evaluate:
 
 rule aggregate:
     input:
-        evals=expand(f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.json", task=TASKS, seed=SEEDS, model=MODELS),
-        samples=expand(f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.samples.jsonl", task=TASKS, seed=SEEDS, model=MODELS),
+        evals=[f"{e}.json" for e in EVALS],
+        samples=[f"{e}.samples.jsonl" for e in EVALS],
     output:
         f"{R}/leaderboard.json",
     params:
         methods=" ".join(METHODS),
         profile=CFG["profile"],
         results_dir=R,
+        ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"]}, sort_keys=True),
     shell:
         "scd aggregate {input.evals} --methods {params.methods} --profile {params.profile}"
-        " --results-dir {params.results_dir:q}"
+        " --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
         " --out {output}"
 
 

@@ -18,8 +18,11 @@ def mean_std(values: list[float]) -> dict:
             "n": len(values), "values": values}
 
 
-def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results") -> dict:
+def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results",
+              ablations: dict | None = None) -> dict:
     runs = [json.loads(Path(f).read_text()) for f in eval_files]
+    for f, r in zip(eval_files, runs):
+        r["_dir"] = Path(f).parent.parent  # the seed's directory: distill/<method>/, teacher_outputs/
     tasks = sorted({r["task"] for r in runs})
     rows = list(ROW_ORDER) + [m for m in methods if m not in ROW_ORDER]
     cells: dict = defaultdict(dict)
@@ -53,7 +56,73 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
             best[col] = [row for s, row in scored if s == top]
     return {"profile": profile, "results_dir": results_dir, "decomposition": decomposition(eval_files, runs, rows),
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
-            "cells": cells, "subdomains": sub, "best": best}
+            "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows),
+            "ablations": ablation_results(runs, ablations or {})}
+
+
+def _distill_summary(run: dict) -> dict | None:
+    path = run["_dir"] / "distill" / run["model"] / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def schedules(runs: list[dict], rows: list[str]) -> dict:
+    """Per task and method: each seed's selected checkpoints, and the AW weight histograms summed over seeds with
+    the mean weight per subdomain and stage (mean over seeds)."""
+    out: dict = defaultdict(dict)
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        d = _distill_summary(r) if r["model"] in rows else None
+        if not d:
+            continue
+        entry = out[r["task"]].setdefault(r["model"], {"runs": [], "aw": []})
+        entry["runs"].append({"seed": r["seed"], "schedule": d["schedule"], "checkpoints": d["checkpoints"]})
+        for stage, hist in enumerate(d.get("aw_histograms") or []):
+            if stage == len(entry["aw"]):
+                entry["aw"].append({"stage": stage, "checkpoints": [], "hist": {}, "mean": defaultdict(list)})
+            agg = entry["aw"][stage]
+            agg["checkpoints"].append(hist["checkpoint"])
+            for k, v in hist.items():
+                if k.startswith("mean/"):
+                    agg["mean"][k[5:]].append(v)
+                elif isinstance(v, list):
+                    agg["hist"][k] = [a + b for a, b in zip(agg["hist"].get(k, [0] * len(v)), v)]
+            agg["bins"] = hist["bins"]
+    for methods in out.values():
+        for entry in methods.values():
+            for agg in entry["aw"]:
+                agg["mean"] = {k: mean_std(v) for k, v in agg["mean"].items()}
+    return out
+
+
+def ablation_results(runs: list[dict], plan: dict) -> dict:
+    """Per axis, task and method: score (mean/std over seeds) per ablated value, with its costs: distillation
+    wall time (mean over seeds) and, for granularity, the disk taken by the checkpoints the trajectory keeps."""
+    out: dict = {}
+    for axis, methods in (plan.get("axes") or {}).items():
+        for task in plan.get("tasks", []):
+            for base, values in methods.items():
+                points = []
+                for value, name in sorted(values.items(), key=lambda kv: float(kv[0])):
+                    mine = [r for r in runs if r["task"] == task and r["model"] == name]
+                    if not mine:
+                        continue
+                    summaries = [d for d in map(_distill_summary, mine) if d]
+                    point = {"value": float(value), "method": name, "score": mean_std([r["score"] for r in mine])}
+                    if summaries:
+                        point["seconds"] = statistics.fmean(d.get("wall_seconds", d["train_seconds"])
+                                                            for d in summaries)
+                        point["checkpoint_bytes"] = _checkpoint_bytes(mine[0]["_dir"], summaries[0]["checkpoints"])
+                    points.append(point)
+                if points:
+                    out.setdefault(axis, {}).setdefault(task, {})[base] = points
+    return out
+
+
+def _checkpoint_bytes(seed_dir: Path, names: list[str]) -> int | None:
+    manifest = seed_dir / "teacher_outputs" / "manifest.json"
+    if not manifest.exists():
+        return None
+    sizes = json.loads(manifest.read_text())["checkpoints"]
+    return sum(sizes[n]["checkpoint_bytes"] for n in names if n in sizes)
 
 
 def decomposition(eval_files: list[Path], runs: list[dict], rows: list[str]) -> dict:

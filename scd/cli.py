@@ -50,11 +50,20 @@ def cmd_sft(args):
           f"{s['train_seconds']:.1f} s, {s['tokens_per_second']:.0f} tokens/s, MLflow run {s['run_id']}")
 
 
+def cmd_teacher_outputs(args):
+    from scd.distill.teacher import write_teacher_outputs
+
+    m = write_teacher_outputs(_job_config(args), args.seed, Path(args.data), Path(args.teacher), Path(args.out))
+    secs = sum(c["seconds"] for c in m["checkpoints"].values())
+    print(f"teacher outputs of {len(m['checkpoints'])} checkpoints on {m['train_rows']} training and "
+          f"{m['transfer_rows']} transfer rows in {secs:.1f} s")
+
+
 def cmd_distill(args):
     from scd.distill.run import distill
 
     s = distill(_job_config(args), args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
-                Path(args.out))
+                Path(args.out), Path(args.teacher_outputs) if args.teacher_outputs else None)
     print(f"{args.method}: teachers {s['schedule']}, best validation score {s['best_val_score']:.4f}, "
           f"{s['train_seconds']:.1f} s, MLflow run {s['run_id']}")
 
@@ -71,8 +80,12 @@ def cmd_aggregate(args):
     from scd.aggregate import aggregate
     from scd.data import write_json
 
-    write_json(args.out, aggregate([Path(f) for f in args.evals], args.methods, args.profile,
-                                         args.results_dir))
+    try:
+        ablations = json.loads(args.ablations) if args.ablations else None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--ablations is not valid JSON: {e}") from None
+    write_json(args.out, aggregate([Path(f) for f in args.evals], args.methods, args.profile, args.results_dir,
+                                   ablations))
 
 
 def cmd_report(args):
@@ -121,12 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (best/, checkpoints/, summary.json)")
     p.set_defaults(fn=cmd_sft)
 
+    p = sub.add_parser("teacher-outputs", help="one pass of every teacher checkpoint: the logits and transfer-set "
+                                               "targets that distillation reads")
+    _common(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--teacher", required=True, help="teacher SFT output directory")
+    p.add_argument("--out", required=True, help="output directory (<checkpoint>.safetensors, manifest.json)")
+    p.set_defaults(fn=cmd_teacher_outputs)
+
     p = sub.add_parser("distill", help="distil the student-SFT model from the teacher with one method")
     _common(p)
     p.add_argument("--method", required=True, help="a method name from the config's `methods`")
     p.add_argument("--data", required=True)
     p.add_argument("--teacher", required=True, help="teacher SFT output directory")
     p.add_argument("--student", required=True, help="student SFT output directory")
+    p.add_argument("--teacher-outputs", help="directory from `scd teacher-outputs` (else computed in the job)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_distill)
 
@@ -143,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="*", default=[], help="leaderboard row order after teacher_sft, student_sft")
     p.add_argument("--profile", default="default")
     p.add_argument("--results-dir", default="results", help="where the MLflow store is (named in the report)")
+    p.add_argument("--ablations", help="the workflow's ablation plan as JSON (tasks, axes)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_aggregate)
 

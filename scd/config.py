@@ -139,7 +139,8 @@ COMMON_KEYS = ("profile", "results_dir", "mlflow", "threads", "device", "precisi
 
 
 def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> dict:
-    """The configuration of one job: `stage` in prepare | sft | distill | evaluate; `name` the SFT role or method."""
+    """The configuration of one job: `stage` in prepare | sft | teacher_outputs | distill | evaluate; `name` the
+    SFT role or method."""
     full = task_config(cfg, task)
     out = {k: full[k] for k in COMMON_KEYS if k in full}
     if stage == "prepare":
@@ -150,6 +151,8 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         out |= {"models": {name: full["models"][name]}, "training": {name: full["training"][name]}}
         if name == "teacher":
             out["checkpoints"] = full.get("checkpoints", 1)
+    elif stage == "teacher_outputs":
+        out["training"] = {"distill": {"transfer": full["training"]["distill"].get("transfer", True)}}
     elif stage == "distill":
         out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
     elif stage != "evaluate":
@@ -157,5 +160,61 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
     return out
 
 
+ABLATIONS = {  # config key -> (variant name suffix, how a value changes a method's spec)
+    "granularity": ("n", lambda spec, n: spec | {"checkpoints": n, "stages": n}),
+    "lam": ("lam", lambda spec, v: spec | {"schedule_options": {**spec.get("schedule_options", {}), "lam": v}}),
+}
+
+
+def _effective(spec: dict, cfg: dict) -> dict:
+    """A method spec with the defaults it inherits made explicit, so two specs compare equal when they would run
+    the same: stages and trajectory size from training.distill, SCD's lambda default."""
+    import inspect
+
+    from scd.distill.parts import SCHEDULES, load_plugins
+
+    load_plugins()
+    phase = cfg["training"]["distill"]
+    out = {"stages": phase.get("stages", 1), "checkpoints": phase.get("checkpoints")} | spec
+    defaults = {k: p.default for k, p in inspect.signature(SCHEDULES.get(spec["schedule"])).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return out | {"schedule_options": defaults | spec.get("schedule_options", {})}
+
+
+def ablation_plan(cfg: dict) -> dict:
+    """The `ablations` switches as variant methods: {"tasks": [...], "variants": {name: spec},
+    "axes": {axis: {method: {value: method name}}}}. A variant identical to its base method reuses the base
+    method's runs (e.g. N = 4 when the main methods use 4 checkpoints), so nothing runs twice."""
+    abl = cfg.get("ablations") or {}
+    plan = {"tasks": [], "variants": {}, "axes": {}}
+    if not abl:
+        return plan
+    problems = [f"ablations.tasks: {t!r} is not a configured task.{did_you_mean(t, list(cfg['tasks']))}"
+                for t in abl.get("tasks", []) if t not in cfg["tasks"]]
+    plan["tasks"] = [t for t in abl.get("tasks", list(cfg["tasks"])) if t in enabled_tasks(cfg)]
+    for axis, (suffix, vary) in ABLATIONS.items():
+        if axis not in abl:
+            continue
+        for base in abl[axis]["methods"]:
+            if base not in cfg["methods"]:
+                problems.append(f"ablations.{axis}.methods: {base!r} is not a configured method."
+                                f"{did_you_mean(base, list(cfg['methods']))}")
+                continue
+            for value in abl[axis]["values"]:
+                spec = vary(cfg["methods"][base], value)
+                name = base if _effective(spec, cfg) == _effective(cfg["methods"][base], cfg) \
+                    else f"{base}.{suffix}{value:g}"
+                plan["axes"].setdefault(axis, {}).setdefault(base, {})[value] = name
+                if name != base:
+                    plan["variants"][name] = spec
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return plan
+
+
 def enabled_tasks(cfg: dict) -> list[str]:
     return [t for t, o in cfg["tasks"].items() if (o or {}).get("enabled", True)]
+
+
+def enabled_methods(cfg: dict) -> list[str]:
+    return [m for m, spec in cfg["methods"].items() if spec.get("enabled", True)]

@@ -98,6 +98,9 @@ class RunLogger:
     def artifact_json(self, obj, name: str) -> None:
         self.client.log_dict(self.run_id, obj, name)
 
+    def artifact_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
     def artifact_file(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
 

@@ -1,7 +1,7 @@
 """What schedules and weightings may look at when a distillation stage starts, computed lazily and cached:
-teacher-checkpoint distributions on the probe set (once per checkpoint for the whole run), the current student's
-(each stage), and per-sample gold losses on the training rows of the frozen student-SFT model (once) and of
-teacher checkpoints (once per checkpoint)."""
+teacher-checkpoint distributions on the probe set (once per checkpoint for the whole run, from the cached teacher
+logits), the current student's (each stage), and per-sample gold losses on the training rows of the frozen
+student-SFT model (once) and of teacher checkpoints (once per checkpoint, from the cached teacher logits)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,7 +42,8 @@ class StageContext:
 
     def teacher_logprobs(self, name: str) -> torch.Tensor:
         if name not in self._teacher_probe:
-            self._teacher_probe[name] = self.probe.logprobs(self._logits_fn(self.teachers.model(name)))
+            logits = self.teachers.rows_logits(name, self.probe.indices)
+            self._teacher_probe[name] = torch.log_softmax(logits.float(), -1)
         return self._teacher_probe[name]
 
     @torch.no_grad()
@@ -59,7 +60,7 @@ class StageContext:
 
     def teacher_losses(self, name: str) -> torch.Tensor:
         if name not in self._teacher_losses:
-            self._teacher_losses[name] = self._sample_losses(self.teachers.model(name))
+            self._teacher_losses[name] = self.teachers.gold_losses(name)
         return self._teacher_losses[name]
 
     def student_sft_losses(self) -> torch.Tensor:

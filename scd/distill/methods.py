@@ -40,8 +40,10 @@ class Method:
         w = w.unsqueeze(-1)
         n = mask.sum().clamp(min=1)
         loss = ((w * div + (1 - w) * ce) * mask).sum() / n
+        # the mean weight of labelled rows: transfer rows are 1 by construction, not by the weighting's choice
+        given = weights.detach().float()[labelled.cpu()] if labelled is not None else weights.detach().float()
         stats = {"divergence": float((div.detach() * mask).sum() / n), "ce": float((ce.detach() * mask).sum() / n),
-                 "weight_mean": float(weights.mean()) if weights.numel() else 0.0}
+                 "weight_mean": float(given.mean()) if given.numel() else 0.0}
         return loss, stats
 
 

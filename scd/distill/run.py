@@ -1,59 +1,67 @@
 """Stage 4: distil the student-SFT model from the teacher with one method (schedule x divergence x weighting).
 
-Training runs in `stages` stages (epochs split evenly). When a stage starts, the schedule names the teacher
-checkpoint to learn from and the weighting computes its sample weights; each stage starts a fresh optimizer and
-LR schedule (one `train` call each) and continues from the student's last state. The result is the best state on
-the validation split over all stages. With one stage and the `best` schedule this is TD, vanilla KD from T*.
+Training runs in N stages (epochs split evenly). When a stage starts, the schedule names the teacher checkpoint to
+learn from and the weighting computes its sample weights; each stage starts a fresh optimizer and LR schedule (one
+`train` call each) and continues from the student's last state. The result is the best state on the validation
+split over all stages. TD, CD and SCD differ only in the schedule; with one stage and the `best` schedule this is
+vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` (or are computed here on first use).
 """
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
+import torch
+
 from scd import tracking
-from scd.data import Encoded, atomic_dir, encode, write_json
+from scd.data import atomic_dir, write_json
 from scd.distill.context import StageContext
 from scd.distill.methods import method_from_config
 from scd.distill.probe import ProbeSet
-from scd.distill.teacher import TeacherOutputs
-from scd.evaluate import generate
+from scd.distill.teacher import teacher_outputs
 from scd.models import load_pretrained
 from scd.runtime import Prepared, setup
 from scd.sft import save_model, validator
 from scd.train import train
 
+HIST_BINS = 20  # AW weight histograms over [0, 1]
 
-def weight_stats(w) -> dict[str, float]:
+
+def weight_stats(w: torch.Tensor) -> dict[str, float]:
     q = w.quantile(w.new_tensor([0.1, 0.5, 0.9])).tolist()
     return {"aw/mean": float(w.mean()), "aw/std": float(w.std()) if w.numel() > 1 else 0.0,
             "aw/p10": q[0], "aw/median": q[1], "aw/p90": q[2]}
 
 
-def transfer_targets(prep: Prepared, teachers: TeacherOutputs, name: str, batch_size: int, device) -> list[Encoded]:
-    """The transfer set labelled by teacher checkpoint `name`: its greedy outputs become the rows' targets."""
-    rows = [dict(r, answer="") for r in prep.rows("transfer")]
-    prompts = encode(rows, prep.tokenizer, prep.task.max_length)
-    texts = generate(teachers.model(name), prep.tokenizer, prompts, prep.task.evaluation.get("max_new_tokens", 16),
-                     batch_size, device)
-    eos = prep.tokenizer.eos_token_id
-    return [Encoded(p.prompt_ids, prep.tokenizer(t, add_special_tokens=False)["input_ids"] + [eos], labelled=False)
-            for p, t in zip(prompts, texts)]
+def weight_histogram(w: torch.Tensor, groups: list[str]) -> dict:
+    """Counts of w in HIST_BINS equal bins over [0, 1], overall and per subdomain (where rows carry one)."""
+    def counts(x: torch.Tensor) -> list[int]:
+        return torch.histc(x.float(), bins=HIST_BINS, min=0.0, max=1.0).long().tolist()
+
+    out = {"bins": HIST_BINS, "all": counts(w)}
+    for g in sorted(set(groups) - {None}):
+        sel = torch.tensor([x == g for x in groups])
+        out[g] = counts(w[sel])
+        out[f"mean/{g}"] = float(w[sel].mean())
+    return out
 
 
-def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path) -> dict:
+def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path,
+            teacher_cache: Path | None = None) -> dict:
+    started = time.perf_counter()
     device = setup(cfg, seed)
     prep = Prepared.open(data)
     spec = cfg["methods"][method_name]
     method = method_from_config(method_name, spec)
     phase = cfg["training"]["distill"]
-    stages = phase.get("stages", 1)
+    stages = spec.get("stages", phase.get("stages", 1))
     model = load_pretrained(student / "best").to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
-    teachers = TeacherOutputs(teacher, vocab, device, cfg.get("precision", "fp32"))
-    train_set = prep.encoded("train")
-    use_transfer = phase.get("transfer", True) and (prep.dir / "transfer.jsonl").exists()
-    transfer: dict[str, list[Encoded]] = {}  # per teacher checkpoint
-    ctx = StageContext(teachers.checkpoints(), teachers, model, train_set, pad,
+    teachers = teacher_outputs(prep, cfg, teacher, device, teacher_cache, phase.get("transfer", True))
+    train_set = teachers.train_rows
+    subdomains = [r.get("subdomain") for r in prep.rows("train")]
+    ctx = StageContext(teachers.checkpoints(spec.get("checkpoints", phase.get("checkpoints"))), teachers, model, train_set, pad,
                        probe=ProbeSet.sample(train_set, phase.get("probe_size", 256), seed, pad, vocab),
                        student_sft_dir=student, batch_size=cfg.get("evaluation", {}).get("batch_size", 64),
                        n_stages=stages)
@@ -65,29 +73,31 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
                            batch["labelled"])
 
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
-    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "probe_size", "transfer")}
+    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer")}
     stage_phase["epochs"] = max(1, phase["epochs"] // stages)
     with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags,
                                                   {"config": cfg, "method": spec, "seed": seed}, str(device)) as log:
-        summaries, offset, best = [], 0, (-math.inf, None, -1)
+        summaries, offset, best, histograms = [], 0, (-math.inf, None, -1), []
         for stage in range(stages):
             ctx.stage = stage
             name = method.schedule.choose(ctx)
             ctx.history.append(name)
             teachers.use(name)
             method.weighting.begin_stage(ctx, name)
-            index = ctx.checkpoints.index(name)
-            log({"schedule/checkpoint_index": index}, offset)
+            log({"schedule/checkpoint_index": ctx.checkpoints.index(name)}, stage)
+            scores = getattr(method.schedule, "scores", None)  # SCD: this stage's row of the score matrix
+            for c, terms in (scores[-1] if scores else {}).items():
+                log({f"schedule/{t}/{c}": v for t, v in terms.items()}, stage)
             w = getattr(method.weighting, "current", None)
             if w is not None:
-                log(weight_stats(w), offset)
+                hist = weight_histogram(w, subdomains) | {"stage": stage, "checkpoint": name}
+                histograms.append(hist)
+                log(weight_stats(w) | {f"aw/{k}": v for k, v in hist.items() if k.startswith("mean/")}, stage)
                 log.artifact_json({"stage": stage, "checkpoint": name, "weights": w.tolist()},
                                   f"aw/weights_stage{stage}.json")
-            stage_data = train_set
-            if use_transfer:
-                if name not in transfer:
-                    transfer[name] = transfer_targets(prep, teachers, name, ctx.batch_size, device)
-                stage_data = train_set + transfer[name]  # indices past len(train_set) are transfer rows
+                log.artifact_text(_histogram_svg(hist), f"aw/histogram_stage{stage}.svg")
+            transfer = teachers.transfer_rows(name)
+            stage_data = train_set + transfer  # indices past len(train_set) are transfer rows
             # Steps continue across stages in the logs; the optimizer and LR schedule restart (fresh per train()).
             s = train(model, stage_data, stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=loss_fn,
                       validate=validator(prep, cfg, device), log=lambda m, step: log(m, offset + step),
@@ -97,14 +107,22 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
             if s["best_val_score"] > best[0]:
                 best = (s["best_val_score"], state, stage)
             offset += s["steps"]
-            summaries.append(s | {"checkpoint": name, "transfer_rows": len(stage_data) - len(train_set)})
+            summaries.append(s | {"checkpoint": name, "transfer_rows": len(transfer)})
         model.load_state_dict(best[1])
         save_model(model, prep.tokenizer, tmp / "best")
         scores = getattr(method.schedule, "scores", None)
         summary = {"method": method_name, "seed": seed, "task": prep.task.name, "schedule": ctx.history,
+                   "checkpoints": ctx.checkpoints, "schedule_scores": scores, "aw_histograms": histograms,
                    "stages": summaries, "best_val_score": best[0], "best_stage": best[2],
-                   "train_seconds": sum(s["train_seconds"] for s in summaries), "run_id": log.run_id}
+                   "train_seconds": sum(s["train_seconds"] for s in summaries),
+                   "wall_seconds": time.perf_counter() - started, "run_id": log.run_id}
         log.artifact_json({"schedule": ctx.history, "checkpoints": ctx.checkpoints, "scores": scores},
                           "schedule.json")
         write_json(tmp / "summary.json", summary)
     return summary
+
+
+def _histogram_svg(hist: dict) -> str:
+    from report.plots import histogram_svg
+
+    return histogram_svg(hist, title=f"AW weights, stage {hist['stage']} ({hist['checkpoint']})")

@@ -1,39 +1,130 @@
-"""Teacher outputs for distillation, from one place: the frozen teacher checkpoints, loaded on demand.
+"""Teacher outputs for distillation, from one place: one pass of each frozen teacher checkpoint.
 
-Everything that needs teacher logits asks this component, so caching them later (per checkpoint and row) is a
-change here only.
+Per checkpoint, distillation needs the teacher's logits at the response positions of every training row and, for
+the task's transfer set, the teacher's greedy outputs (the rows' targets) with its logits on them. `scd
+teacher-outputs` computes these once per task and seed for all checkpoints (a Snakemake job of its own), so six
+methods over eight checkpoints cost eight teacher passes, not forty-eight epochs of teacher forwards. Without a
+cache directory the same function computes them in memory on first use. Everything schedules and weightings read
+(probe distributions for SCD, per-row gold losses for AW) derives from these logits: no schedule or weighting runs
+a teacher model itself.
+
+Logits are stored in float32 over the shared real vocabulary (embedding rows past it are padding), in row order,
+response positions only: row i owns `len(answer_ids)` consecutive rows of the [positions, vocab] matrix.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
+from scd.data import Encoded, atomic_dir, collate, encode, write_json
+from scd.distill.losses import response_mask
 from scd.models import load_pretrained
+from scd.runtime import Prepared, setup
+
+
+@dataclass
+class CheckpointOutputs:
+    train_logits: torch.Tensor          # [response positions of all training rows, vocab], float32
+    transfer_targets: list[list[int]]   # per transfer row: the teacher's greedy answer ids + EOS
+    transfer_logits: torch.Tensor       # [response positions of all transfer rows, vocab], float32
+
+    def save(self, path: Path) -> None:
+        lengths = torch.tensor([len(t) for t in self.transfer_targets], dtype=torch.long)
+        flat = torch.tensor([i for t in self.transfer_targets for i in t], dtype=torch.long)
+        save_file({"train_logits": self.train_logits.contiguous(), "transfer_logits": self.transfer_logits.contiguous(),
+                   "transfer_lengths": lengths, "transfer_ids": flat}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> "CheckpointOutputs":
+        t = load_file(str(path))  # safetensors: no code runs on load
+        ids = t["transfer_ids"].tolist()
+        targets, start = [], 0
+        for n in t["transfer_lengths"].tolist():
+            targets.append(ids[start: start + n])
+            start += n
+        return cls(t["train_logits"], targets, t["transfer_logits"])
+
+
+@torch.no_grad()
+def response_logits(model, rows: list[Encoded], pad_id: int, vocab: int, batch_size: int, device,
+                    precision: str = "fp32") -> torch.Tensor:
+    """Logits at the response positions of `rows`, concatenated in row order: [sum len(answer_ids), vocab]."""
+    from scd.train import autocast
+
+    out = [torch.zeros(0, vocab)]
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start: start + batch_size], pad_id)
+        with autocast(precision, device):
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+        out.append(logits[..., :vocab].float()[response_mask(batch["labels"].to(device))].cpu())
+    return torch.cat(out)
+
+
+def compute_outputs(model, train_rows: list[Encoded], transfer_prompts: list[Encoded], tokenizer, vocab: int,
+                    max_new_tokens: int, batch_size: int, device, precision: str = "fp32") -> CheckpointOutputs:
+    from scd.evaluate import generate
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    targets: list[list[int]] = []
+    if transfer_prompts:
+        texts = generate(model, tokenizer, transfer_prompts, max_new_tokens, batch_size, device)
+        targets = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
+    transfer_rows = [Encoded(p.prompt_ids, t, labelled=False) for p, t in zip(transfer_prompts, targets)]
+    return CheckpointOutputs(response_logits(model, train_rows, pad, vocab, batch_size, device, precision), targets,
+                             response_logits(model, transfer_rows, pad, vocab, batch_size, device, precision))
+
+
+def _offsets(lengths) -> torch.Tensor:
+    return torch.tensor([0] + list(lengths), dtype=torch.long).cumsum(0)
+
+
+def saved_checkpoints(teacher_dir: Path) -> list[str]:
+    """The teacher's trajectory: its N saved checkpoints in training order, the last of them (the end of training)
+    stood in for by `best` (T*). So N = 1 leaves only T*, and SCD and CD reduce to TD exactly."""
+    names = sorted((p.name for p in (Path(teacher_dir) / "checkpoints").glob("ckpt-*")),
+                   key=lambda n: int(n.split("-")[1]))
+    return names[:-1] + ["best"]
+
+
+def evenly_spaced(names: list[str], n: int | None) -> list[str]:
+    """`n` of the trajectory's checkpoints, evenly spaced and ending at T* (the granularity ablation keeps 8
+    checkpoints on disk and uses 8, 4, 2 or 1 of them)."""
+    if n is None or n >= len(names):
+        return list(names)
+    if n < 1:
+        raise ValueError(f"a trajectory needs at least one checkpoint, got {n}")
+    return [names[round((k + 1) * len(names) / n) - 1] for k in range(n)]
 
 
 class TeacherOutputs:
-    def __init__(self, teacher_dir: Path, vocab_size: int, device: torch.device, precision: str = "fp32"):
-        self.dir = Path(teacher_dir)
-        self.vocab_size = vocab_size  # compare only the shared real vocabulary (embeddings may be padded)
-        self.device, self.precision = device, precision
-        self._name: str | None = None
-        self._model = None
+    """The teacher side of a distillation run: which checkpoints exist, and their outputs on the run's rows."""
 
-    def checkpoints(self) -> list[str]:
-        """The teacher's trajectory as schedules see it: the N saved checkpoints in training order, the last of
-        them (the end of training) stood in for by `best` (T*). So N = 1 leaves only T*, and SCD and CD reduce
-        to TD exactly."""
-        names = sorted((p.name for p in (self.dir / "checkpoints").glob("ckpt-*")), key=lambda n: int(n.split("-")[1]))
-        return names[:-1] + ["best"]
+    def __init__(self, teacher_dir: Path, train_rows: list[Encoded], transfer_prompts: list[Encoded], tokenizer,
+                 vocab_size: int, device, precision: str = "fp32", batch_size: int = 256,
+                 max_new_tokens: int = 16, cache_dir: Path | None = None):
+        self.dir = Path(teacher_dir)
+        self.train_rows, self.transfer_prompts = train_rows, transfer_prompts
+        self.tokenizer, self.vocab_size = tokenizer, vocab_size
+        self.device, self.precision, self.batch_size, self.max_new_tokens = device, precision, batch_size, max_new_tokens
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._outputs: dict[str, CheckpointOutputs] = {}
+        self._name: str | None = None
+        self._train_offsets = _offsets(len(r.answer_ids) for r in train_rows)
+        self._starts = self._train_offsets.tolist()  # python ints: per-row slicing in the training loop
+        self._transfer_starts: dict[str, list[int]] = {}
+
+    def checkpoints(self, n: int | None = None) -> list[str]:
+        return evenly_spaced(saved_checkpoints(self.dir), n)
 
     def path(self, name: str) -> Path:
         return self.dir / "best" if name == "best" else self.dir / "checkpoints" / name
 
     def model(self, name: str):
-        """A frozen teacher checkpoint; the one in use stays loaded, others are loaded for the call."""
-        if name == self._name:
-            return self._model
         path = self.path(name)
         if not path.is_dir():
             raise FileNotFoundError(f"teacher checkpoint {name!r} not found at {path}")
@@ -42,19 +133,109 @@ class TeacherOutputs:
             p.requires_grad_(False)
         return model
 
+    def compute(self, name: str) -> CheckpointOutputs:
+        return compute_outputs(self.model(name), self.train_rows, self.transfer_prompts, self.tokenizer,
+                               self.vocab_size, self.max_new_tokens, self.batch_size, self.device, self.precision)
+
+    def outputs(self, name: str) -> CheckpointOutputs:
+        if name not in self._outputs:
+            cached = self.cache_dir / f"{name}.safetensors" if self.cache_dir else None
+            if cached is not None and not cached.exists():
+                raise FileNotFoundError(f"no cached teacher outputs for {name!r} in {self.cache_dir}; "
+                                        f"re-run `scd teacher-outputs` for this teacher")
+            out = CheckpointOutputs.load(cached) if cached else self.compute(name)
+            expected = int(self._train_offsets[-1])
+            if out.train_logits.shape != (expected, self.vocab_size) or len(out.transfer_targets) != len(
+                    self.transfer_prompts):
+                raise ValueError(f"teacher outputs for {name!r} do not match the prepared data "
+                                 f"(logits {tuple(out.train_logits.shape)}, expected ({expected}, {self.vocab_size}); "
+                                 f"{len(out.transfer_targets)} transfer rows, expected {len(self.transfer_prompts)}): "
+                                 f"the cache is stale, re-run `scd teacher-outputs`")
+            self._outputs[name] = out
+        return self._outputs[name]
+
+    def transfer_rows(self, name: str) -> list[Encoded]:
+        """The transfer set labelled by checkpoint `name`: its greedy outputs are the rows' targets."""
+        return [Encoded(p.prompt_ids, t, labelled=False)
+                for p, t in zip(self.transfer_prompts, self.outputs(name).transfer_targets)]
+
     def use(self, name: str) -> None:
         """Make `name` the checkpoint whose logits `logits()` returns."""
-        if name != self._name:
-            self._model, self._name = self.model(name), name
+        self.outputs(name)
+        self._name = name
 
     @property
     def current(self) -> str | None:
         return self._name
 
-    @torch.no_grad()
-    def logits(self, batch: dict) -> torch.Tensor:
-        from scd.train import autocast
+    def rows_logits(self, name: str, indices: list[int]) -> torch.Tensor:
+        """Response-position logits of the given rows, concatenated in order. Indices past the training rows are
+        transfer rows (as in a stage's `train + transfer` data)."""
+        out, n_train = self.outputs(name), len(self.train_rows)
+        if name not in self._transfer_starts:
+            self._transfer_starts[name] = _offsets(map(len, out.transfer_targets)).tolist()
+        parts = []
+        for i in indices:
+            if i < n_train:
+                parts.append(out.train_logits[self._starts[i]: self._starts[i + 1]])
+            else:
+                j, off = i - n_train, self._transfer_starts[name]
+                parts.append(out.transfer_logits[off[j]: off[j + 1]])
+        return torch.cat(parts) if parts else torch.zeros(0, self.vocab_size)
 
-        with autocast(self.precision, self.device):
-            out = self._model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return out[..., : self.vocab_size].float()
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Teacher logits [B, T, vocab] for a training batch (its `index` and `labels`), zero off the response
+        positions, which every loss masks out."""
+        mask = response_mask(batch["labels"])
+        flat = self.rows_logits(self._name, batch["index"].tolist())
+        if flat.shape[0] != int(mask.sum()):
+            raise ValueError("cached teacher logits do not line up with the batch's response tokens; "
+                             "re-run `scd teacher-outputs`")
+        out = torch.zeros(*mask.shape, self.vocab_size, device=mask.device)
+        out[mask] = flat.to(mask.device)
+        return out
+
+    def gold_losses(self, name: str) -> torch.Tensor:
+        """Per training row: the checkpoint's gold-answer NLL, mean over the row's response tokens."""
+        logits = self.outputs(name).train_logits
+        gold = torch.tensor([t for r in self.train_rows for t in r.answer_ids], dtype=torch.long)
+        nll = F.cross_entropy(logits, gold, reduction="none")
+        row = torch.repeat_interleave(torch.arange(len(self.train_rows)), self._train_offsets.diff())
+        sums = torch.zeros(len(self.train_rows)).index_add_(0, row, nll)
+        return sums / self._train_offsets.diff().clamp(min=1)
+
+
+def teacher_outputs(prep: Prepared, cfg: dict, teacher: Path, device, cache: Path | None = None,
+                    transfer: bool = True) -> TeacherOutputs:
+    """The teacher side of a run on a task's prepared data, with the task's transfer set unless `transfer` is off."""
+    prompts = []
+    if transfer and (prep.dir / "transfer.jsonl").exists():
+        prompts = encode([dict(r, answer="") for r in prep.rows("transfer")], prep.tokenizer, prep.task.max_length)
+        for p in prompts:  # only the prompt is used; the target is what the teacher generates
+            p.answer_ids = []
+    return TeacherOutputs(teacher, prep.encoded("train"), prompts, prep.tokenizer, len(prep.tokenizer), device,
+                          cfg.get("precision", "fp32"), cfg.get("evaluation", {}).get("batch_size", 256),
+                          prep.task.evaluation.get("max_new_tokens", 16), cache)
+
+
+def write_teacher_outputs(cfg: dict, seed: int, data: Path, teacher: Path, out: Path) -> dict:
+    """`scd teacher-outputs`: every checkpoint's outputs to `<out>/<name>.safetensors`, plus a manifest with the
+    time and bytes each took (the cost side of the checkpoint-granularity ablation)."""
+    import time
+
+    device = setup(cfg, seed)
+    prep = Prepared.open(data)
+    transfer = cfg.get("training", {}).get("distill", {}).get("transfer", True)
+    teachers = teacher_outputs(prep, cfg, teacher, device, transfer=transfer)
+    manifest = {"checkpoints": {}, "train_rows": len(teachers.train_rows),
+                "transfer_rows": len(teachers.transfer_prompts)}
+    with atomic_dir(out) as tmp:
+        for name in teachers.checkpoints():
+            start = time.perf_counter()
+            teachers.compute(name).save(tmp / f"{name}.safetensors")
+            ckpt_bytes = sum(f.stat().st_size for f in teachers.path(name).rglob("*") if f.is_file())
+            manifest["checkpoints"][name] = {"seconds": time.perf_counter() - start,
+                                             "cache_bytes": (tmp / f"{name}.safetensors").stat().st_size,
+                                             "checkpoint_bytes": ckpt_bytes}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,85 @@
+"""Every plot of the report (and the AW histograms logged to MLflow), as inline SVG strings.
+
+matplotlib with the Agg backend, a fixed hash salt and no date metadata: nothing loads from the network, and the
+same numbers give the same bytes.
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+plt.rcParams["svg.hashsalt"] = "scd-bench"
+plt.rcParams["font.size"] = 8
+
+
+def to_svg(fig) -> str:
+    buf = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def bars(labels: list[str], means: list[float], stds: list[float], ylabel: str, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 2.6))
+    ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color="#4c72b0")
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(0, 1)
+    return to_svg(fig)
+
+
+def histogram_svg(hist: dict, title: str) -> str:
+    """AW weights in [0, 1]: one step histogram per subdomain (or all rows when there are none)."""
+    groups = [g for g in hist if g not in ("bins", "all", "stage", "checkpoint") and not g.startswith("mean/")]
+    edges = [i / hist["bins"] for i in range(hist["bins"] + 1)]
+    fig, ax = plt.subplots(figsize=(3.4, 2.2))
+    for g in groups or ["all"]:
+        ax.stairs(hist[g], edges, label=g.upper() if g != "all" else "all rows", fill=False, linewidth=1.4)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("w (weight of the teacher term)")
+    ax.set_ylabel("training rows")
+    ax.set_title(title, fontsize=8)
+    if groups:
+        ax.legend(frameon=False)
+    return to_svg(fig)
+
+
+def schedule_svg(runs: list[dict], title: str) -> str:
+    """Selected checkpoint (index in the trajectory, T* last) against stage, one line per seed."""
+    fig, ax = plt.subplots(figsize=(3.4, 2.3))
+    names: list[str] = []
+    for r in runs:
+        names = r["checkpoints"] if len(r["checkpoints"]) > len(names) else names
+        idx = [r["checkpoints"].index(c) for c in r["schedule"]]
+        ax.plot(range(1, len(idx) + 1), idx, marker="o", label=f"seed {r['seed']}", alpha=0.8)
+    ax.set_yticks(range(len(names)), [n.replace("best", "T*") for n in names])
+    ax.set_xlabel("stage")
+    ax.set_ylabel("teacher checkpoint")
+    ax.set_title(title, fontsize=8)
+    ax.legend(frameon=False, fontsize=7)
+    return to_svg(fig)
+
+
+def ablation_svg(series: dict[str, list[tuple[float, float, float]]], xlabel: str, ylabel: str, title: str,
+                 log2_x: bool = False) -> str:
+    """Score against an ablated value, one line (mean ± std over seeds) per method."""
+    fig, ax = plt.subplots(figsize=(3.6, 2.5))
+    for name, points in series.items():
+        xs, ms, ss = zip(*sorted(points))
+        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({x for p in series.values() for x, _, _ in p}),
+                      [f"{x:g}" for x in sorted({x for p in series.values() for x, _, _ in p})])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=8)
+    ax.legend(frameon=False, fontsize=7)
+    return to_svg(fig)
