@@ -1,26 +1,21 @@
-"""Leaderboard JSON (scd/aggregate.py) -> one self-contained HTML page.
-
-Plots are matplotlib SVG inlined in the page: nothing loads from the network, and with a fixed hash salt and no
-date metadata the same numbers give the same bytes.
+"""Leaderboard JSON (scd/aggregate.py) -> one self-contained HTML page; plots come from report/plots.py as
+inline SVG, so nothing loads from the network.
 """
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
-import matplotlib
+from report import plots
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-plt.rcParams["svg.hashsalt"] = "scd-bench"
 STYLE = (Path(__file__).parent / "style.css").read_text()
 LABELS = {"teacher_sft": "teacher-SFT", "student_sft": "student-SFT"}
 
 
 def label(row: str) -> str:
-    return LABELS.get(row, row.upper() if len(row) <= 4 else row)
+    """teacher_sft -> teacher-SFT; method names in capitals (scd+aw -> SCD+AW), variant suffixes kept."""
+    base, dot, variant = row.partition(".")
+    return LABELS.get(row) or (base.upper() if len(base) <= 8 else base) + dot + variant
 
 
 def cell(c: dict | None, best: bool) -> str:
@@ -76,20 +71,71 @@ def decomposition_table(lb: dict, task: str) -> str:
 
 def bar_plot(lb: dict, task: str) -> str:
     rows = [r for r in lb["rows"] if task in lb["cells"][r]]
-    means = [lb["cells"][r][task]["mean"] for r in rows]
-    stds = [lb["cells"][r][task]["std"] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(rows), 2.6))
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="#4c72b0")
-    ax.set_xticks(range(len(rows)), [label(r) for r in rows], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(lb["metric"].get(task, "score"), fontsize=8)
-    ax.set_title(task, fontsize=9)
-    ax.set_ylim(0, 1)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg"):]
+    return plots.bars([label(r) for r in rows], [lb["cells"][r][task]["mean"] for r in rows],
+                      [lb["cells"][r][task]["std"] for r in rows], lb["metric"].get(task, "score"), task)
+
+
+def schedule_section(lb: dict) -> str:
+    """Selected checkpoint per stage and seed, for every method whose schedule is not constant."""
+    figs = []
+    for task, methods in (lb.get("schedules") or {}).items():
+        for method, entry in methods.items():
+            if len({c for r in entry["runs"] for c in r["schedule"]}) > 1 or any(
+                    r["schedule"][0] != "best" for r in entry["runs"]):
+                figs.append(f"<figure>{plots.schedule_svg(entry['runs'], f'{task}: {label(method)}')}</figure>")
+    return "<div class='plots'>" + "".join(figs) + "</div>" if figs else "<p>No method here changes teacher.</p>"
+
+
+def aw_section(lb: dict) -> str:
+    """Per task and AW method: the weight histogram of the first stage (all seeds) and the mean weight per
+    subdomain at every stage."""
+    parts = []
+    for task, methods in (lb.get("schedules") or {}).items():
+        for method, entry in methods.items():
+            if not entry.get("aw"):
+                continue
+            first = entry["aw"][0]
+            hist = dict(first["hist"], bins=first["bins"], stage=0, checkpoint="/".join(sorted(set(first["checkpoints"]))))
+            fig = plots.histogram_svg(hist, f"{task}: {label(method)}, stage 1")
+            subs = sorted({s for a in entry["aw"] for s in a["mean"]})
+            head = "".join(f"<th>mean w, {html.escape(s.upper())}</th>" for s in subs)
+            body = "".join(
+                f"<tr><th class='row'>stage {a['stage'] + 1}</th><td>{html.escape(', '.join(a['checkpoints']))}</td>"
+                + "".join(f"<td>{a['mean'][s]['mean']:.3f} ± {a['mean'][s]['std']:.3f}</td>" if s in a["mean"]
+                          else "<td>–</td>" for s in subs) + "</tr>" for a in entry["aw"])
+            table = (f"<table class='leaderboard'><thead><tr><th></th><th>teacher per seed</th>{head}</tr></thead>"
+                     f"<tbody>{body}</tbody></table>")
+            parts.append(f"<div class='aw'><figure>{fig}</figure>{table}</div>")
+    return "".join(parts) or "<p>No method with adaptive weighting ran.</p>"
+
+
+AXES = {"granularity": ("checkpoints N (= stages)", True), "lam": ("lambda (SCD selection weight)", False)}
+
+
+def ablation_section(lb: dict) -> str:
+    abl = lb.get("ablations") or {}
+    if not abl:
+        return ("<p>No ablations in this run: <code>snakemake --workflow-profile profiles/ablations</code> adds them "
+                "(config/ablations.yaml).</p>")
+    parts = []
+    for axis, tasks in abl.items():
+        xlabel, log2 = AXES.get(axis, (axis, False))
+        for task, methods in tasks.items():
+            series = {label(m): [(p["value"], p["score"]["mean"], p["score"]["std"]) for p in pts]
+                      for m, pts in methods.items()}
+            fig = plots.ablation_svg(series, xlabel, lb["metric"].get(task, "score"), f"{task}: {axis}", log2)
+            rows = "".join(
+                f"<tr><th class='row'>{html.escape(label(m))}</th><td>{p['value']:g}</td>"
+                f"<td>{p['score']['mean']:.3f} ± {p['score']['std']:.3f} <span class='n'>(n={p['score']['n']})</span></td>"
+                f"<td>{p.get('seconds', float('nan')):.0f}</td>"
+                + (f"<td>{(p.get('checkpoint_bytes') or 0) / 1e6:.1f}</td>" if axis == "granularity" else "")
+                + f"<td><code>{html.escape(p['method'])}</code></td></tr>" for m, pts in methods.items() for p in pts)
+            extra = "<th>teacher checkpoints kept (MB)</th>" if axis == "granularity" else ""
+            table = (f"<table class='leaderboard'><thead><tr><th>method</th><th>{html.escape(xlabel)}</th><th>score</th>"
+                     f"<th>distillation wall time (s, mean over seeds)</th>{extra}<th>runs</th></tr></thead>"
+                     f"<tbody>{rows}</tbody></table>")
+            parts.append(f"<div class='aw'><figure>{fig}</figure>{table}</div>")
+    return "".join(parts)
 
 
 def run_list(lb: dict) -> str:
@@ -106,7 +152,7 @@ def run_list(lb: dict) -> str:
 
 
 def render(lb: dict) -> str:
-    plots = "".join(f"<figure>{bar_plot(lb, t)}</figure>" for t in lb["tasks"])
+    figures = "".join(f"<figure>{bar_plot(lb, t)}</figure>" for t in lb["tasks"])
     subs = "".join(subdomain_table(lb, t) for t in lb["tasks"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>scd-bench report ({html.escape(lb['profile'])})</title>
@@ -126,7 +172,23 @@ student's). Per model: its mean loss excess over the teacher on TFS (deficit) an
 on each part. Mean ± std over seeds.</p>
 {"".join(decomposition_table(lb, t) for t in lb["tasks"])}
 <h2>Scores by task</h2>
-<div class="plots">{plots}</div>
+<div class="plots">{figures}</div>
+<h2>Teacher schedules</h2>
+<p class="meta">The teacher checkpoint each distillation stage learnt from (T* = the best teacher), per seed. CD walks
+the trajectory in order; SCD picks argmin KL(p_T* || p_c) + lambda KL(p_S || p_c) on a probe set when each stage
+starts (per-stage score matrices: MLflow artifact <code>schedule.json</code> of each run).</p>
+{schedule_section(lb)}
+<h2>Adaptive weights</h2>
+<p class="meta">AW gives training row i the weight w_i = L_Ssft(i) / (L_Ssft(i) + L_c(i)) on the divergence and
+1 - w_i on gold CE (w near 1: imitate the teacher; near 0: learn the label). Histogram: the first stage, all seeds
+pooled, per subdomain; table: mean w per subdomain at each stage (mean ± std over seeds). Per-run histograms are
+MLflow artifacts under <code>aw/</code>.</p>
+{aw_section(lb)}
+<h2>Ablations</h2>
+<p class="meta">Score against the ablated setting (mean ± std over seeds); granularity keeps N of the teacher's saved
+checkpoints and trains N stages with the same total epochs. Costs: wall time of the distillation job and the disk
+the kept teacher checkpoints take.</p>
+{ablation_section(lb)}
 <h2>MLflow runs behind the numbers</h2>
 <p class="meta">Evaluation (and training) run ids per seed; browse them with
 <code>mlflow ui --backend-store-uri sqlite:///{html.escape(lb.get('results_dir', 'results'))}/mlflow.db</code>.

@@ -77,3 +77,42 @@ def test_decomposition_identity_on_hand_made_records():
     assert d["tfs_accuracy"] == 0.5 and d["sfs_accuracy"] == 1.0
     with pytest.raises(ValueError, match="same test rows"):
         decompose(teacher, student, model[:3])
+
+
+def test_schedules_aw_and_ablations_reach_the_report(tmp_path):
+    """Hand-made run directories as the workflow lays them out: eval/, distill/<method>/, teacher_outputs/."""
+    files = []
+    for seed in (0, 1):
+        d = tmp_path / "t" / f"seed{seed}"
+        (d / "eval").mkdir(parents=True)
+        (d / "teacher_outputs").mkdir()
+        (d / "teacher_outputs" / "manifest.json").write_text(json.dumps({"checkpoints": {
+            n: {"checkpoint_bytes": 1_000_000} for n in ("ckpt-1", "ckpt-2", "ckpt-3", "best")}}))
+        for model, score in (("teacher_sft", 0.9), ("student_sft", 0.5), ("scd+aw", 0.6 + seed / 10),
+                             ("scd+aw.n2", 0.5), ("scd+aw.lam0", 0.4)):
+            files.append(write_eval(d / "eval", "t", model, seed, score))
+        for model, ckpts, sched in (("scd+aw", ["ckpt-2", "best"], ["ckpt-2", "best"]),
+                                    ("scd+aw.n2", ["best"], ["best"]), ("scd+aw.lam0", ["ckpt-2", "best"], ["best"])):
+            (d / "distill" / model).mkdir(parents=True)
+            hist = {"bins": 2, "all": [3, 1], "tfs": [0, 1], "sfs": [3, 0], "mean/tfs": 0.8, "mean/sfs": 0.1 + seed / 10,
+                    "stage": 0, "checkpoint": sched[0]}
+            (d / "distill" / model / "summary.json").write_text(json.dumps({
+                "schedule": sched, "checkpoints": ckpts, "aw_histograms": [hist], "train_seconds": 10,
+                "wall_seconds": 12 + seed}))
+    plan = {"tasks": ["t"], "axes": {"granularity": {"scd+aw": {"1": "scd+aw.n2", "2": "scd+aw"}},
+                                     "lam": {"scd+aw": {"0": "scd+aw.lam0", "1": "scd+aw"}}}}
+    lb = aggregate(files, ["scd+aw"], "test", ablations=plan)
+    assert lb["rows"] == ["teacher_sft", "student_sft", "scd+aw"]  # variants are not leaderboard rows
+    entry = lb["schedules"]["t"]["scd+aw"]
+    assert [r["schedule"] for r in entry["runs"]] == [["ckpt-2", "best"]] * 2
+    assert entry["aw"][0]["hist"] == {"all": [6, 2], "tfs": [0, 2], "sfs": [6, 0]}  # summed over seeds
+    assert entry["aw"][0]["mean"]["sfs"]["mean"] == pytest.approx(0.15)
+    gran = lb["ablations"]["granularity"]["t"]["scd+aw"]
+    assert [p["value"] for p in gran] == [1.0, 2.0]
+    assert gran[1]["score"]["mean"] == pytest.approx(0.65) and gran[1]["score"]["n"] == 2
+    assert gran[0]["checkpoint_bytes"] == 1_000_000 and gran[1]["checkpoint_bytes"] == 2_000_000
+    assert gran[0]["seconds"] == pytest.approx(12.5)
+    page = render(lb)
+    for text in ("Teacher schedules", "Adaptive weights", "checkpoints N", "lambda", "scd+aw.lam0"):
+        assert text in page
+    assert page.count("<svg") == 1 + 1 + 1 + 2  # score bars, schedule, AW histogram, two ablation plots

@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from scd.config import ConfigError, load_config, stage_config
+from scd.config import ConfigError, ablation_plan, enabled_methods, load_config, read_yaml, stage_config, CONFIG_DIR
 
 
 def test_default_and_smoke_profiles_are_valid():
-    for profile in ("default", "smoke", "gpu"):
+    for profile in ("default", "smoke", "gpu", "ablations"):
         cfg = load_config(profile)
         assert cfg["profile"] == profile
 
@@ -55,7 +55,8 @@ def test_stage_config_ignores_what_the_stage_does_not_read():
     cfg = load_config("default")
     more = load_config("default", {"methods": {"td_t2": {"schedule": "best", "divergence": "fkl",
                                                          "weighting": "none", "temperature": 2.0}}})
-    for stage, name in (("prepare", None), ("sft", "teacher"), ("sft", "student"), ("evaluate", None)):
+    for stage, name in (("prepare", None), ("sft", "teacher"), ("sft", "student"), ("teacher_outputs", None),
+                        ("evaluate", None)):
         assert json.dumps(stage_config(cfg, "pubmedqa", stage, name)) == json.dumps(stage_config(more, "pubmedqa", stage, name))
     # task overrides apply to their task only
     assert stage_config(cfg, "pubmedqa", "sft", "teacher")["training"]["teacher"]["epochs"] == 8
@@ -70,3 +71,40 @@ def test_task_option_types_are_checked():
     with pytest.raises(ConfigError, match=r"option 'flip_per_copy' must be of type bool"):
         load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"flip_per_copy": 1}}}})
     load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"sfs_noise": 0}}}})
+
+
+def test_default_leaderboard_has_the_schedule_by_weighting_factorial():
+    cfg = load_config("default")
+    specs = {m: (cfg["methods"][m]["schedule"], cfg["methods"][m]["weighting"]) for m in enabled_methods(cfg)}
+    assert set(specs.values()) == {(s, w) for s in ("best", "fixed_order", "scd") for w in ("none", "aw")}
+    assert len({cfg["methods"][m]["divergence"] for m in specs}) == 1  # only the schedule and weighting differ
+
+
+def test_ablations_expand_into_variant_methods_and_reuse_identical_ones():
+    abl = read_yaml(CONFIG_DIR / "ablations.yaml")
+    cfg = load_config("default", abl)
+    plan = ablation_plan(cfg)
+    assert plan["tasks"] == ["synthetic_subdomains"]
+    # the main methods run N = 4 of the 8 saved checkpoints in 4 stages, and SCD's lambda defaults to 1
+    assert plan["axes"]["granularity"]["scd+aw"] == {1: "scd+aw.n1", 2: "scd+aw.n2", 4: "scd+aw", 8: "scd+aw.n8"}
+    assert plan["axes"]["lam"]["scd+aw"] == {0: "scd+aw.lam0", 0.5: "scd+aw.lam0.5", 1: "scd+aw", 2: "scd+aw.lam2"}
+    assert plan["variants"]["cd.n8"] == cfg["methods"]["cd"] | {"checkpoints": 8, "stages": 8}
+    assert plan["variants"]["scd+aw.lam0.5"]["schedule_options"] == {"lam": 0.5}
+    assert ablation_plan(load_config("default")) == {"tasks": [], "variants": {}, "axes": {}}
+    # the variants' jobs see their own spec only: the main methods' jobs are untouched by the ablations
+    assert stage_config(cfg, "synthetic_subdomains", "distill", "cd") == \
+        stage_config(load_config("default"), "synthetic_subdomains", "distill", "cd")
+
+
+def test_ablation_of_an_unknown_method_or_task_is_named():
+    with pytest.raises(ConfigError, match=r"ablations.lam.methods: 'scd\+w' .*Did you mean 'scd\+aw'"):
+        ablation_plan(load_config("default", {"ablations": {"lam": {"methods": ["scd+w"], "values": [0]}}}))
+    with pytest.raises(ConfigError, match=r"ablations.tasks: 'pubmed' .*Did you mean 'pubmedqa'"):
+        ablation_plan(load_config("default", {"ablations": {"tasks": ["pubmed"]}}))
+    with pytest.raises(ConfigError, match=r"ablations.lam.values.*-1"):
+        load_config("default", {"ablations": {"lam": {"methods": ["scd"], "values": [-1]}}})
+
+
+def test_disabled_methods_stay_defined_but_do_not_run():
+    cfg = load_config("smoke")
+    assert "cd" in cfg["methods"] and "cd" not in enabled_methods(cfg)

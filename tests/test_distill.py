@@ -6,12 +6,18 @@ from mlflow.tracking import MlflowClient
 import scd.train
 from scd import tracking
 from scd.config import load_config, stage_config
+from scd.data import collate
+from scd.distill.losses import response_mask
 from scd.distill.run import distill
+from scd.distill.teacher import CheckpointOutputs, evenly_spaced, teacher_outputs, write_teacher_outputs
+from scd.evaluate import gold_nll
 from scd.models import load_pretrained
 from scd.prepare import prepare
+from scd.runtime import Prepared
 from scd.sft import sft
 
-TINY = {"n_tfs_train": 200, "n_tfs_test": 50, "n_sfs_train": 50, "n_sfs_test": 50, "n_val": 40}
+TINY = {"n_tfs_train": 200, "n_tfs_test": 50, "n_sfs_train": 50, "n_sfs_test": 50, "n_val": 40,
+        "n_transfer_tfs": 0, "n_transfer_sfs": 0}
 METHODS = {
     "td": {"schedule": "best", "divergence": "fkl", "weighting": "none"},
     "cd": {"schedule": "fixed_order", "divergence": "fkl", "weighting": "none"},
@@ -40,10 +46,11 @@ def trained(tmp_path_factory):
     return root, config
 
 
-def run(trained, method, checkpoints, stages, out):
+def run(trained, method, checkpoints, stages, out, cache=None):
     root, config = trained
     cfg = stage_config(config(checkpoints, stages), "synthetic_subdomains", "distill", method)
-    summary = distill(cfg, method, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out)
+    summary = distill(cfg, method, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out,
+                      teacher_cache=cache)
     losses = [m.value for m in MlflowClient(tracking.tracking_uri(cfg)).get_metric_history(summary["run_id"],
                                                                                            "train/loss")]
     return summary, losses
@@ -85,6 +92,15 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
     assert 0 < run_.data.metrics["aw/mean"] < 1
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert "schedule.json" in artifacts and "aw" in artifacts
+    aw = {a.path for a in client.list_artifacts(summary["run_id"], "aw")}
+    assert {"aw/histogram_stage0.svg", "aw/weights_stage0.json", "aw/histogram_stage1.svg"} <= aw
+    # the score matrix: both terms of every checkpoint at every stage, as in the summary
+    history = client.get_metric_history(summary["run_id"], "schedule/learnability/ckpt-1")
+    assert [m.step for m in history] == [0, 1]
+    assert [m.value for m in history] == pytest.approx([s["ckpt-1"]["learnability"] for s in summary["schedule_scores"]])
+    assert run_.data.metrics["aw/mean/tfs"] > 0 and run_.data.metrics["aw/mean/sfs"] > 0
+    hist = summary["aw_histograms"][0]
+    assert sum(hist["all"]) == sum(hist["tfs"]) + sum(hist["sfs"]) == 250  # every training row, once
 
 
 def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
@@ -106,3 +122,59 @@ def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
                                "synthetic_subdomains", "distill", "td"),
                   "td", 0, root / "data_t", root / "teacher1", root / "student", root / "td_off")
     assert off["stages"][0]["transfer_rows"] == 0
+
+
+def test_trajectory_subsets_are_evenly_spaced_and_end_at_best():
+    names = [f"ckpt-{i}" for i in range(1, 8)] + ["best"]
+    assert evenly_spaced(names, 4) == ["ckpt-2", "ckpt-4", "ckpt-6", "best"]
+    assert evenly_spaced(names, 2) == ["ckpt-4", "best"]
+    assert evenly_spaced(names, 1) == ["best"]
+    assert evenly_spaced(names, 8) == evenly_spaced(names, 20) == names
+    with pytest.raises(ValueError):
+        evenly_spaced(names, 0)
+
+
+def test_teacher_outputs_are_the_teachers_logits_and_losses(trained):
+    root, config = trained
+    prep = Prepared.open(root / "data")
+    teachers = teacher_outputs(prep, stage_config(config(3, 1), "synthetic_subdomains", "teacher_outputs"),
+                               root / "teacher3", torch.device("cpu"))
+    assert teachers.checkpoints() == ["ckpt-1", "ckpt-2", "best"]
+    model = teachers.model("ckpt-2")
+    teachers.use("ckpt-2")
+    rows = [7, 3, 150, 42]  # any order, as a shuffled batch has them
+    batch = collate([teachers.train_rows[i] for i in rows], prep.tokenizer.pad_token_id) | {"index": torch.tensor(rows)}
+    mask = response_mask(batch["labels"])
+    with torch.no_grad():
+        live = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    cached = teachers.logits(batch)
+    assert torch.allclose(cached[mask], live[..., :cached.shape[-1]][mask], atol=1e-5)
+    assert torch.all(cached[~mask] == 0)
+    losses = teachers.gold_losses("ckpt-2")
+    expected = gold_nll(model, teachers.train_rows, prep.tokenizer.pad_token_id, 64, torch.device("cpu"))
+    assert torch.allclose(losses, torch.tensor(expected), atol=1e-5)
+
+
+def test_cached_teacher_outputs_train_exactly_like_in_memory_ones(trained):
+    root, config = trained
+    cfg = stage_config(config(3, 2), "synthetic_subdomains", "teacher_outputs")
+    manifest = write_teacher_outputs(cfg, 0, root / "data", root / "teacher3", root / "cache3")
+    assert set(manifest["checkpoints"]) == {"ckpt-1", "ckpt-2", "best"}
+    assert all(c["checkpoint_bytes"] > 0 and c["cache_bytes"] > 0 for c in manifest["checkpoints"].values())
+    saved = CheckpointOutputs.load(root / "cache3" / "ckpt-1.safetensors")
+    assert saved.train_logits.dtype == torch.float32
+    live, live_losses = run(trained, "scd+aw", 3, 2, "live")
+    cached, cached_losses = run(trained, "scd+aw", 3, 2, "cached", cache=root / "cache3")
+    assert live["schedule"] == cached["schedule"] and live_losses == cached_losses
+
+
+def test_stale_or_missing_cache_is_refused(trained, tmp_path):
+    root, config = trained
+    with pytest.raises(FileNotFoundError, match="scd teacher-outputs"):
+        run(trained, "td", 3, 1, "nocache", cache=tmp_path)
+    write_teacher_outputs(stage_config(config(1, 1), "synthetic_subdomains", "teacher_outputs"), 0, root / "data",
+                          root / "teacher1", tmp_path / "c")
+    bad = CheckpointOutputs.load(tmp_path / "c" / "best.safetensors")
+    CheckpointOutputs(bad.train_logits[:-1], [], bad.transfer_logits).save(tmp_path / "c" / "best.safetensors")
+    with pytest.raises(ValueError, match="stale"):
+        run(trained, "td", 1, 1, "stale", cache=tmp_path / "c")

@@ -118,5 +118,6 @@ def test_unlabelled_rows_take_the_divergence_alone():
     t = torch.tensor([[[0.0, LN3]], [[0.0, LN3]]])
     labels = torch.tensor([[1], [1]])
     kl, ce = 0.25 * math.log(0.5) + 0.75 * math.log(1.5), math.log(2.0)
-    loss, _ = td(0.5).loss(s, t, labels, torch.tensor([0.5, 0.5]), torch.tensor([True, False]))
-    assert math.isclose(float(loss), ((0.5 * kl + 0.5 * ce) + kl) / 2, rel_tol=1e-6)
+    loss, stats = td(0.5).loss(s, t, labels, torch.tensor([0.2, 0.9]), torch.tensor([True, False]))
+    assert math.isclose(float(loss), ((0.2 * kl + 0.8 * ce) + kl) / 2, rel_tol=1e-6)
+    assert math.isclose(stats["weight_mean"], 0.2, rel_tol=1e-6)  # the weighting's choice on labelled rows only
