@@ -200,6 +200,8 @@ def ablation_plan(cfg: dict) -> dict:
                 problems.append(f"ablations.{axis}.methods: {base!r} is not a configured method."
                                 f"{did_you_mean(base, list(cfg['methods']))}")
                 continue
+            if not cfg["methods"][base].get("enabled", True):
+                continue  # a disabled method runs in no variant either
             for value in abl[axis]["values"]:
                 spec = vary(cfg["methods"][base], value)
                 name = base if _effective(spec, cfg) == _effective(cfg["methods"][base], cfg) \

@@ -12,7 +12,9 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.integration
-TASKS, SEEDS, MODELS = ("synthetic_subdomains", "pubmedqa"), (0, 1), ("teacher_sft", "student_sft", "td")
+TASKS, SEEDS = ("synthetic_subdomains", "pubmedqa"), (0, 1)
+METHODS = ("td", "scd+aw")  # the smoke profile's enabled methods
+MODELS = ("teacher_sft", "student_sft", *METHODS)
 
 
 def snakemake(workdir: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -41,6 +43,12 @@ def test_report_and_leaderboard(smoke_run):
     assert set(lb["subdomains"]["synthetic_subdomains"]["td"]) == {"tfs", "sfs"}
     page = (results / "report.html").read_text()
     assert "teacher-SFT" in page and "student-SFT" in page and "<svg" in page and "(n=2)" in page
+    # SCD+AW's inspection data: a schedule per seed over the smoke trajectory, AW histograms per subdomain
+    entry = lb["schedules"]["synthetic_subdomains"]["scd+aw"]
+    assert [len(r["schedule"]) for r in entry["runs"]] == [2, 2]
+    assert all(c in ("ckpt-1", "best") for r in entry["runs"] for c in r["schedule"])
+    assert {"tfs", "sfs"} <= set(entry["aw"][0]["hist"]) and 0 < entry["aw"][0]["mean"]["sfs"]["mean"] < 1
+    assert "SCD+AW" in page and "<svg" in page.split("<h2>Adaptive weights")[1].split("<h2>")[0]
 
 
 def test_mlflow_records_every_job_under_one_parent(smoke_run):
@@ -60,7 +68,8 @@ def test_mlflow_records_every_job_under_one_parent(smoke_run):
         stages.setdefault(r.data.tags["scd.stage"], []).append(r)
     n = len(TASKS) * len(SEEDS)
     assert {k: len(v) for k, v in stages.items()} == {
-        "prepare": len(TASKS), "teacher_sft": n, "student_sft": n, "distill": n, "evaluate": n * len(MODELS)}
+        "prepare": len(TASKS), "teacher_sft": n, "student_sft": n, "distill": n * len(METHODS),
+        "evaluate": n * len(MODELS)}
     for r in stages["teacher_sft"] + stages["distill"]:
         tags = r.data.tags
         assert tags["scd.task"] in TASKS and int(tags["scd.seed"]) in SEEDS and tags["scd.profile"] == "smoke"

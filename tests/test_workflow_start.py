@@ -27,3 +27,25 @@ def test_missing_data_stops_the_run_with_directory_files_and_source(tmp_path):
 def test_valid_smoke_plan(tmp_path, shared_data):
     code, out = dry_run(tmp_path, data=str(shared_data))
     assert code == 0 and "report" in out
+
+
+def _jobs(out: str) -> dict[str, int]:
+    """The dry run's job-stats table: rule -> count."""
+    lines = out[out.index("Job stats:"):].splitlines()[3:]
+    table = lines[: lines.index("")] if "" in lines else lines
+    return {rule: int(n) for rule, n in map(str.split, table) if rule != "total"}
+
+
+def test_ablations_add_variant_runs_only(tmp_path, shared_data):
+    code, out = dry_run(tmp_path, data=str(shared_data))
+    assert code == 0
+    base = _jobs(out)
+    code, out = dry_run(tmp_path, "--configfile", str(REPO / "config" / "ablations.yaml"), data=str(shared_data))
+    assert code == 0, out[-3000:]
+    plus = _jobs(out)
+    # smoke: 2 seeds, synthetic task only, SCD+AW enabled (cd is disabled there, so its axis adds nothing);
+    # granularity 1, 2, 8 (4 = the method itself) and lambda 0, 0.5, 2 (1 = the method itself): 6 variants
+    assert plus["distill"] - base["distill"] == 6 * 2 and plus["evaluate"] - base["evaluate"] == 6 * 2
+    assert plus["sft"] == base["sft"] and plus["teacher_outputs"] == base["teacher_outputs"]
+    for name in ("scd+aw.n8", "scd+aw.lam0.5"):
+        assert f"distill/{name}" in out
