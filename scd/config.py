@@ -155,6 +155,8 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         out["training"] = {"distill": {"transfer": full["training"]["distill"].get("transfer", True)}}
     elif stage == "distill":
         out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
+        if full["training"]["distill"].get("init") == "base":  # the student starts from scratch: it needs its spec
+            out["models"] = {"student": full["models"]["student"]}
     elif stage != "evaluate":
         raise ValueError(f"unknown stage {stage!r}")
     return out

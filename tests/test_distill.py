@@ -8,10 +8,10 @@ from scd import tracking
 from scd.config import load_config, stage_config
 from scd.data import collate
 from scd.distill.losses import response_mask
-from scd.distill.run import distill
+from scd.distill.run import distill, initial_student
 from scd.distill.teacher import CheckpointOutputs, evenly_spaced, teacher_outputs, write_teacher_outputs
 from scd.evaluate import gold_nll
-from scd.models import load_pretrained
+from scd.models import build_model, load_pretrained
 from scd.prepare import prepare
 from scd.runtime import Prepared
 from scd.sft import sft
@@ -178,3 +178,20 @@ def test_stale_or_missing_cache_is_refused(trained, tmp_path):
     CheckpointOutputs(bad.train_logits[:-1], [], bad.transfer_logits).save(tmp_path / "c" / "best.safetensors")
     with pytest.raises(ValueError, match="stale"):
         run(trained, "td", 1, 1, "stale", cache=tmp_path / "c")
+
+
+def test_student_starts_from_student_sft_or_from_the_base_student(trained):
+    root, config = trained
+    prep = Prepared.open(root / "data")
+    cfg = stage_config(config(1, 1), "synthetic_subdomains", "distill", "td")
+    assert "models" not in cfg  # the default start needs no model spec: the job's params stay as they were
+    sft_start = initial_student(cfg, prep, root / "student", 0).state_dict()
+    saved = load_pretrained(root / "student" / "best").state_dict()
+    assert all(torch.equal(sft_start[k], saved[k]) for k in saved)
+    base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "tasks": {"synthetic_subdomains": {
+        "task_options": TINY, "training": {"distill": {"init": "base"}}}}})
+    cfg = stage_config(base_cfg, "synthetic_subdomains", "distill", "td")
+    base = initial_student(cfg, prep, root / "student", 0).state_dict()
+    fresh = build_model(cfg["models"]["student"], prep.tokenizer, prep.task.max_length, 0).state_dict()
+    assert all(torch.equal(base[k], fresh[k]) for k in fresh)
+    assert not all(torch.equal(base[k], saved[k]) for k in saved)

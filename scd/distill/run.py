@@ -20,7 +20,7 @@ from scd.distill.context import StageContext
 from scd.distill.methods import method_from_config
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import teacher_outputs
-from scd.models import load_pretrained
+from scd.models import build_model, load_pretrained
 from scd.runtime import Prepared, setup
 from scd.sft import save_model, validator
 from scd.train import train
@@ -47,6 +47,14 @@ def weight_histogram(w: torch.Tensor, groups: list[str]) -> dict:
     return out
 
 
+def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
+    """The student-SFT model (default), or with `training.distill.init: base` the base student that SFT started
+    from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
+    if cfg["training"]["distill"].get("init", "student_sft") == "base":
+        return build_model(cfg["models"]["student"], prep.tokenizer, prep.task.max_length, seed)
+    return load_pretrained(student / "best")
+
+
 def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path,
             teacher_cache: Path | None = None) -> dict:
     started = time.perf_counter()
@@ -56,7 +64,7 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
     method = method_from_config(method_name, spec)
     phase = cfg["training"]["distill"]
     stages = spec.get("stages", phase.get("stages", 1))
-    model = load_pretrained(student / "best").to(device)
+    model = initial_student(cfg, prep, student, seed).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
     teachers = teacher_outputs(prep, cfg, teacher, device, teacher_cache, phase.get("transfer", True))
     train_set = teachers.train_rows
@@ -73,7 +81,7 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
                            batch["labelled"])
 
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
-    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer")}
+    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer", "init")}
     stage_phase["epochs"] = max(1, phase["epochs"] // stages)
     with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags,
                                                   {"config": cfg, "method": spec, "seed": seed}, str(device)) as log:
