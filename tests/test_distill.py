@@ -34,8 +34,8 @@ def trained(tmp_path_factory):
         return load_config("smoke", {"results_dir": str(root), "checkpoints": checkpoints, "methods": METHODS,
                                      "tasks": {"synthetic_subdomains": {"task_options": TINY, "training": {
                                          "teacher": {"epochs": 3, "batch_size": 32},
-                                         "distill": {"epochs": stages, "stages": stages, "batch_size": 32,
-                                                     "probe_size": 32}}}}})
+                                         "distill": {"epochs": stages, "stages": stages, "checkpoints": checkpoints,
+                                                     "batch_size": 32, "probe_size": 32}}}}})
 
     base = config(1, 1)
     prepare(stage_config(base, "synthetic_subdomains", "prepare"), root / "data")
@@ -100,7 +100,7 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
     assert [m.value for m in history] == pytest.approx([s["ckpt-1"]["learnability"] for s in summary["schedule_scores"]])
     assert run_.data.metrics["aw/mean/tfs"] > 0 and run_.data.metrics["aw/mean/sfs"] > 0
     hist = summary["aw_histograms"][0]
-    assert sum(hist["all"]) == sum(hist["tfs"]) + sum(hist["sfs"]) == 250  # every training row, once
+    assert sum(hist["all"]) == sum(hist["tfs"]) + sum(hist["sfs"]) == 200 + 2 * 50  # every training row once
 
 
 def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):

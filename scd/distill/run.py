@@ -69,7 +69,8 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
     teachers = teacher_outputs(prep, cfg, teacher, device, teacher_cache, phase.get("transfer", True))
     train_set = teachers.train_rows
     subdomains = [r.get("subdomain") for r in prep.rows("train")]
-    ctx = StageContext(teachers.checkpoints(spec.get("checkpoints", phase.get("checkpoints"))), teachers, model, train_set, pad,
+    trajectory = teachers.checkpoints(spec.get("checkpoints", phase.get("checkpoints")))
+    ctx = StageContext(trajectory, teachers, model, train_set, pad,
                        probe=ProbeSet.sample(train_set, phase.get("probe_size", 256), seed, pad, vocab),
                        student_sft_dir=student, batch_size=cfg.get("evaluation", {}).get("batch_size", 64),
                        n_stages=stages)
@@ -82,7 +83,7 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
 
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
     stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer", "init")}
-    stage_phase["epochs"] = max(1, phase["epochs"] // stages)
+    stage_phase["epochs"] = max(1, phase["epochs"] // stages)  # T = epochs // N, at least 1
     with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags,
                                                   {"config": cfg, "method": spec, "seed": seed}, str(device)) as log:
         summaries, offset, best, histograms = [], 0, (-math.inf, None, -1), []
@@ -92,18 +93,9 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
             ctx.history.append(name)
             teachers.use(name)
             method.weighting.begin_stage(ctx, name)
-            log({"schedule/checkpoint_index": ctx.checkpoints.index(name)}, stage)
-            scores = getattr(method.schedule, "scores", None)  # SCD: this stage's row of the score matrix
-            for c, terms in (scores[-1] if scores else {}).items():
-                log({f"schedule/{t}/{c}": v for t, v in terms.items()}, stage)
-            w = getattr(method.weighting, "current", None)
-            if w is not None:
-                hist = weight_histogram(w, subdomains) | {"stage": stage, "checkpoint": name}
+            hist = log_stage_start(log, method, ctx, name, subdomains)
+            if hist:
                 histograms.append(hist)
-                log(weight_stats(w) | {f"aw/{k}": v for k, v in hist.items() if k.startswith("mean/")}, stage)
-                log.artifact_json({"stage": stage, "checkpoint": name, "weights": w.tolist()},
-                                  f"aw/weights_stage{stage}.json")
-                log.artifact_text(_histogram_svg(hist), f"aw/histogram_stage{stage}.svg")
             transfer = teachers.transfer_rows(name)
             stage_data = train_set + transfer  # indices past len(train_set) are transfer rows
             # Steps continue across stages in the logs; the optimizer and LR schedule restart (fresh per train()).
@@ -130,7 +122,22 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
     return summary
 
 
-def _histogram_svg(hist: dict) -> str:
+def log_stage_start(log, method, ctx: StageContext, name: str, subdomains: list) -> dict | None:
+    """What a stage start decided, into MLflow (metric step = stage): the checkpoint, SCD's row of the score
+    matrix (both terms per checkpoint), AW's weights (statistics, per subdomain, raw values, histogram)."""
     from report.plots import histogram_svg
 
-    return histogram_svg(hist, title=f"AW weights, stage {hist['stage']} ({hist['checkpoint']})")
+    stage = ctx.stage
+    log({"schedule/checkpoint_index": ctx.checkpoints.index(name)}, stage)
+    scores = getattr(method.schedule, "scores", None)
+    for c, terms in (scores[-1] if scores else {}).items():
+        log({f"schedule/{t}/{c}": v for t, v in terms.items()}, stage)
+    w = getattr(method.weighting, "current", None)
+    if w is None:
+        return None
+    hist = weight_histogram(w, subdomains) | {"stage": stage, "checkpoint": name}
+    log(weight_stats(w) | {f"aw/{k}": v for k, v in hist.items() if k.startswith("mean/")}, stage)
+    log.artifact_json({"stage": stage, "checkpoint": name, "weights": w.tolist()}, f"aw/weights_stage{stage}.json")
+    log.artifact_text(histogram_svg(hist, title=f"AW weights, stage {stage} ({name})"),
+                      f"aw/histogram_stage{stage}.svg")
+    return hist
