@@ -55,10 +55,14 @@ def schedule_svg(runs: list[dict], title: str) -> str:
     """Selected checkpoint (index in the trajectory, T* last) against stage, one line per seed."""
     fig, ax = plt.subplots(figsize=(3.4, 2.3))
     names: list[str] = []
-    for r in runs:
+    stages = 1
+    for k, r in enumerate(runs):
         names = r["checkpoints"] if len(r["checkpoints"]) > len(names) else names
-        idx = [r["checkpoints"].index(c) for c in r["schedule"]]
+        # seeds that chose alike would hide each other: a small vertical offset per seed keeps each line visible
+        idx = [r["checkpoints"].index(c) + 0.06 * (k - (len(runs) - 1) / 2) for c in r["schedule"]]
+        stages = max(stages, len(idx))
         ax.plot(range(1, len(idx) + 1), idx, marker="o", label=f"seed {r['seed']}", alpha=0.8)
+    ax.set_xticks(range(1, stages + 1))
     ax.set_yticks(range(len(names)), [n.replace("best", "T*") for n in names])
     ax.set_xlabel("stage")
     ax.set_ylabel("teacher checkpoint")
