@@ -150,6 +150,7 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         from tasks import get_task
 
         out["task_options"] = get_task(task).check_options(full.get("task_options") or {})
+        out["task_fingerprint"] = get_task(task).fingerprint()
         if (full.get("tokenizer") or {}).get("source") == "teacher":
             out["models"] = {"teacher": full["models"]["teacher"]}
     elif stage == "sft":

@@ -5,7 +5,9 @@ A task file names its data (or a generator), its prompt format, how answers are 
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +51,15 @@ class Task:
         for key, value in opts.items():
             _check_type(self.name, key, value, self.options[key])
         return {**self.options, **opts}
+
+    def fingerprint(self) -> str:
+        """sha256 of the declaration and its loader's source: prepared data, prompts and max_length follow from
+        them, so a job parameter holding this re-prepares (and retrains) when either changes."""
+        h = hashlib.sha256(self.path.read_bytes() if self.path else repr(self).encode())
+        spec = importlib.util.find_spec(self.loader.partition(":")[0])
+        if spec and spec.origin:
+            h.update(Path(spec.origin).read_bytes())
+        return h.hexdigest()[:16]
 
     def hook(self) -> Callable:
         module, _, fn = self.loader.partition(":")

@@ -115,3 +115,16 @@ def test_metrics():
     assert isinstance(macro_f1(["a"], ["a"]), float)
     with pytest.raises(ValueError):
         exact_match(["a"], ["a", "b"])
+
+
+def test_fingerprint_follows_the_declaration(tmp_path):
+    """Prepare's job parameters carry it: editing a task's YAML (e.g. max_length) must re-prepare and retrain."""
+    import dataclasses
+
+    task = get_task("pubmedqa")
+    copy = tmp_path / "pubmedqa.yaml"
+    copy.write_text(task.path.read_text())
+    before = dataclasses.replace(task, path=copy).fingerprint()
+    assert before == task.fingerprint()
+    copy.write_text(task.path.read_text().replace("max_length: 128", "max_length: 64"))
+    assert dataclasses.replace(task, path=copy).fingerprint() != before
