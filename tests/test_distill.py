@@ -150,6 +150,8 @@ def test_teacher_outputs_are_the_teachers_logits_and_losses(trained):
     cached = teachers.logits(batch)
     assert torch.allclose(cached[mask], live[..., :cached.shape[-1]][mask], atol=1e-5)
     assert torch.all(cached[~mask] == 0)
+    probe = [3, 7, 42]
+    assert torch.allclose(teachers.probe_logits("ckpt-1", probe), teachers.rows_logits("ckpt-1", probe), atol=1e-5)
     losses = teachers.gold_losses("ckpt-2")
     expected = gold_nll(model, teachers.train_rows, prep.tokenizer.pad_token_id, 64, torch.device("cpu"))
     assert torch.allclose(losses, torch.tensor(expected), atol=1e-5)

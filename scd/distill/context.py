@@ -42,7 +42,7 @@ class StageContext:
 
     def teacher_logprobs(self, name: str) -> torch.Tensor:
         if name not in self._teacher_probe:
-            logits = self.teachers.rows_logits(name, self.probe.indices)
+            logits = self.teachers.probe_logits(name, self.probe.indices)
             self._teacher_probe[name] = torch.log_softmax(logits.float(), -1)
         return self._teacher_probe[name]
 

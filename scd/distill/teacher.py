@@ -168,6 +168,15 @@ class TeacherOutputs:
     def current(self) -> str | None:
         return self._name
 
+    def probe_logits(self, name: str, indices: list[int]) -> torch.Tensor:
+        """Response-position logits of a few training rows (SCD's probe). From the outputs when they are cached
+        or already computed; otherwise from a forward pass over these rows alone, so that scoring every
+        checkpoint does not cost every checkpoint's full outputs."""
+        if name in self._outputs or self.cache_dir is not None:
+            return self.rows_logits(name, indices)
+        return response_logits(self.model(name), [self.train_rows[i] for i in indices], self.tokenizer.pad_token_id,
+                               self.vocab_size, self.batch_size, self.device, self.precision)
+
     def rows_logits(self, name: str, indices: list[int]) -> torch.Tensor:
         """Response-position logits of the given rows, concatenated in order. Indices past the training rows are
         transfer rows (as in a stage's `train + transfer` data)."""
