@@ -18,7 +18,7 @@ def decompose(teacher: list[dict], student: list[dict], model: list[dict]) -> di
         raise ValueError("decomposition needs the three models' records on the same test rows")
     n = len(lt)
     tfs = [i for i in lt if lt[i] < ls[i]]
-    sfs = [i for i in lt if i not in set(tfs)]
+    sfs = [i for i in lt if not lt[i] < ls[i]]
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else 0.0
