@@ -30,6 +30,22 @@ def gold_nll(model, encoded: list[Encoded], pad_id: int, batch_size: int, device
 
 
 @torch.no_grad()
+def response_logits(model, rows: list[Encoded], pad_id: int, vocab: int, batch_size: int, device,
+                    precision: str = "fp32") -> torch.Tensor:
+    """Logits at the response positions of `rows`, concatenated in row order: [sum len(answer_ids), vocab]."""
+    from scd.train import autocast
+
+    out = [torch.zeros(0, vocab)]
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start: start + batch_size], pad_id)
+        with autocast(precision, device):
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+        out.append(logits[..., :vocab].float()[response_mask(batch["labels"].to(device))].cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def generate(model, tokenizer, encoded: list[Encoded], max_new_tokens: int, batch_size: int, device) -> list[str]:
     """Greedy decoding from left-padded prompts; the text up to the first EOS."""
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from scd.data import Encoded
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import TeacherOutputs
-from scd.evaluate import gold_nll
+from scd.evaluate import gold_nll, response_logits
 
 
 @dataclass
@@ -36,10 +35,6 @@ class StageContext:
     def _device(self) -> torch.device:
         return next(self.student.parameters()).device
 
-    def _logits_fn(self, model) -> Callable:
-        device = self._device()
-        return lambda b: model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-
     def teacher_logprobs(self, name: str) -> torch.Tensor:
         if name not in self._teacher_probe:
             logits = self.teachers.probe_logits(name, self.probe.indices)
@@ -50,7 +45,8 @@ class StageContext:
     def student_logprobs(self) -> torch.Tensor:
         was_training = self.student.training
         self.student.eval()
-        out = self.probe.logprobs(self._logits_fn(self.student))
+        p = self.probe
+        out = torch.log_softmax(response_logits(self.student, p.rows, p.pad_id, p.vocab, p.batch_size, self._device()), -1)
         self.student.train(was_training)
         return out
 

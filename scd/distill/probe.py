@@ -7,10 +7,8 @@ teacher distributions come from the cached teacher logits of the same rows (scd/
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from scd.data import Encoded, collate
-from scd.distill.losses import response_mask
+from scd.data import Encoded
 
 
 class ProbeSet:
@@ -24,16 +22,6 @@ class ProbeSet:
         g = torch.Generator().manual_seed(seed)
         idx = sorted(torch.randperm(len(data), generator=g)[: min(size, len(data))].tolist())
         return cls([data[i] for i in idx], idx, pad_id, vocab_size)
-
-    @torch.no_grad()
-    def logprobs(self, logits_fn) -> torch.Tensor:
-        """log-probabilities [response tokens, vocab] from `logits_fn(batch) -> logits [B, T, V]`."""
-        out = [torch.zeros(0, self.vocab)]
-        for start in range(0, len(self.rows), self.batch_size):
-            batch = collate(self.rows[start: start + self.batch_size], self.pad_id)
-            logits = logits_fn(batch)[..., : self.vocab].float()
-            out.append(F.log_softmax(logits, -1)[response_mask(batch["labels"].to(logits.device))].cpu())
-        return torch.cat(out)
 
 
 def mean_kl(logp: torch.Tensor, logq: torch.Tensor) -> float:

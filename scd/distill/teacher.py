@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from scd.data import Encoded, atomic_dir, collate, encode, write_json
+from scd.data import Encoded, atomic_dir, encode, write_json
 from scd.distill.losses import response_mask
+from scd.evaluate import response_logits
 from scd.models import load_pretrained
 from scd.runtime import Prepared, setup
 
@@ -47,22 +48,6 @@ class CheckpointOutputs:
             targets.append(ids[start: start + n])
             start += n
         return cls(t["train_logits"], targets, t["transfer_logits"])
-
-
-@torch.no_grad()
-def response_logits(model, rows: list[Encoded], pad_id: int, vocab: int, batch_size: int, device,
-                    precision: str = "fp32") -> torch.Tensor:
-    """Logits at the response positions of `rows`, concatenated in row order: [sum len(answer_ids), vocab]."""
-    from scd.train import autocast
-
-    out = [torch.zeros(0, vocab)]
-    for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start: start + batch_size], pad_id)
-        with autocast(precision, device):
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
-        out.append(logits[..., :vocab].float()[response_mask(batch["labels"].to(device))].cpu())
-    return torch.cat(out)
 
 
 def compute_outputs(model, train_rows: list[Encoded], transfer_prompts: list[Encoded], tokenizer, vocab: int,
