@@ -27,7 +27,7 @@ TASKS = enabled_tasks(CFG)
 SEEDS = CFG["seeds"]
 METHODS = enabled_methods(CFG)  # the leaderboard's rows
 CFG["methods"].update(ABLATIONS["variants"])
-MODELS = {t: ["teacher_sft", "student_sft"] + METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"] else [])
+MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"] else [])
           for t in TASKS}
 EVALS = [f"{R}/{t}/seed{s}/eval/{m}" for t in TASKS for s in SEEDS for m in MODELS[t]]
 THREADS = CFG.get("threads", 1)
@@ -145,8 +145,26 @@ rule distill:
 
 
 # The SFT models' test evaluation (distilled students are evaluated in their distillation job; method names
-# cannot be teacher_sft / student_sft, see scd/distill/methods.py).
-ruleorder: evaluate > distill
+# cannot be teacher_sft / student_sft / *_zero_shot, see scd/distill/methods.py).
+ruleorder: evaluate > zero_shot > distill
+
+
+# Teacher and student before any fine-tuning (the paper's zero-shot rows): the pretrained model, or the seeded
+# random initialisation of the embedded default.
+rule zero_shot:
+    input:
+        data=f"{R}/{{task}}/data",
+    output:
+        summary=f"{R}/{{task}}/seed{{seed}}/eval/{{role}}_zero_shot.json",
+        samples=f"{R}/{{task}}/seed{{seed}}/eval/{{role}}_zero_shot.samples.jsonl",
+    params:
+        cfg=job_config("zero_shot"),
+    threads: THREADS
+    log:
+        f"{R}/logs/{{task}}/seed{{seed}}/eval_{{role}}_zero_shot.log",
+    shell:
+        "scd evaluate --task {wildcards.task} --name {wildcards.role}_zero_shot --seed {wildcards.seed}"
+        " --config {params.cfg:q} --data {input.data} --zero-shot {wildcards.role} --out {output.summary} > {log} 2>&1"
 
 
 rule evaluate:

@@ -9,7 +9,8 @@ from pathlib import Path
 from report import plots
 
 STYLE = (Path(__file__).parent / "style.css").read_text()
-LABELS = {"teacher_sft": "teacher-SFT", "student_sft": "student-SFT"}
+LABELS = {"teacher_sft": "teacher-SFT", "student_sft": "student-SFT", "teacher_zero_shot": "teacher (zero-shot)",
+          "student_zero_shot": "student (zero-shot)"}
 
 
 def label(row: str) -> str:
@@ -35,6 +36,43 @@ def leaderboard_table(lb: dict) -> str:
         cells = "".join(cell(lb["cells"][row].get(c), row in lb["best"].get(c, [])) for c in cols)
         body.append(f"<tr><th class='row'>{html.escape(label(row))}</th>{cells}</tr>")
     return f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def metrics_table(lb: dict, task: str) -> str:
+    """Every metric of a task with more than one (e.g. accuracy and kappa), best mean per column in bold."""
+    keys = list((lb.get("metrics") or {}).get(task) or [])
+    if len(keys) < 2:
+        return ""
+    rows = [r for r in lb["rows"] if task in lb["cells"][r]]
+    directions = lb["metrics"][task]
+    best = {}
+    for k in keys:
+        means = [lb["cells"][r][task]["scores"][k]["mean"] for r in rows]
+        best[k] = (max if directions[k] == "max" else min)(means)
+    head = "".join(f"<th>{html.escape(k)} {'↑' if directions[k] == 'max' else '↓'}</th>" for k in keys)
+    body = "".join(
+        f"<tr><th class='row'>{html.escape(label(r))}</th>"
+        + "".join(cell(lb["cells"][r][task]["scores"][k], lb["cells"][r][task]["scores"][k]["mean"] == best[k])
+                  for k in keys) + "</tr>" for r in rows)
+    return (f"<h3>{html.escape(task)}</h3>"
+            f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def groups_table(lb: dict) -> str:
+    groups = lb.get("groups") or {}
+    if not groups:
+        return ""
+    head = "".join(f"<th>{html.escape(g)}<br><span class='metric'>{len(m)} tasks</span></th>" for g, m in groups.items())
+    best = {g: max((lb["group_cells"][r][g]["mean"] for r in lb["rows"] if g in lb["group_cells"].get(r, {})),
+                   default=None) for g in groups}
+    body = "".join(
+        f"<tr><th class='row'>{html.escape(label(r))}</th>"
+        + "".join(cell(lb["group_cells"].get(r, {}).get(g), lb["group_cells"].get(r, {}).get(g, {}).get("mean") == best[g])
+                  for g in groups) + "</tr>" for r in lb["rows"])
+    members = "; ".join(f"<b>{html.escape(g)}</b>: {html.escape(', '.join(m))}" for g, m in groups.items())
+    return (f"<h2>Task groups</h2><p class='meta'>Mean of each seed's headline scores over the group's tasks, then "
+            f"mean ± std over seeds. {members}.</p>"
+            f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def subdomain_table(lb: dict, task: str) -> str:
@@ -162,6 +200,10 @@ def render(lb: dict) -> str:
 seeds (n = number of seeds); best mean per column in bold. The average column averages each seed's task scores first.
 Hover a cell for the per-seed values.</p>
 {leaderboard_table(lb)}
+{groups_table(lb)}
+<h2>All metrics</h2>
+<p class="meta">Tasks scored by more than one metric (the leaderboard shows the first; ↑ higher is better).</p>
+{"".join(metrics_table(lb, t) for t in lb["tasks"]) or '<p>Every task in this run has one metric.</p>'}
 <h2>Per subdomain</h2>
 <p class="meta">Tasks whose samples carry a subdomain tag (TFS: teacher-favoured, SFS: student-favoured).</p>
 {subs or '<p>No task in this run has subdomain tags.</p>'}

@@ -10,7 +10,7 @@ from pathlib import Path
 from scd.data import read_jsonl
 from scd.decompose import decompose
 
-ROW_ORDER = ("teacher_sft", "student_sft")
+ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
 
 
 def mean_std(values: list[float]) -> dict:
@@ -27,27 +27,34 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     rows = list(ROW_ORDER) + [m for m in methods if m not in ROW_ORDER]
     cells: dict = defaultdict(dict)
     sub: dict = defaultdict(lambda: defaultdict(dict))
-    metric_of = {}
+    metric_of, directions = {}, {}
     for task in tasks:
         for row in rows:
             mine = sorted((r for r in runs if r["task"] == task and r["model"] == row), key=lambda r: r["seed"])
             if not mine:
                 continue
             metric_of[task] = mine[0]["metric"]
+            directions[task] = mine[0].get("directions") or {mine[0]["metric"]: "max"}
             cells[row][task] = mean_std([r["score"] for r in mine]) | {
                 "seeds": [r["seed"] for r in mine], "run_ids": [r["run_id"] for r in mine],
-                "train_run_ids": [r.get("train_run_id") for r in mine]}
+                "train_run_ids": [r.get("train_run_id") for r in mine],
+                "scores": {k: mean_std([r.get("scores", {r["metric"]: r["score"]})[k] for r in mine])
+                           for k in directions[task]}}
             for name in mine[0]["subdomains"]:
                 sub[task][row][name] = mean_std([r["subdomains"][name]["score"] for r in mine])
-    # Average over tasks: per seed, the mean of that seed's task scores; then mean/std over seeds.
+    # Average over tasks (and over each task group's tasks): per seed, the mean of that seed's headline scores;
+    # then mean/std over seeds. A seed missing one of the tasks is left out.
+    groups = task_groups_of(tasks)
+    group_cells: dict = defaultdict(dict)
     for row in rows:
-        per_seed = defaultdict(list)
-        for r in runs:
-            if r["model"] == row:
-                per_seed[r["seed"]].append(r["score"])
-        complete = [statistics.fmean(v) for s, v in sorted(per_seed.items()) if len(v) == len(tasks)]
-        if complete:
-            cells[row]["average"] = mean_std(complete)
+        for name, members in [("average", tasks)] + list(groups.items()):
+            per_seed = defaultdict(list)
+            for r in runs:
+                if r["model"] == row and r["task"] in members:
+                    per_seed[r["seed"]].append(r["score"])
+            complete = [statistics.fmean(v) for s, v in sorted(per_seed.items()) if len(v) == len(members)]
+            if complete:
+                (cells if name == "average" else group_cells)[row][name] = mean_std(complete)
     best = {}
     for col in tasks + ["average"]:
         scored = [(cells[row][col]["mean"], row) for row in rows if col in cells[row]]
@@ -55,9 +62,23 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
             top = max(s for s, _ in scored)
             best[col] = [row for s, row in scored if s == top]
     return {"profile": profile, "results_dir": results_dir, "decomposition": decomposition(eval_files, runs, rows),
-            "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of,
+            "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
+            "groups": groups, "group_cells": group_cells,
             "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows),
             "ablations": ablation_results(runs, ablations or {})}
+
+
+def task_groups_of(tasks: list[str]) -> dict[str, list[str]]:
+    """The registry's groups that hold at least two of these tasks, restricted to them (tasks no longer in the
+    registry are left out)."""
+    from tasks import task_groups
+
+    out = {}
+    for group, members in sorted(task_groups().items()):
+        mine = [t for t in members if t in tasks]
+        if len(mine) >= 2:
+            out[group] = mine
+    return out
 
 
 def _distill_summary(run: dict) -> dict | None:

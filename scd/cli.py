@@ -71,16 +71,19 @@ def cmd_distill(args):
         _evaluate(cfg, args.out, args.method, args.seed, args.data, args.eval_out)
 
 
-def _evaluate(cfg, model, name, seed, data, out):
+def _evaluate(cfg, model, name, seed, data, out, zero_shot=None):
     from scd.evaluate import evaluate_model
 
-    s = evaluate_model(cfg, Path(model), name, seed, Path(data), Path(out))
+    s = evaluate_model(cfg, Path(model) if model else None, name, seed, Path(data), Path(out), zero_shot)
     subs = ", ".join(f"{k} {v['score']:.4f}" for k, v in s["subdomains"].items())
-    print(f"{name} on {s['task']} test: {s['metric']} {s['score']:.4f}" + (f" ({subs})" if subs else ""))
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in s["scores"].items())
+    print(f"{name} on {s['task']} test: {scores}" + (f" ({s['metric']} per subdomain: {subs})" if subs else ""))
 
 
 def cmd_evaluate(args):
-    _evaluate(_job_config(args), args.model, args.name, args.seed, args.data, args.out)
+    if bool(args.model) == bool(args.zero_shot):
+        raise ValueError("give either --model (a trained model directory) or --zero-shot teacher|student")
+    _evaluate(_job_config(args), args.model, args.name, args.seed, args.data, args.out, args.zero_shot)
 
 
 def cmd_aggregate(args):
@@ -102,10 +105,17 @@ def cmd_report(args):
 
 
 def cmd_tasks(args):
-    from tasks import list_tasks
+    from tasks import list_tasks, task_groups
 
     for t in list_tasks():
-        print(f"{t.name:24s} metric={t.metric:12s} eval={t.evaluation['mode']:9s} {t.description.split('.')[0]}")
+        metrics = ", ".join(f"{m['key']} {'↑' if m['direction'] == 'max' else '↓'}" for m in t.metric_specs)
+        src = (t.data or {}).get("source") or {}
+        origin = f"{src['repo']}@{src['commit'][:7]} ({src.get('licence', '?')})" if src else "generated"
+        print(f"{t.name:26s} {t.language or '-':9s} {t.evaluation['mode']:8s} {metrics:40s} "
+              f"[{', '.join(t.groups)}]  {origin}")
+    print("\ngroups (select with `tasks: [<group>]` in the config):")
+    for group, members in sorted(task_groups().items()):
+        print(f"  {group:16s} {len(members):3d} tasks: {', '.join(members)}")
 
 
 def cmd_methods(args):
@@ -145,8 +155,47 @@ def cmd_methods(args):
 
 def cmd_check_config(args):
     cfg = load_config(args.profile)
-    print(f"configuration for profile {cfg['profile']!r} is valid: tasks {', '.join(cfg['tasks'])}; "
+    print(f"configuration for profile {cfg['profile']!r} is valid: tasks {', '.join(cfg['tasks'])} "
+          f"(selected as {', '.join(cfg['task_selection'])}); "
           f"methods {', '.join(cfg['methods'])}; seeds {cfg['seeds']}")
+
+
+def _data_dir(args) -> Path:
+    """--data-dir, else $SCD_DATA_DIR, else the profile's config key data_dir (the config is loaded only then)."""
+    import os
+
+    from scd.config import DATA_DIR_ENV, data_dir
+
+    if args.data_dir:
+        return Path(args.data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return data_dir(load_config(args.profile))
+
+
+def cmd_data(args):
+    from tasks import get_task, list_tasks
+    from tasks.datafiles import fetch, verify
+
+    root = _data_dir(args)
+    if args.action == "verify":
+        tasks = [get_task(t) for t in args.tasks] if args.tasks else [t for t in list_tasks() if t.data]
+        checks = verify(tasks, root)
+        for c in checks:
+            print(f"{c.status:8s} {c.task:26s} {c.path}")
+        bad = [c for c in checks if c.status != "ok"]
+        print(f"{len(checks) - len(bad)} of {len(checks)} files ok in {root.resolve()}"
+              + (f"; {sum(c.status == 'missing' for c in bad)} missing, "
+                 f"{sum(c.status == 'mismatch' for c in bad)} mismatched" if bad else ""))
+        if bad:
+            names = " ".join(dict.fromkeys(c.task for c in bad))
+            print(f"hint: run `scd data fetch {names}` (or copy the files by hand into {root.resolve()})",
+                  file=sys.stderr)
+            return 1
+        return 0
+    for task in [get_task(t) for t in args.tasks]:  # unknown names fail before anything is downloaded
+        fetch(task, root, args.base_url, on_file=lambda status, path: print(f"{status:8s} {task.name:26s} {path}"))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a trained model on the test split")
     _common(p)
-    p.add_argument("--model", required=True, help="a training output directory (holding best/)")
+    p.add_argument("--model", help="a training output directory (holding best/)")
+    p.add_argument("--zero-shot", choices=["teacher", "student"],
+                   help="instead: that role's model before fine-tuning (pretrained weights or the seeded init)")
     p.add_argument("--name", required=True, help="leaderboard row name, e.g. teacher_sft or td")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="summary JSON; per-sample records go beside it")
@@ -207,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("tasks", help="list the registered tasks")
+    p = sub.add_parser("tasks", help="list the registered tasks (language, evaluation mode, metrics, groups, "
+                                     "data source) and the task groups")
+    p.add_argument("action", nargs="?", choices=["list"], default="list", help="list (the default)")
     p.set_defaults(fn=cmd_tasks)
     p = sub.add_parser("methods", help="list the configured methods and every registered part (presets, "
                                        "divergences, schedules, weightings, response sources) with its "
@@ -215,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list"], default="list", help="list (the default)")
     p.add_argument("--profile", default="default", help="whose configured methods to show")
     p.set_defaults(fn=cmd_methods)
+    p = sub.add_parser("data", help="check the tasks' data files against their declared sha256 (verify) or "
+                                    "download them from their pinned upstream commit (fetch)")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, nargs, text in (("verify", "*", "check the files (no TASK: every task with data); exit 1 if any "
+                                                 "is missing or differs"),
+                                ("fetch", "+", "download the tasks' missing or differing files")):
+        d = dsub.add_parser(action, help=text)
+        d.add_argument("tasks", nargs=nargs, metavar="TASK", help="task names from the registry (see `scd tasks`)")
+        d.add_argument("--data-dir", help="data directory (else $SCD_DATA_DIR, else the config's data_dir)")
+        d.add_argument("--profile", default="default", help="whose config's data_dir to use")
+        if action == "fetch":
+            d.add_argument("--base-url", help="download base (else $SCD_FETCH_BASE_URL, else "
+                                              "https://raw.githubusercontent.com)")
+        d.set_defaults(fn=cmd_data)
     p = sub.add_parser("check-config", help="validate config/config.yaml with a profile overlay")
     p.add_argument("--profile", default="default")
     p.set_defaults(fn=cmd_check_config)
@@ -224,11 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"scd {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -77,10 +77,19 @@ def validate(cfg: dict) -> dict:
 def _check_names(cfg: dict) -> None:
     # Imported here: the registries import torch, which the schema check alone does not need.
     from scd.distill.methods import method_from_config
-    from tasks import get_task
+    from tasks import expand, get_task, list_tasks, task_groups
 
     problems = []
-    for task in cfg["tasks"]:
+    try:
+        names = expand(cfg["tasks"])
+    except KeyError as e:
+        problems.append(f"tasks: {e}")
+        names = []
+    known = set(task_groups()) | {t.name for t in list_tasks()}
+    for key in cfg.get("task_overrides") or {}:
+        if key not in known:
+            problems.append(f"task_overrides.{key}: not a task or group name.{did_you_mean(key, known)}")
+    for task in names:
         try:
             get_task(task).check_options(task_config(cfg, task).get("task_options", {}))
         except (KeyError, ValueError) as e:
@@ -106,13 +115,26 @@ def load_config(profile: str | None = None, overrides: dict | None = None) -> di
         raise ConfigError(f"no config overlay for profile {profile!r} (looked for {overlay}).{did_you_mean(profile, known)}")
     cfg = deep_merge(cfg, overrides or {})
     cfg["profile"] = profile
-    return validate(cfg)
+    validate(cfg)
+    from tasks import expand
+
+    # `tasks` may name groups: from here on it lists task names; the selection as written is kept for the record
+    cfg["task_selection"], cfg["tasks"] = cfg["tasks"], expand(cfg["tasks"])
+    return cfg
 
 
 def task_config(cfg: dict, task: str) -> dict:
-    """The configuration one task's jobs see: global settings with that task's overrides merged in."""
-    base = {k: v for k, v in cfg.items() if k != "tasks"}
-    merged = deep_merge(base, cfg["tasks"].get(task) or {})
+    """The configuration one task's jobs see: global settings, then the overrides of the task's groups (in the
+    order `task_overrides` lists them), then the task's own."""
+    from tasks import get_task
+
+    overrides = cfg.get("task_overrides") or {}
+    merged = {k: v for k, v in cfg.items() if k not in ("tasks", "task_selection", "task_overrides")}
+    groups = set(get_task(task).groups)
+    for key, over in overrides.items():
+        if key in groups:
+            merged = deep_merge(merged, over or {})
+    merged = deep_merge(merged, overrides.get(task) or {})
     merged["task"] = task
     return merged
 
@@ -139,8 +161,8 @@ COMMON_KEYS = ("profile", "results_dir", "mlflow", "threads", "device", "precisi
 
 
 def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> dict:
-    """The configuration of one job: `stage` in prepare | sft | teacher_outputs | distill | evaluate; `name` the
-    SFT role or method."""
+    """The configuration of one job: `stage` in prepare | sft | teacher_outputs | distill | evaluate | zero_shot;
+    `name` the SFT / zero-shot role or the method."""
     full = task_config(cfg, task)
     out = {k: full[k] for k in COMMON_KEYS if k in full}
     if stage == "prepare":
@@ -163,6 +185,8 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
         if full["training"]["distill"].get("init") == "base":  # the student starts from scratch: it needs its spec
             out["models"] = {"student": full["models"]["student"]}
+    elif stage == "zero_shot":  # the model before fine-tuning is built from its spec
+        out["models"] = {name: full["models"][name]}
     elif stage != "evaluate":
         raise ValueError(f"unknown stage {stage!r}")
     return out
@@ -225,7 +249,7 @@ def ablation_plan(cfg: dict) -> dict:
 
 
 def enabled_tasks(cfg: dict) -> list[str]:
-    return [t for t, o in cfg["tasks"].items() if (o or {}).get("enabled", True)]
+    return list(cfg["tasks"])
 
 
 def enabled_methods(cfg: dict) -> list[str]:

@@ -2,8 +2,8 @@
 
 Convention (pinned here, used by every loss): the collator pre-shifts labels, so `labels[:, t]` is the token that
 `logits[:, t]` must predict, and -100 marks positions that are not response tokens (prompt, padding, last position).
-Prompts longer than the model's budget lose tokens from their start, which keeps the question and answer cue that
-task templates put last.
+Prompts longer than the model's budget are cut by `fit_prompt`'s rule: a task's truncatable field (a document) goes
+first, then tokens from the prompt's start.
 """
 from __future__ import annotations
 
@@ -66,19 +66,48 @@ class Encoded:
     labelled: bool = True   # False for transfer-set rows, whose answer is a teacher's output, not a gold label
 
 
+def _prompt_pieces(rows: list[dict]) -> list[list[str]]:
+    """[head, field, tail] for rows with a truncatable field, [prompt] for the others."""
+    out = []
+    for r in rows:
+        if r.get("truncate"):
+            a, b = r["truncate"]["span"]
+            out.append([r["prompt"][:a], r["prompt"][a:b], r["prompt"][b:]])
+        else:
+            out.append([r["prompt"]])
+    return out
+
+
+def fit_prompt(pieces: list[list[int]], budget: int, keep: str = "start") -> list[int]:
+    """The documented truncation rule. A prompt with a truncatable field (a task's `prompt.truncate`: the document
+    or abstract) first loses that field's tokens: from its end (keep: start) or its start (keep: end), so the
+    instruction, the question and the options around it stay whole. If the prompt is still too long, or has no
+    such field, it loses tokens from its start, which keeps the question and answer cue that templates put last."""
+    if len(pieces) == 3:
+        head, body, tail = pieces
+        room = max(budget - len(head) - len(tail), 0)
+        if len(body) > room:
+            body = body[:room] if keep == "start" else body[len(body) - room:]
+        pieces = [head, body, tail]
+    prompt = [t for piece in pieces for t in piece]
+    return prompt[-budget:]
+
+
 def encode(rows: list[dict], tokenizer, max_length: int) -> list[Encoded]:
     if not rows:
         return []
     # one batched call per field: row-by-row calls cost seconds per job, a tenth of a small model's distillation
     answers = tokenizer([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]
-    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
-    out = []
-    for row, answer, prompt in zip(rows, answers, prompts):
+    pieces = _prompt_pieces(rows)
+    flat = tokenizer([p for ps in pieces for p in ps], add_special_tokens=False)["input_ids"]
+    out, at = [], 0
+    for row, answer, ps in zip(rows, answers, pieces):
+        ids, at = flat[at: at + len(ps)], at + len(ps)
         answer = answer + [tokenizer.eos_token_id]
         budget = max_length - len(answer)
         if budget < 1:
             raise ValueError(f"row {row['id']}: the answer alone ({len(answer)} tokens) exceeds max_length {max_length}")
-        out.append(Encoded(prompt[-budget:], answer))
+        out.append(Encoded(fit_prompt(ids, budget, (row.get("truncate") or {}).get("keep", "start")), answer))
     return out
 
 

@@ -13,7 +13,7 @@ import torch
 
 from scd import tracking
 from scd.data import Encoded, collate, encode, write_json, write_jsonl
-from scd.models import load_pretrained
+from scd.models import build_model, load_pretrained
 from scd.runtime import Prepared, setup
 from scd.distill.losses import per_sample_mean, response_mask, token_ce
 
@@ -75,10 +75,12 @@ def generate(model, tokenizer, encoded: list[Encoded], max_new_tokens: int, batc
 
 
 @torch.no_grad()
-def choose(model, tokenizer, rows: list[dict], choices: list[str], answer_format: str, max_length: int,
-           batch_size: int, device) -> list[str]:
-    """Option scoring: the choice whose tokens (and EOS) get the highest total log-probability after the prompt."""
-    options = [dict(row, answer=answer_format.format(c)) for row in rows for c in choices]
+def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device) -> list[str]:
+    """Option scoring: per row, the choice whose answer text (the task's answer format, then EOS) gets the highest
+    total log-probability after the prompt. A row may narrow the task's choices (`choices`: e.g. RRTNM's N and M
+    questions have fewer options than T)."""
+    per_row = [row.get("choices") or task.choices() for row in rows]
+    options = [dict(row, answer=task.answer_for(c)) for row, cs in zip(rows, per_row) for c in cs]
     encoded = encode(options, tokenizer, max_length)
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
@@ -86,68 +88,96 @@ def choose(model, tokenizer, rows: list[dict], choices: list[str], answer_format
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
         labels = batch["labels"].to(device)
         scores += (-token_ce(logits, labels).sum(-1)).tolist()
-    k = len(choices)
-    return [choices[max(range(k), key=lambda j: scores[i * k + j])] for i in range(len(rows))]
+    out, at = [], 0
+    for cs in per_row:
+        mine = scores[at: at + len(cs)]
+        out.append(cs[max(range(len(cs)), key=mine.__getitem__)])
+        at += len(cs)
+    return out
+
+
+def evaluation_mode(task, cfg: dict | None) -> str:
+    """The task's declared mode unless the config's `evaluation.mode` asks for generate or choices."""
+    mode = ((cfg or {}).get("evaluation") or {}).get("mode", "task")
+    mode = task.evaluation["mode"] if mode in (None, "task") else mode
+    if mode == "choices" and not task.choices():
+        raise ValueError(f"task {task.name!r} declares no choices or labels: it cannot be scored by option scoring; "
+                         f"use evaluation.mode generate or task")
+    return mode
 
 
 def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device,
-            with_nll: bool = True) -> list[dict]:
+            with_nll: bool = True, mode: str | None = None) -> list[dict]:
+    """Per-row records: generated (or chosen) output, parsed prediction, gold, and the gold answer's NLL."""
     model.eval()
-    ev = task.evaluation
+    mode = mode or task.evaluation["mode"]
     encoded = encode(rows, tokenizer, max_length)
-    if ev["mode"] == "generate":
-        raw = generate(model, tokenizer, encoded, ev["max_new_tokens"], batch_size, device)
-        golds = [task.parse(r["answer"]) for r in rows]
-    elif ev["mode"] == "choices":
-        raw = choose(model, tokenizer, rows, ev["choices"], ev.get("answer_format", " {}"), max_length,
-                     batch_size, device)
-        golds = [task.parse(r["answer"]) for r in rows]
+    if mode == "generate":
+        raw = generate(model, tokenizer, encoded, task.evaluation.get("max_new_tokens", 8), batch_size, device)
+        preds = [task.parse(t) for t in raw]
+    elif mode == "choices":
+        raw = choose(model, tokenizer, task, rows, max_length, batch_size, device)
+        preds = raw  # already a declared choice: nothing to parse
     else:
-        raise ValueError(f"task {task.name!r}: unknown evaluation mode {ev['mode']!r}; use generate or choices")
-    preds = [task.parse(t) for t in raw]
+        raise ValueError(f"task {task.name!r}: unknown evaluation mode {mode!r}; use generate or choices")
+    golds = [task.gold(r) for r in rows]
     nll = gold_nll(model, encoded, tokenizer.pad_token_id, batch_size, device) if with_nll else [None] * len(rows)
     return [{"id": r["id"], "subdomain": r.get("subdomain"), "output": t, "pred": p, "gold": g,
              "correct": p == g, "gold_nll": n}
             for r, t, p, g, n in zip(rows, raw, preds, golds, nll)]
 
 
-def summarize(task, records: list[dict]) -> dict:
-    """Task metric overall and per subdomain (where rows carry one), with counts."""
-    summary = {"metric": task.metric, "score": task.score([r["pred"] for r in records], [r["gold"] for r in records]),
-               "n": len(records), "subdomains": {}}
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
+def summarize(task, records: list[dict], rows: list[dict]) -> dict:
+    """Every task metric overall and per subdomain (where rows carry one), with counts; `score` is the headline
+    metric's value."""
+    def scores(idx: list[int]) -> dict[str, float]:
+        return task.scores([records[i]["pred"] for i in idx], [records[i]["gold"] for i in idx], [rows[i] for i in idx])
+
+    overall = scores(list(range(len(records))))
+    summary = {"metric": task.metric, "score": overall[task.metric], "scores": overall,
+               "directions": {m["key"]: m["direction"] for m in task.metric_specs}, "n": len(records),
+               "subdomains": {}}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
         if r.get("subdomain"):
-            groups[r["subdomain"]].append(r)
-    for name, recs in sorted(groups.items()):
-        summary["subdomains"][name] = {"score": task.score([r["pred"] for r in recs], [r["gold"] for r in recs]),
-                                       "n": len(recs)}
+            groups[r["subdomain"]].append(i)
+    for name, idx in sorted(groups.items()):
+        sub = scores(idx)
+        summary["subdomains"][name] = {"score": sub[task.metric], "scores": sub, "n": len(idx)}
     nlls = [r["gold_nll"] for r in records if r.get("gold_nll") is not None]
     if nlls:
         summary["mean_gold_nll"] = sum(nlls) / len(nlls)
     return summary
 
 
-def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out) -> dict:
-    """Stage 5: score one trained model on the test split; write the summary JSON and per-sample JSON lines."""
+def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_shot: str | None = None) -> dict:
+    """Stage 5: score one trained model on the test split; write the summary JSON and per-sample JSON lines.
+    `zero_shot` = teacher | student scores that role's model before any fine-tuning instead (built from its
+    config spec: the pretrained weights, or the seeded random initialisation of the embedded default)."""
     device = setup(cfg, seed)
     prep = Prepared.open(data)
-    model = load_pretrained(Path(model_dir) / "best").to(device)
+    if zero_shot:
+        model = build_model(cfg["models"][zero_shot], prep.tokenizer, prep.task.max_length, seed).to(device)
+    else:
+        model = load_pretrained(Path(model_dir) / "best").to(device)
     rows = prep.rows("test")
+    mode = evaluation_mode(prep.task, cfg)
     tags = {"task": prep.task.name, "method": name, "seed": seed, "stage": "evaluate"}
     out = Path(out)
     with tracking.job_run(cfg, f"{prep.task.name}/{name}/seed{seed}/eval", tags,
-                          {"model_dir": str(model_dir), "split": "test", "seed": seed,
-                           "evaluation": prep.task.evaluation}, str(device)) as log:
+                          {"model_dir": str(model_dir) if model_dir else f"{zero_shot} before fine-tuning",
+                           "split": "test", "seed": seed, "evaluation": prep.task.evaluation | {"mode": mode},
+                           "metrics": [m["key"] for m in prep.task.metric_specs]}, str(device)) as log:
         records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
-                          cfg.get("evaluation", {}).get("batch_size", 64), device)
-        summary = summarize(prep.task, records) | {"task": prep.task.name, "model": name, "seed": seed,
-                                                   "split": "test", "run_id": log.run_id}
-        train_summary = Path(model_dir) / "summary.json"
-        if train_summary.exists():
+                          cfg.get("evaluation", {}).get("batch_size", 64), device, mode=mode)
+        summary = summarize(prep.task, records, rows) | {"task": prep.task.name, "model": name, "seed": seed,
+                                                         "split": "test", "run_id": log.run_id, "mode": mode}
+        train_summary = Path(model_dir) / "summary.json" if model_dir else None
+        if train_summary and train_summary.exists():
             summary["train_run_id"] = json.loads(train_summary.read_text()).get("run_id")
-        metrics = {f"test/{summary['metric']}": summary["score"], "test/mean_gold_nll": summary.get("mean_gold_nll", 0)}
-        metrics |= {f"test/{summary['metric']}/{k}": v["score"] for k, v in summary["subdomains"].items()}
+        metrics = {f"test/{k}": v for k, v in summary["scores"].items()}
+        metrics["test/mean_gold_nll"] = summary.get("mean_gold_nll", 0)
+        metrics |= {f"test/{k}/{sub}": v for sub, s in summary["subdomains"].items() for k, v in s["scores"].items()}
         log(metrics, 0)
         samples = out.with_suffix(".samples.jsonl")
         write_jsonl(samples, records)

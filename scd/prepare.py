@@ -1,6 +1,7 @@
 """Stage 1: task data -> train/validation/test JSON lines, a tokenizer shared by teacher and student, a manifest."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from scd.config import data_dir
@@ -27,11 +28,13 @@ def prepare(cfg: dict, out: Path) -> dict:
         tokenizer = train_tokenizer(task.tokenizer, texts, tok_cfg.get("vocab_size", 2000))
     tokenizer.save_pretrained(out / "tokenizer")
 
+    labels = {s: dict(sorted(Counter(r["label"] for r in splits[s] if "label" in r).items())) for s in SPLITS}
     manifest = {"task": task.name, "options": options, "counts": {s: len(splits[s]) for s in written},
-                "sha256": hashes, "vocab_size": len(tokenizer)}
+                "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer)}
     with tracking.job_run(cfg, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:
         log.params({f"split.{s}.sha256": h for s, h in hashes.items()} |
                    {f"split.{s}.n": len(splits[s]) for s in written} | {"vocab_size": len(tokenizer)})
+        log.artifact_json(manifest, "manifest.json")  # label counts and sha256 of every split
     write_json(out / "manifest.json", manifest)  # last: its presence marks the stage as complete
     return manifest

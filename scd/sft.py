@@ -11,7 +11,7 @@ from pathlib import Path
 from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.losses import masked_mean, response_mask, token_ce
-from scd.evaluate import predict
+from scd.evaluate import evaluation_mode, predict
 from scd.models import build_model, count_parameters
 from scd.runtime import Prepared, setup
 from scd.train import checkpoint_schedule, train
@@ -30,9 +30,12 @@ def validator(prep: Prepared, cfg: dict, device):
     rows = prep.rows("validation")
     bs = cfg.get("evaluation", {}).get("batch_size", 64)
 
+    mode = evaluation_mode(prep.task, cfg)
+
     def validate(model) -> float:
-        recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False)
-        return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs])
+        recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False,
+                       mode=mode)
+        return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs], rows)
 
     return validate
 

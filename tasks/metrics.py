@@ -1,5 +1,14 @@
-"""Task metrics over parsed predictions and gold answers; each returns a plain float in [0, 1]."""
+"""Task metrics over parsed predictions and gold answers; each returns a plain float in [0, 1] (kappa in [-1, 1]).
+
+A metric is `fn(preds, golds, *, examples=None, **params) -> float`: `examples` are the test rows in the order of
+`preds` (only the seqeval metrics read them), `params` come from the task's metric entry (e.g. `weights: linear`).
+Each metric names its params explicitly, so a misspelt one is a TypeError rather than silently ignored.
+Every metric is registered with `direction="max"` (higher is better), read back with `METRICS.meta(name)`.
+"""
 from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
 
 from scd.registry import Registry
 
@@ -8,19 +17,23 @@ register = METRICS.register
 get = METRICS.get
 
 
-@register("exact_match")
-def exact_match(preds: list[str], golds: list[str]) -> float:
+def _check_lengths(preds: Sequence, golds: Sequence) -> None:
     if len(preds) != len(golds):
         raise ValueError(f"{len(preds)} predictions for {len(golds)} gold answers")
+
+
+@register("exact_match", direction="max")
+def exact_match(preds: list[str], golds: list[str], *, examples=None) -> float:
+    _check_lengths(preds, golds)
     return float(sum(p == g for p, g in zip(preds, golds)) / len(golds)) if golds else 0.0
 
 
 # Accuracy over a closed label set is exact match of the parsed label; the separate name says what is reported.
-register("accuracy")(exact_match)
+register("accuracy", direction="max")(exact_match)
 
 
-@register("macro_f1")
-def macro_f1(preds: list[str], golds: list[str]) -> float:
+@register("macro_f1", direction="max")
+def macro_f1(preds: list[str], golds: list[str], *, examples=None) -> float:
     labels = sorted(set(golds))
     f1s = []
     for label in labels:
@@ -29,3 +42,182 @@ def macro_f1(preds: list[str], golds: list[str]) -> float:
         fn = sum(p != label and g == label for p, g in zip(preds, golds))
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     return float(sum(f1s) / len(f1s)) if f1s else 0.0
+
+
+# --- Cohen's kappa -------------------------------------------------------------------------------------------------
+
+def _kappa_weight(i: int, j: int, k: int, weights: str | None) -> float:
+    """Disagreement weight of label indices i, j out of k declared labels, index k meaning 'not a label'.
+
+    Weights are scaled so the largest is 1: kappa is unchanged by scaling, and it lets an invalid prediction
+    take the maximal disagreement 1 against every label under any weighting."""
+    if i == j:
+        return 0.0
+    if i == k or j == k or weights is None:
+        return 1.0
+    d = abs(i - j) / max(k - 1, 1)
+    return d if weights == "linear" else d * d
+
+
+@register("cohen_kappa", direction="max")
+def cohen_kappa(preds: list[str], golds: list[str], *, examples=None, labels: Sequence[str] | None = None,
+                weights: str | None = None) -> float:
+    """Cohen's kappa of predictions against golds, optionally weighted ("linear" / "quadratic").
+
+    `labels` is the declared, ordered label list (default: sorted(set(golds))); for weighted kappa the distance of
+    two labels is their distance in this order. A prediction outside `labels` (unparseable output, parsed as "")
+    is one extra category that disagrees maximally (weight 1, the weight of the two farthest labels) with every
+    label; sklearn would instead drop such samples (labels=...) or sort "" in as an ordinary, nearest-to-"A"
+    label. On predictions within `labels` the result equals `sklearn.metrics.cohen_kappa_score(..., labels=labels)`.
+    Edge cases: no samples -> 0.0; expected disagreement 0 (every gold and prediction the same single label,
+    where sklearn gives nan) -> 1.0 if preds == golds else 0.0. A gold outside `labels` is a ValueError.
+    """
+    if weights not in (None, "linear", "quadratic"):
+        raise ValueError(f"cohen_kappa: weights must be None, 'linear' or 'quadratic', got {weights!r}")
+    _check_lengths(preds, golds)
+    if not golds:
+        return 0.0
+    labels = list(labels) if labels is not None else sorted(set(golds))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"cohen_kappa: duplicate labels in {labels}")
+    index = {label: i for i, label in enumerate(labels)}
+    k = len(labels)
+    stray = sorted({g for g in golds if g not in index})
+    if stray:
+        raise ValueError(f"cohen_kappa: gold answers {stray[:5]} are not among the declared labels {labels}")
+    n = len(golds)
+    g_idx = [index[g] for g in golds]
+    p_idx = [index.get(p, k) for p in preds]
+    observed = sum(_kappa_weight(g, p, k, weights) for g, p in zip(g_idx, p_idx)) / n
+    g_freq = [g_idx.count(i) / n for i in range(k + 1)]
+    p_freq = [p_idx.count(i) / n for i in range(k + 1)]
+    expected = sum(g_freq[i] * p_freq[j] * _kappa_weight(i, j, k, weights)
+                   for i in range(k + 1) for j in range(k + 1))
+    if expected <= 1e-12:
+        return 1.0 if list(preds) == list(golds) else 0.0
+    return float(1.0 - observed / expected)
+
+
+# --- JMED-LLM entity F1 (set-based, averaged over samples) ---------------------------------------------------------
+
+def _entity_set(entities, where: str) -> set[str]:
+    """The sample's entities as a set of stripped, non-empty strings.
+
+    Empty strings must go: "" is a substring of everything and would make every partial match succeed."""
+    if isinstance(entities, str):
+        raise TypeError(f"{where}: expected a list of entity strings per sample, got the string {entities[:40]!r}")
+    return {e.strip() for e in entities if isinstance(e, str) and e.strip()}
+
+
+def _sample_f1(pred: set[str], gold: set[str], match: Callable[[str, str], bool]) -> float:
+    """F1 of one sample. Nothing to find and nothing claimed is a perfect answer; exactly one side empty scores 0
+    (upstream divides by zero on an empty gold)."""
+    if not gold or not pred:
+        return 1.0 if not gold and not pred else 0.0
+    recall = sum(any(match(p, g) for p in pred) for g in gold) / len(gold)
+    precision = sum(any(match(p, g) for g in gold) for p in pred) / len(pred)
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def _mean_entity_f1(preds, golds, match, name: str) -> float:
+    _check_lengths(preds, golds)
+    if not golds:
+        return 0.0
+    scores = [_sample_f1(_entity_set(p, f"{name} prediction {i}"), _entity_set(g, f"{name} gold {i}"), match)
+              for i, (p, g) in enumerate(zip(preds, golds))]
+    return float(sum(scores) / len(scores))
+
+
+@register("entity_f1_exact", direction="max")
+def entity_f1_exact(preds: list[list[str]], golds: list[list[str]], *, examples=None) -> float:
+    """JMED-LLM's exact_f1_score (sociocom/JMED-LLM src/utils.py): per sample, precision and recall of the
+    prediction set against the gold set under string equality, F1, averaged over samples. Duplicates and
+    blank entities are dropped and entities are stripped; the empty-gold cases follow `_sample_f1`."""
+    return _mean_entity_f1(preds, golds, lambda p, g: p == g, "entity_f1_exact")
+
+
+def _overlaps(p: str, g: str) -> bool:
+    return p in g or g in p
+
+
+@register("entity_f1_partial", direction="max")
+def entity_f1_partial(preds: list[list[str]], golds: list[list[str]], *, examples=None) -> float:
+    """JMED-LLM's partial-match F1 as the benchmark describes it: a gold entity is recalled if some prediction is a
+    substring of it or contains it; precision is the share of predictions that are a substring of, or contain,
+    some gold entity. Per-sample F1, averaged over samples.
+
+    Upstream's partial_f1_score differs: it tests `answer_v in predict` / `predict_v in answer` against the
+    *sets*, i.e. exact membership, not substrings, and the second test does not involve `answer_v`, so once any
+    prediction equals any gold every gold counts as recalled; it also uses that gold count as the precision
+    numerator (precision can exceed 1). We count recalled golds and matching predictions separately.
+    """
+    return _mean_entity_f1(preds, golds, _overlaps, "entity_f1_partial")
+
+
+# --- seqeval entity-level scores (NCBI-disease) ---------------------------------------------------------------------
+
+# NCBI-disease's CoNLL tokens are each either a run of word characters or one punctuation character ("tumour-
+# suppressor" is three tokens, "(APC)" three); every token of the train/devel/test files passes this pattern
+# unchanged, so a predicted mention tokenized with it lines up with the sentence however the model spaced it.
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def tokenize_mention(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def entities_to_bio(tokens: list[str], entities: list[str], entity_type: str) -> list[str]:
+    """IOB2 tags over `tokens` for the predicted mention strings.
+
+    Each mention is tokenized like the corpus (`_TOKEN`) and matched by exact, case-sensitive token equality.
+    Every non-overlapping occurrence is tagged, because NCBI-disease annotates a repeated mention at each
+    occurrence; longer mentions are placed first so a shorter one never splits a longer match (of two equally
+    long overlapping mentions, the one listed first wins). A mention found nowhere in the sentence adds no tag:
+    seqeval only sees tags, so it is neither a true nor a false positive.
+    """
+    tags = ["O"] * len(tokens)
+    spans = [s for s in dict.fromkeys(tuple(tokenize_mention(e)) for e in entities if isinstance(e, str)) if s]
+    for span in sorted(spans, key=len, reverse=True):  # a stable sort keeps the model's order among equal lengths
+        n, i = len(span), 0
+        while i + n <= len(tokens):
+            if tuple(tokens[i:i + n]) == span and all(t == "O" for t in tags[i:i + n]):
+                tags[i:i + n] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (n - 1)
+                i += n
+            else:
+                i += 1
+    return tags
+
+
+def _seqeval(score_fn, preds, golds, examples, entity_type: str, name: str) -> float:
+    _check_lengths(preds, golds)
+    if examples is None:
+        raise ValueError(f"{name} needs the test rows (examples=...) for their tokens and gold BIO tags")
+    _check_lengths(preds, examples)
+    if not examples:
+        return 0.0
+    y_true, y_pred = [], []
+    for i, (pred, ex) in enumerate(zip(preds, examples)):
+        if isinstance(pred, str):
+            raise TypeError(f"{name}: prediction {i} should be a list of mention strings, got {pred[:40]!r}")
+        y_true.append(list(ex["tags"]))
+        y_pred.append(entities_to_bio(ex["tokens"], pred, entity_type))
+    return float(score_fn(y_true, y_pred, zero_division=0))
+
+
+def _seqeval_metric(name: str, fn_name: str) -> Callable:
+    def metric(preds: list[list[str]], golds, *, examples: list[dict] | None = None,
+               entity_type: str = "Disease") -> float:
+        import seqeval.metrics  # imported on use: only the NER task needs it
+
+        return _seqeval(getattr(seqeval.metrics, fn_name), preds, golds, examples, entity_type, name)
+
+    metric.__name__ = name
+    metric.__doc__ = (f"Entity-level (IOB2, seqeval default mode) micro {fn_name.split('_')[0]} over the test set: "
+                      f"predicted mention strings -> tags by `entities_to_bio`, gold tags from `examples[i]['tags']`; "
+                      f"`golds` is only checked for length. zero_division=0.")
+    return register(name, direction="max")(metric)
+
+
+seqeval_f1 = _seqeval_metric("seqeval_f1", "f1_score")
+seqeval_precision = _seqeval_metric("seqeval_precision", "precision_score")
+seqeval_recall = _seqeval_metric("seqeval_recall", "recall_score")

@@ -34,8 +34,12 @@ def test_wrong_value_names_path_and_problem():
 
 
 def test_unknown_task_and_method_parts_are_named():
-    with pytest.raises(ConfigError, match=r"tasks.pubmed_qa: unknown task 'pubmed_qa'. Did you mean 'pubmedqa'"):
-        load_config("default", {"tasks": {"pubmed_qa": {}}})
+    with pytest.raises(ConfigError, match=r"tasks: unknown task or group 'pubmed_qa'. Did you mean 'pubmedqa'"):
+        load_config("default", {"tasks": ["pubmed_qa"]})
+    with pytest.raises(ConfigError, match=r"unknown task or group 'papr'. Did you mean 'paper'"):
+        load_config("default", {"tasks": ["synthetic", "papr"]})
+    with pytest.raises(ConfigError, match=r"task_overrides.jmed: not a task or group name. Did you mean 'jmed_llm'"):
+        load_config("default", {"task_overrides": {"jmed": {"tokenizer": {"vocab_size": 100}}}})
     with pytest.raises(ConfigError, match=r"methods.td2: unknown divergence 'fk'.*Did you mean 'fkl'"):
         load_config("default", {"methods": {"td2": {"schedule": "best", "divergence": "fk", "weighting": "none"}}})
     with pytest.raises(ConfigError, match=r"methods.teacher_sft: .*leaderboard row"):
@@ -50,7 +54,7 @@ def test_unknown_profile_is_reported():
 
 def test_task_options_are_checked():
     with pytest.raises(ConfigError, match=r"no option 'noise'.*Did you mean 'sfs_noise'"):
-        load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"noise": 0.1}}}})
+        load_config("default", {"task_overrides": {"synthetic_subdomains": {"task_options": {"noise": 0.1}}}})
 
 
 def test_stage_config_ignores_what_the_stage_does_not_read():
@@ -69,10 +73,10 @@ def test_stage_config_ignores_what_the_stage_does_not_read():
 
 def test_task_option_types_are_checked():
     with pytest.raises(ConfigError, match=r"option 'sfs_noise' must be of type float.*got '0.4'"):
-        load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"sfs_noise": "0.4"}}}})
+        load_config("default", {"task_overrides": {"synthetic_subdomains": {"task_options": {"sfs_noise": "0.4"}}}})
     with pytest.raises(ConfigError, match=r"option 'flip_per_copy' must be of type bool"):
-        load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"flip_per_copy": 1}}}})
-    load_config("default", {"tasks": {"synthetic_subdomains": {"task_options": {"sfs_noise": 0}}}})
+        load_config("default", {"task_overrides": {"synthetic_subdomains": {"task_options": {"flip_per_copy": 1}}}})
+    load_config("default", {"task_overrides": {"synthetic_subdomains": {"task_options": {"sfs_noise": 0}}}})
 
 
 def test_default_leaderboard_has_the_factorial_and_the_baseline_zoo():

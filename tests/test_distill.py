@@ -91,7 +91,7 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
 def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
     root, config = trained
     opts = {**TINY_SYNTHETIC, "n_transfer_tfs": 40, "n_transfer_sfs": 30}
-    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS, "tasks": {
+    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS, "task_overrides": {
         "synthetic_subdomains": {"task_options": opts,
                                  "training": {"distill": {"epochs": 1, "batch_size": 32, "probe_size": 16}}}}})
     prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), root / "data_t")
@@ -101,7 +101,7 @@ def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
     summary = distill(dcfg, "td", 0, root / "data_t", root / "teacher1", root / "student", root / "td_t")
     assert summary["stages"][0]["transfer_rows"] == 70
     off = distill(stage_config(load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS,
-                                                     "tasks": {"synthetic_subdomains": {"task_options": opts,
+                                                     "task_overrides": {"synthetic_subdomains": {"task_options": opts,
                                                                "training": {"distill": {"epochs": 1, "batch_size": 32,
                                                                                         "transfer": False}}}}}),
                                "synthetic_subdomains", "distill", "td"),
@@ -176,7 +176,7 @@ def test_student_starts_from_student_sft_or_from_the_base_student(trained):
     sft_start = initial_student(cfg, prep, root / "student", 0).state_dict()
     saved = load_pretrained(root / "student" / "best").state_dict()
     assert all(torch.equal(sft_start[k], saved[k]) for k in saved)
-    base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "tasks": {"synthetic_subdomains": {
+    base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {"synthetic_subdomains": {
         "task_options": TINY_SYNTHETIC, "training": {"distill": {"init": "base"}}}}})
     cfg = stage_config(base_cfg, "synthetic_subdomains", "distill", "td")
     base = initial_student(cfg, prep, root / "student", 0).state_dict()

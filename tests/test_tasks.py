@@ -9,7 +9,7 @@ import pytest
 from scd.registry import UnknownNameError
 from tasks import TaskDataError, get_task, list_tasks
 from tasks.metrics import exact_match, macro_f1
-from tasks.synthetic import parity
+from tasks.synthetic.generator import parity
 
 SMALL = {"n_tfs_train": 300, "n_tfs_test": 100, "n_sfs_train": 200, "n_sfs_test": 100, "n_val": 100}
 
@@ -117,14 +117,13 @@ def test_metrics():
         exact_match(["a"], ["a", "b"])
 
 
-def test_fingerprint_follows_the_declaration(tmp_path):
-    """Prepare's job parameters carry it: editing a task's YAML (e.g. max_length) must re-prepare and retrain."""
+def test_fingerprint_follows_the_declaration():
+    """Prepare's job parameters carry it: editing a task's YAML (or a base it includes, e.g. max_length in
+    tasks/jmed_llm/_choice.yaml) must re-prepare and retrain."""
     import dataclasses
 
-    task = get_task("pubmedqa")
-    copy = tmp_path / "pubmedqa.yaml"
-    copy.write_text(task.path.read_text())
-    before = dataclasses.replace(task, path=copy).fingerprint()
-    assert before == task.fingerprint()
-    copy.write_text(task.path.read_text().replace("max_length: 128", "max_length: 64"))
-    assert dataclasses.replace(task, path=copy).fingerprint() != before
+    task = get_task("crade")
+    assert task.fingerprint() == dataclasses.replace(task).fingerprint()
+    assert dataclasses.replace(task, max_length=64).fingerprint() != task.fingerprint()
+    prompt = dict(task.prompt, template=task.prompt["template"] + " ")
+    assert dataclasses.replace(task, prompt=prompt).fingerprint() != task.fingerprint()

@@ -60,7 +60,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 3, "tasks": {"synthetic_subdomains": {
+    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 3, "task_overrides": {"synthetic_subdomains": {
         "task_options": TINY, "training": {"teacher": {"epochs": 3, "batch_size": 32}}}}})
     prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), root / "data")
     return cfg, root

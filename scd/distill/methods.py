@@ -11,7 +11,7 @@ from scd.distill.losses import response_mask, token_ce
 from scd.distill.parts import (DIVERGENCES, METHODS, RESPONSES, SCHEDULES, WEIGHTINGS, Objective, hyperparameters,
                                load_plugins, register_divergence)
 
-RESERVED = {"teacher_sft", "student_sft"}  # leaderboard rows that are not distillation methods
+RESERVED = {"teacher_sft", "student_sft", "teacher_zero_shot", "student_zero_shot"}  # leaderboard rows that are not distillation methods
 
 # What a config entry inherits when it does not say: TD's schedule, no weighting, gold responses, vanilla KD's mix.
 DEFAULTS = {"schedule": "best", "weighting": "none", "responses": "gold", "alpha": 0.5, "temperature": 1.0,

@@ -1,5 +1,5 @@
-"""PubMedQA loader. Prompt = context, then question, then "Answer:"; the context comes first so that the
-documented truncation rule (drop tokens from the start of the prompt) keeps the question and the answer cue."""
+"""PubMedQA loader: the official 500-question test set; train and validation from the other 500 (stratified by
+label, seeded). The prompt template and its truncation rule are in pubmedqa.yaml."""
 from __future__ import annotations
 
 import json
@@ -20,8 +20,8 @@ def _row(task, pmid: str, item: dict, where: str) -> dict:
     contexts = item["CONTEXTS"]
     if not isinstance(contexts, list):
         raise ValueError(f"{where}: entry {pmid} field CONTEXTS must be a list of strings")
-    prompt = f"Context: {' '.join(contexts)}\nQuestion: {item['QUESTION']}\nAnswer:"
-    return {"id": pmid, "prompt": prompt, "answer": f" {label}", "label": label}
+    return task.render({"context": " ".join(contexts), "question": item["QUESTION"], "label": label},
+                       id=pmid, label=label)
 
 
 def _read_json(path: Path) -> dict:

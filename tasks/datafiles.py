@@ -1,0 +1,210 @@
+"""Check and download the data files that tasks declare, pinned by repository commit and sha256.
+
+A task's `data` declaration names a folder under the data directory, the upstream repository and commit, and for
+each local file its path in that repository and its sha256:
+
+    data:
+      subdir: jmed_llm
+      source: {repo: sociocom/JMED-LLM, commit: 3774a34..., licence: CC-BY-4.0}
+      files:
+        all/CRADE.csv: {upstream: datasets/all/CRADE.csv, sha256: 238a95...}
+
+`verify` compares the files on disk with their checksums; `fetch` downloads a task's files from
+`<base>/<repo>/<commit>/<upstream>` (raw.githubusercontent.com unless told otherwise) and moves each into place
+only after its checksum matched. Downloads are only ever written and hashed, never executed or unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+from tasks import TaskDataError
+
+RAW_BASE = "https://raw.githubusercontent.com"
+BASE_URL_ENV = "SCD_FETCH_BASE_URL"
+CHUNK = 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ChecksumError(TaskDataError):
+    """A downloaded file's sha256 differs from the one its task declares; nothing was written in its place."""
+
+
+@dataclass
+class FileCheck:
+    task: str            # the first task (in the order given) that declares this file
+    path: Path           # data_dir / subdir / file
+    status: str          # ok | missing | mismatch
+    expected: str        # declared sha256
+    actual: str | None   # sha256 on disk (None when missing)
+
+
+@dataclass(frozen=True)
+class DeclaredFile:
+    task: str
+    subdir: str
+    name: str            # local path under subdir (posix)
+    upstream: str        # path in the repository at `commit`
+    sha256: str
+    repo: str
+    commit: str
+
+    def path(self, data_dir: Path) -> Path:
+        return Path(data_dir) / self.subdir / self.name
+
+    def url(self, base_url: str | None = None) -> str:
+        return upstream_url(self.repo, self.commit, self.upstream, base_url)
+
+
+def resolve_base_url(base: str | None = None) -> str:
+    """The download base: the argument, else $SCD_FETCH_BASE_URL, else raw.githubusercontent.com."""
+    return (base or os.environ.get(BASE_URL_ENV) or RAW_BASE).rstrip("/")
+
+
+def upstream_url(repo: str, commit: str, upstream: str, base: str | None = None) -> str:
+    quote = lambda s: urllib.parse.quote(s, safe="/")  # noqa: E731  (spaces and non-ASCII in paths)
+    return f"{resolve_base_url(base)}/{quote(repo)}/{quote(commit)}/{quote(upstream)}"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _relative(task: str, what: str, value) -> str:
+    """A declared path that must stay inside its folder: relative, no '..', no backslashes."""
+    p = PurePosixPath(str(value))
+    if not isinstance(value, str) or not value or "\\" in value or p.is_absolute() or ".." in p.parts:
+        raise TaskDataError(f"task {task!r}: data {what} {value!r} must be a relative path without '..'")
+    return str(p)
+
+
+def declared_files(task) -> list[DeclaredFile]:
+    """The files a task declares, sorted by local path; [] for a task without `data` (generated examples).
+    A malformed declaration raises TaskDataError naming the task and the key."""
+    data = getattr(task, "data", None)
+    if not data:
+        return []
+    name = task.name
+    src = data.get("source") or {}
+    if not isinstance(src, dict) or not src.get("repo") or not src.get("commit"):
+        raise TaskDataError(f"task {name!r}: data.source must give repo and commit, got {src!r}")
+    subdir = _relative(name, "subdir", data.get("subdir"))
+    files = data.get("files") or {}
+    if not isinstance(files, dict) or not files:
+        raise TaskDataError(f"task {name!r}: data.files must map local paths to {{upstream, sha256}}")
+    out = []
+    for local in sorted(files):
+        spec = files[local]
+        if not isinstance(spec, dict) or not spec.get("upstream") or not spec.get("sha256"):
+            raise TaskDataError(f"task {name!r}: data.files[{local!r}] must give upstream and sha256, got {spec!r}")
+        sha = str(spec["sha256"]).lower()
+        if not _SHA256.match(sha):
+            raise TaskDataError(f"task {name!r}: data.files[{local!r}].sha256 is not 64 hex digits: {spec['sha256']!r}")
+        out.append(DeclaredFile(name, subdir, _relative(name, "file", local),
+                                _relative(name, "upstream path", spec["upstream"]), sha,
+                                str(src["repo"]), str(src["commit"])))
+    return out
+
+
+def verify(tasks: Iterable, data_dir: str | Path) -> list[FileCheck]:
+    """Check every declared file of `tasks` on disk: one FileCheck per (subdir, file), in task order, even when
+    several tasks declare it (the first declaring task is reported). Two tasks declaring the same file with
+    different checksums is an error in the declarations (TaskDataError)."""
+    seen: dict[tuple[str, str], DeclaredFile] = {}
+    checks = []
+    for task in tasks:
+        for f in declared_files(task):
+            key = (f.subdir, f.name)
+            if key in seen:
+                if seen[key].sha256 != f.sha256:
+                    raise TaskDataError(f"tasks {seen[key].task!r} and {f.task!r} declare {f.subdir}/{f.name} with "
+                                        f"different sha256 ({seen[key].sha256} vs {f.sha256})")
+                continue
+            seen[key] = f
+            path = f.path(data_dir)
+            if not path.is_file():
+                checks.append(FileCheck(f.task, path, "missing", f.sha256, None))
+                continue
+            actual = sha256_file(path)
+            checks.append(FileCheck(f.task, path, "ok" if actual == f.sha256 else "mismatch", f.sha256, actual))
+    return checks
+
+
+def fetch(task, data_dir: str | Path, base_url: str | None = None, timeout: float = 60,
+          on_file: Callable[[str, Path], None] | None = None) -> list[Path]:
+    """Download the task's declared files into data_dir/subdir, in sorted order; return the paths downloaded.
+
+    A file already present with the declared sha256 is not downloaded again (`on_file("present", path)`; a
+    downloaded one gives `on_file("fetched", path)`). Each download goes to a temporary file in the target
+    folder and replaces the target atomically only when its sha256 matches; otherwise the temporary file is
+    deleted, an existing file stays as it was and ChecksumError is raised. A network error raises TaskDataError.
+    Either stops the task at that file; the files before it stay in place.
+    """
+    files = declared_files(task)
+    if not files:
+        raise TaskDataError(f"task {task.name!r} declares no data files to fetch (its examples are generated)")
+    done = []
+    for f in files:
+        path = f.path(data_dir)
+        if path.is_file() and sha256_file(path) == f.sha256:
+            if on_file:
+                on_file("present", path)
+            continue
+        _download(f, path, f.url(base_url), timeout)
+        done.append(path)
+        if on_file:
+            on_file("fetched", path)
+    return done
+
+
+def _download(f: DeclaredFile, path: Path, url: str, timeout: float) -> None:
+    folder = path.parent
+    hint = (f"The file can also be copied by hand to {path.resolve()} (folder {folder.resolve()}); "
+            f"it is {f.upstream} of {f.repo} at commit {f.commit}.")
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                while chunk := resp.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = h.hexdigest()
+        if actual != f.sha256:
+            raise ChecksumError(
+                f"task {f.task!r}: {f.subdir}/{f.name} downloaded from {url} has sha256 {actual}, expected "
+                f"{f.sha256}; not written{' (the existing file is unchanged)' if path.exists() else ''}. "
+                f"The upstream file differs from the pinned one: check the task's data declaration. {hint}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except urllib.error.HTTPError as e:
+        raise TaskDataError(f"task {f.task!r}: could not download {url}: HTTP {e.code} {e.reason}. {hint}") from None
+    except urllib.error.URLError as e:
+        raise TaskDataError(f"task {f.task!r}: could not download {url}: {e.reason}. {hint}") from None
+    except (OSError, HTTPException) as e:
+        raise TaskDataError(f"task {f.task!r}: could not download {url} to {path}: "
+                            f"{type(e).__name__}: {e}. {hint}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass

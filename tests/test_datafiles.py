@@ -1,0 +1,288 @@
+"""tasks.datafiles and `scd data`: checksummed downloads from a local HTTP server laid out like
+raw.githubusercontent.com (<repo>/<commit>/<path>), holding copies of small real data files."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from scd.cli import main
+from tasks import TaskDataError
+from tasks.datafiles import ChecksumError, fetch, sha256_file, upstream_url, verify
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO, COMMIT = "example/bench-data", "0123456789abcdef0123456789abcdef01234567"
+ORIGINALS = {  # local path under the subdir -> (upstream path, real file)
+    "pubmedqa/test_ground_truth.json": ("data/test_ground_truth.json", SHARED / "pubmedqa" / "test_ground_truth.json"),
+    "sib200/labels.txt": ("data/labels.txt", SHARED / "sib200" / "labels.txt"),
+    "sib200/eng_Latn/dev.tsv": ("data/annotated/eng_Latn/dev.tsv", SHARED / "sib200" / "eng_Latn" / "dev.tsv"),
+}
+CORRUPT = "sib200/eng_Latn/dev.tsv"  # the server holds a copy with changed bytes
+
+
+@dataclass
+class StandIn:
+    """What tasks.datafiles reads of a Task: its name and data declaration."""
+    name: str
+    data: dict | None = None
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A threaded HTTP server on a free port serving tmp/www; yields (base URL, list of requested paths)."""
+    missing = [str(p) for _, p in ORIGINALS.values() if not p.is_file()]
+    if missing:
+        pytest.skip(f"real data files not found: {missing}")
+    www = tmp_path / "www"
+    for local, (upstream, src) in ORIGINALS.items():
+        dst = www / REPO / COMMIT / upstream
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        data = src.read_bytes()
+        if local == CORRUPT:
+            data = data[:100] + bytes([data[100] ^ 0x01]) + data[101:]
+            assert _sha(data) != sha256_file(src)
+        dst.write_bytes(data)
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def _task(name: str, subdir: str, locals_: list[str], extra: dict | None = None) -> StandIn:
+    """A stand-in task declaring the given files (of ORIGINALS, keys without the subdir) with their true sha256."""
+    files = {}
+    for local in locals_:
+        upstream, src = ORIGINALS[f"{subdir}/{local}"]
+        files[local] = {"upstream": upstream, "sha256": sha256_file(src)}
+    files.update(extra or {})
+    return StandIn(name, {"subdir": subdir, "source": {"repo": REPO, "commit": COMMIT, "licence": "MIT"},
+                          "files": files})
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".part"))
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    p = tmp_path / "x.bin"
+    data = os.urandom(3 << 20)  # more than one read chunk
+    p.write_bytes(data)
+    assert sha256_file(p) == _sha(data)
+
+
+def test_upstream_url_base_precedence(monkeypatch):
+    monkeypatch.delenv("SCD_FETCH_BASE_URL", raising=False)
+    assert upstream_url("o/r", "abc", "d/f.csv") == "https://raw.githubusercontent.com/o/r/abc/d/f.csv"
+    monkeypatch.setenv("SCD_FETCH_BASE_URL", "http://mirror/")
+    assert upstream_url("o/r", "abc", "d/f.csv") == "http://mirror/o/r/abc/d/f.csv"
+    assert upstream_url("o/r", "abc", "d/a b.csv", "http://x") == "http://x/o/r/abc/d/a%20b.csv"
+
+
+def test_fetch_writes_good_files_and_refetch_downloads_nothing(server, tmp_path):
+    base, requests = server
+    data = tmp_path / "data"
+    task = _task("pubmedqa_like", "pubmedqa", ["test_ground_truth.json"])
+    got = fetch(task, data, base_url=base)
+    target = data / "pubmedqa" / "test_ground_truth.json"
+    assert got == [target]
+    assert target.read_bytes() == ORIGINALS["pubmedqa/test_ground_truth.json"][1].read_bytes()
+    assert requests == [f"/{REPO}/{COMMIT}/data/test_ground_truth.json"]
+
+    seen = []
+    assert fetch(task, data, base_url=base, on_file=lambda s, p: seen.append((s, p))) == []
+    assert seen == [("present", target)]
+    assert len(requests) == 1  # nothing downloaded again
+    assert _leftovers(data) == []
+
+
+def test_fetch_uses_env_base_url(server, tmp_path, monkeypatch):
+    base, requests = server
+    monkeypatch.setenv("SCD_FETCH_BASE_URL", base)
+    fetch(_task("sib_labels", "sib200", ["labels.txt"]), tmp_path / "data")
+    assert (tmp_path / "data" / "sib200" / "labels.txt").read_bytes() == ORIGINALS["sib200/labels.txt"][1].read_bytes()
+    assert len(requests) == 1
+
+
+def test_corrupted_download_raises_and_leaves_nothing(server, tmp_path):
+    base, requests = server
+    data = tmp_path / "data"
+    # sorted order: eng_Latn/dev.tsv (corrupt) comes before labels.txt, so labels.txt is never reached
+    task = _task("sib200_eng_latn", "sib200", ["eng_Latn/dev.tsv", "labels.txt"])
+    with pytest.raises(ChecksumError) as err:
+        fetch(task, data, base_url=base)
+    msg = str(err.value)
+    expected = sha256_file(ORIGINALS[CORRUPT][1])
+    assert "sib200_eng_latn" in msg and "eng_Latn/dev.tsv" in msg and expected in msg
+    assert f"{base}/{REPO}/{COMMIT}/data/annotated/eng_Latn/dev.tsv" in msg
+    served = (tmp_path / "www" / REPO / COMMIT / "data/annotated/eng_Latn/dev.tsv").read_bytes()
+    assert _sha(served) in msg  # the actual sha256
+    assert not (data / "sib200" / "eng_Latn" / "dev.tsv").exists()
+    assert not (data / "sib200" / "labels.txt").exists()
+    assert _leftovers(data) == []
+    assert isinstance(err.value, TaskDataError)
+    assert len(requests) == 1
+
+
+def test_corrupted_download_names_actual_sha_and_keeps_existing_file(server, tmp_path):
+    base, _ = server
+    data = tmp_path / "data"
+    target = data / "sib200" / "eng_Latn" / "dev.tsv"
+    target.parent.mkdir(parents=True)
+    # an existing good file (declared with a different sha256, so fetch must try to replace it) stays untouched
+    good = ORIGINALS[CORRUPT][1].read_bytes()
+    target.write_bytes(good)
+    stale = "0" * 64
+    task = StandIn("t", {"subdir": "sib200", "source": {"repo": REPO, "commit": COMMIT},
+                         "files": {"eng_Latn/dev.tsv": {"upstream": "data/annotated/eng_Latn/dev.tsv", "sha256": stale}}})
+    with pytest.raises(ChecksumError) as err:
+        fetch(task, data, base_url=base)
+    corrupt = (tmp_path / "www" / REPO / COMMIT / "data/annotated/eng_Latn/dev.tsv").read_bytes()
+    assert stale in str(err.value) and _sha(corrupt) in str(err.value)
+    assert target.read_bytes() == good
+    assert _leftovers(data) == []
+
+
+def test_failure_keeps_files_already_fetched(server, tmp_path):
+    base, _ = server
+    data = tmp_path / "data"
+    task = _task("sib", "sib200", ["labels.txt"],
+                 extra={"zz_missing.txt": {"upstream": "data/nope.txt", "sha256": "1" * 64}})
+    with pytest.raises(TaskDataError):
+        fetch(task, data, base_url=base)
+    assert sha256_file(data / "sib200" / "labels.txt") == sha256_file(ORIGINALS["sib200/labels.txt"][1])
+
+
+def test_404_gives_clear_error(server, tmp_path):
+    base, _ = server
+    data = tmp_path / "data"
+    task = StandIn("gone", {"subdir": "gone", "source": {"repo": REPO, "commit": COMMIT},
+                            "files": {"x.csv": {"upstream": "data/x.csv", "sha256": "a" * 64}}})
+    with pytest.raises(TaskDataError) as err:
+        fetch(task, data, base_url=base)
+    msg = str(err.value)
+    assert not isinstance(err.value, ChecksumError)
+    assert f"{base}/{REPO}/{COMMIT}/data/x.csv" in msg and "404" in msg and "'gone'" in msg
+    assert "by hand" in msg and str((data / "gone").resolve()) in msg
+    assert not (data / "gone" / "x.csv").exists() and _leftovers(data) == []
+
+
+def test_unreachable_server_gives_clear_error(tmp_path):
+    task = StandIn("t", {"subdir": "s", "source": {"repo": REPO, "commit": COMMIT},
+                         "files": {"x.csv": {"upstream": "x.csv", "sha256": "a" * 64}}})
+    with pytest.raises(TaskDataError, match=r"could not download http://127\.0\.0\.1:9/.*by hand"):
+        fetch(task, tmp_path, base_url="http://127.0.0.1:9", timeout=5)
+
+
+def test_declarations_are_checked(tmp_path):
+    bad_path = StandIn("t", {"subdir": "s", "source": {"repo": REPO, "commit": COMMIT},
+                             "files": {"../escape.txt": {"upstream": "x", "sha256": "a" * 64}}})
+    with pytest.raises(TaskDataError, match="relative path"):
+        fetch(bad_path, tmp_path)
+    bad_sha = StandIn("t", {"subdir": "s", "source": {"repo": REPO, "commit": COMMIT},
+                            "files": {"x": {"upstream": "x", "sha256": "abc"}}})
+    with pytest.raises(TaskDataError, match="64 hex"):
+        verify([bad_sha], tmp_path)
+    with pytest.raises(TaskDataError, match="no data files"):
+        fetch(StandIn("synthetic"), tmp_path)
+
+
+def test_verify_ok_missing_mismatch_and_shared_files(tmp_path):
+    data = tmp_path / "data"
+    (data / "sib200" / "eng_Latn").mkdir(parents=True)
+    shutil.copy(ORIGINALS["sib200/labels.txt"][1], data / "sib200" / "labels.txt")
+    dev = ORIGINALS[CORRUPT][1].read_bytes()
+    (data / "sib200" / "eng_Latn" / "dev.tsv").write_bytes(dev[:-1])
+    a = _task("sib_a", "sib200", ["labels.txt", "eng_Latn/dev.tsv"])
+    b = _task("sib_b", "sib200", ["labels.txt"])  # shares labels.txt: checked once, reported for sib_a
+    p = _task("pub", "pubmedqa", ["test_ground_truth.json"])
+    checks = verify([StandIn("generated"), a, b, p], data)
+    got = {(c.task, c.path.relative_to(data).as_posix()): c for c in checks}
+    assert sorted(got) == [("pub", "pubmedqa/test_ground_truth.json"), ("sib_a", "sib200/eng_Latn/dev.tsv"),
+                           ("sib_a", "sib200/labels.txt")]
+    assert got["sib_a", "sib200/labels.txt"].status == "ok"
+    assert got["sib_a", "sib200/labels.txt"].actual == got["sib_a", "sib200/labels.txt"].expected
+    m = got["sib_a", "sib200/eng_Latn/dev.tsv"]
+    assert (m.status, m.actual, m.expected) == ("mismatch", _sha(dev[:-1]), _sha(dev))
+    assert (got["pub", "pubmedqa/test_ground_truth.json"].status,
+            got["pub", "pubmedqa/test_ground_truth.json"].actual) == ("missing", None)
+
+
+def test_verify_rejects_conflicting_declarations(tmp_path):
+    a = _task("a", "sib200", ["labels.txt"])
+    b = _task("b", "sib200", [], extra={"labels.txt": {"upstream": "data/labels.txt", "sha256": "b" * 64}})
+    with pytest.raises(TaskDataError, match="different sha256"):
+        verify([a, b], tmp_path)
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """Stand-in tasks behind `get_task` / `list_tasks` as the CLI sees them."""
+    import tasks
+
+    reg = {t.name: t for t in (_task("sib_labels", "sib200", ["labels.txt"]),
+                               _task("pub", "pubmedqa", ["test_ground_truth.json"]), StandIn("generated"))}
+
+    def get_task(name):
+        from scd.registry import Registry
+
+        r = Registry("task")
+        for k, v in reg.items():
+            r.add(k, v)
+        return r.get(name)
+
+    monkeypatch.setattr(tasks, "get_task", get_task)
+    monkeypatch.setattr(tasks, "list_tasks", lambda: list(reg.values()))
+    return reg
+
+
+def test_cli_verify_and_fetch(server, tmp_path, monkeypatch, capsys, registered):
+    base, requests = server
+    data = tmp_path / "data"
+    monkeypatch.setenv("SCD_DATA_DIR", str(data))
+    monkeypatch.delenv("SCD_FETCH_BASE_URL", raising=False)
+
+    assert main(["data", "verify"]) == 1
+    out, err = capsys.readouterr()
+    assert "missing" in out and "sib_labels" in out and "0 of 2 files ok" in out
+    assert "scd data fetch sib_labels pub" in err
+
+    assert main(["data", "fetch", "sib_labels", "pub", "--base-url", base]) == 0
+    assert len(requests) == 2
+    assert main(["data", "verify"]) == 0
+    assert "2 of 2 files ok" in capsys.readouterr().out
+    assert main(["data", "fetch", "pub", "--base-url", base]) == 0
+    assert "present" in capsys.readouterr().out and len(requests) == 2
+
+    (data / "pubmedqa" / "test_ground_truth.json").unlink()
+    assert main(["data", "verify", "sib_labels"]) == 0  # only the named task
+    assert main(["data", "verify", "pub", "--data-dir", str(data)]) == 1
+    capsys.readouterr()
+
+    assert main(["data", "verify", "sib_label"]) == 2  # unknown name: the registry's error with a suggestion
+    assert "Did you mean 'sib_labels'" in capsys.readouterr().err
+    assert main(["data", "fetch", "generated"]) == 2
+    assert "no data files" in capsys.readouterr().err
