@@ -12,12 +12,13 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from scd.config import (ConfigError, ablation_plan, data_dir, enabled_methods, enabled_tasks, load_config,
+from scd.config import (ConfigError, ablation_plan, data_dir, enabled_methods, enabled_tasks, from_command_line,
+                        load_config,
                         stage_config, task_config)
 from tasks import TaskDataError, get_task
 
 try:
-    CFG = load_config(config.get("profile"), overrides=dict(config))
+    CFG = load_config(config.get("profile"), overrides=from_command_line(dict(config)))
     ABLATIONS = ablation_plan(CFG)  # variant methods (e.g. scd+aw.n8) for the ablation plots
 except ConfigError as e:
     raise WorkflowError(str(e)) from None

@@ -103,6 +103,24 @@ def _check_names(cfg: dict) -> None:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def from_command_line(value):
+    """Snakemake's `--config key=[0, 1]` reads list items with YAML's BaseLoader, i.e. as strings ('0'); re-read
+    each string leaf as a YAML scalar so `seeds='[0]'` means [0]. Strings that are not numbers, booleans or null
+    stay strings."""
+    if isinstance(value, dict):
+        return {k: from_command_line(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_command_line(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, (bool, int, float)) or parsed is None and value in ("null", "~") \
+            else value
+    return value
+
+
 def load_config(profile: str | None = None, overrides: dict | None = None) -> dict:
     """config/config.yaml <- config/<profile>.yaml (if present) <- overrides, then validated."""
     cfg = read_yaml(CONFIG_DIR / "config.yaml")

@@ -1,4 +1,11 @@
-"""Reading raw task files. Every error names the file, the row or line, and the problem, and says how to fix it."""
+"""Reading raw task files. Every error names the file, the row or line, and the problem, and says how to fix it.
+
+`read_text` decodes strict UTF-8 (a BOM is dropped); `read_table` reads a CSV (quoted cells may span lines) or a TSV
+(no quoting: texts hold quote characters) through it, so a bad byte is reported the same way for every format;
+`read_lines` and `read_conll` read line-based files. Rows and sentences carry `_line`, the file line (1-based) where
+they start, so that loaders can name them in their own errors; `check_label` checks a value against a task's declared
+labels. All errors are `TaskDataError` (a `ValueError`).
+"""
 from __future__ import annotations
 
 import csv
@@ -15,51 +22,85 @@ def _fix(task: str | None) -> str:
             else "re-fetch the file or check the data directory")
 
 
+def _where(path: Path, task: str | None) -> str:
+    return f"task {task!r}: {path}" if task else str(path)
+
+
 def read_text(path: Path, task: str | None = None) -> str:
-    """The file as strict UTF-8 (a BOM is dropped)."""
+    """The file as strict UTF-8 (a UTF-8 BOM is dropped). A byte that is not UTF-8 is reported with its 1-based line
+    and column (the column counts characters, as an editor does) and its hex value."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise TaskDataError(f"{path}: file not found; {_fix(task)}") from None
+        raise TaskDataError(f"{_where(path, task)}: file not found; {_fix(task)}") from None
+    except OSError as e:
+        raise TaskDataError(f"{_where(path, task)}: cannot read the file ({e.strerror or e}); {_fix(task)}") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # the BOM (not decoded with utf-8-sig: its error offsets skip the BOM)
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
         line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise TaskDataError(f"{path}: line {line}, column {column}: byte 0x{raw[e.start]:02x} is not UTF-8; "
-                            f"re-encode the file as UTF-8 or {_fix(task)}") from None
+        column = len(raw[line_start:e.start].decode("utf-8")) + 1  # the bytes before the first bad one decode
+        raise TaskDataError(f"{_where(path, task)}: line {line}, column {column}: byte 0x{raw[e.start]:02x} is not "
+                            f"valid UTF-8 (the file must be UTF-8); re-encode the file as UTF-8 or "
+                            f"{_fix(task)}") from None
 
 
 def read_table(path: Path, required: list[str], delimiter: str = ",", task: str | None = None) -> list[dict]:
-    """CSV (quoted cells may span lines) or TSV (no quoting: texts hold quotes) rows as dicts with `_line`, the
-    file line where the row starts."""
+    """A header line, then rows -> [{column: value, ..., "_line": the file line where the row starts}].
+
+    With delimiter "\\t" the file is a TSV read with `csv.QUOTE_NONE` (quote characters are text); otherwise a CSV with
+    the default quoting (quoted cells may hold the delimiter and newlines). Blank lines are skipped. Errors: no
+    header; a `required` column missing from the header; a repeated column name; a row with more or fewer fields than
+    the header; an unterminated quoted cell; no data rows."""
     path = Path(path)
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(read_text(path, task), newline=""), delimiter=delimiter, quoting=quoting)
+    where = _where(path, task)
+    if delimiter == "\t":
+        options = {"quoting": csv.QUOTE_NONE}
+    else:
+        options = {"quoting": csv.QUOTE_MINIMAL, "strict": True}
+    reader = csv.reader(io.StringIO(read_text(path, task), newline=""), delimiter=delimiter, **options)
+    start = 1  # the file line where the record being read starts
     try:
-        header = next(reader)
-    except StopIteration:
-        raise TaskDataError(f"{path}: the file is empty (no header); {_fix(task)}") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise TaskDataError(f"{path}: missing column(s) {missing}; the header has {header}; {_fix(task)}")
-    rows, start = [], reader.line_num + 1
-    for n, fields in enumerate(reader, 1):
-        if not fields:  # a blank line
-            start = reader.line_num + 1
-            continue
-        if len(fields) != len(header):
-            raise TaskDataError(f"{path}: data row {n} (line {start}) has {len(fields)} fields, the header "
-                                f"{len(header)}; {_fix(task)}")
-        rows.append(dict(zip(header, fields)) | {"_line": start})
+        header = next(reader, None)
+        if header is None:
+            raise TaskDataError(f"{where}: the file is empty (no header line); {_fix(task)}")
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise TaskDataError(f"{where}: line 1 (the header): missing required column(s) {missing}; the header "
+                                f"found is {header} (delimiter {delimiter!r}); {_fix(task)}")
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise TaskDataError(f"{where}: line 1 (the header): column(s) {repeated} appear more than once in "
+                                f"{header}; {_fix(task)}")
+        rows = []
         start = reader.line_num + 1
+        for fields in reader:
+            if not fields:  # a blank line
+                start = reader.line_num + 1
+                continue
+            if len(fields) != len(header):
+                more = "more" if len(fields) > len(header) else "fewer"
+                raise TaskDataError(
+                    f"{where}: data row {len(rows) + 1} (line {start}) has {len(fields)} fields, {more} than the "
+                    f"{len(header)} of the header {header}"
+                    + (" (a stray tab in a text?)" if delimiter == "\t" and more == "more" else "")
+                    + f"; {_fix(task)}")
+            rows.append(dict(zip(header, fields)) | {"_line": start})
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise TaskDataError(f"{where}: data row starting at line {start}: {e} (an unbalanced quote?); "
+                            f"{_fix(task)}") from None
     if not rows:
-        raise TaskDataError(f"{path}: the table is empty (a header, no rows); {_fix(task)}")
+        raise TaskDataError(f"{where}: the table is empty (a header, no data rows); {_fix(task)}")
     return rows
 
 
 def read_lines(path: Path, task: str | None = None) -> list[str]:
+    """The file's lines without their newline ("\\n" or "\\r\\n"); a final empty line (after the last newline) is
+    dropped. Only "\\n" ends a line (not the Unicode line separators that `str.splitlines` also splits on)."""
     lines = read_text(path, task).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -67,32 +108,41 @@ def read_lines(path: Path, task: str | None = None) -> list[str]:
 
 
 def read_conll(path: Path, labels: list[str] | None = None, task: str | None = None) -> list[dict]:
-    """`token<TAB>tag` lines, a blank line between sentences -> [{tokens, tags, _line}]."""
-    sentences, cur, first = [], {"tokens": [], "tags": []}, None
+    """`token<TAB>tag` lines, a blank line between sentences -> [{"tokens", "tags", "_line": its first line}].
+
+    A tag outside `labels` (when given) is an error; the tag sequence is not otherwise checked (an I- tag after O is
+    kept: seqeval reads it as the start of a mention)."""
+    path = Path(path)
+    where = _where(path, task)
+    sentences, tokens, tags, first = [], [], [], None
     for n, line in enumerate(read_lines(path, task), 1):
         if not line.strip():
-            if cur["tokens"]:
-                sentences.append(cur | {"_line": first})
-            cur, first = {"tokens": [], "tags": []}, None
+            if tokens:
+                sentences.append({"tokens": tokens, "tags": tags, "_line": first})
+            tokens, tags, first = [], [], None
             continue
         fields = line.split("\t")
         if len(fields) != 2:
-            raise TaskDataError(f"{path}: line {n}: expected `token<TAB>tag`, got {len(fields)} field(s) "
-                                f"{line[:60]!r}; {_fix(task)}")
-        if labels is not None and fields[1] not in labels:
-            raise TaskDataError(f"{path}: line {n}: tag {fields[1]!r} is not one of the declared labels {labels}")
-        first = first or n
-        cur["tokens"].append(fields[0])
-        cur["tags"].append(fields[1])
-    if cur["tokens"]:
-        sentences.append(cur | {"_line": first})
+            raise TaskDataError(f"{where}: line {n}: expected `token<TAB>tag` (2 tab-separated fields), got "
+                                f"{len(fields)} field(s) in {line[:80]!r}; {_fix(task)}")
+        token, tag = fields
+        if labels is not None and tag not in labels:
+            raise TaskDataError(f"{where}: line {n}: tag {tag!r} (token {token!r}) is not one of the declared labels "
+                                f"{list(labels)}; fix the file ({_fix(task)}) or the task declaration's `labels`")
+        if first is None:
+            first = n
+        tokens.append(token)
+        tags.append(tag)
+    if tokens:
+        sentences.append({"tokens": tokens, "tags": tags, "_line": first})
     if not sentences:
-        raise TaskDataError(f"{path}: no sentences (the file is empty); {_fix(task)}")
+        raise TaskDataError(f"{where}: no sentences (the file is empty or blank); {_fix(task)}")
     return sentences
 
 
 def check_label(value: str, labels: list[str], where: str) -> str:
+    """`value` if it is one of `labels`; else a TaskDataError starting with `where` (e.g. "path:line")."""
     if value not in labels:
-        raise TaskDataError(f"{where}: label {value!r} is not one of the declared labels {labels}; fix the row or "
-                            f"the task declaration's `labels`")
+        raise TaskDataError(f"{where}: label {value!r} is not one of the declared labels {list(labels)}; fix the row "
+                            f"or the task declaration's `labels`")
     return value
