@@ -86,6 +86,9 @@ class Task:
         if self.data:
             self.check_files(Path(data_dir))
         splits = self.hook()(self, Path(data_dir), opts)
+        for split in SPLITS:  # caps for quick runs (smoke, tests), where a task declares them
+            if opts.get(f"max_{split}") and split in splits:
+                splits[split] = splits[split][: opts[f"max_{split}"]]
         for split in SPLITS:
             rows = splits.get(split)
             if not rows:

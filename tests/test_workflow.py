@@ -12,9 +12,9 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.integration
-TASKS, SEEDS = ("synthetic_subdomains", "pubmedqa"), (0, 1)
+TASKS, SEEDS = ("synthetic_subdomains", "pubmedqa", "nrner", "ncbi_disease"), (0, 1)
 METHODS = ("td", "scd+aw")  # the smoke profile's enabled methods
-MODELS = ("teacher_sft", "student_sft", *METHODS)
+MODELS = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft", *METHODS)
 
 
 def snakemake(workdir: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -36,6 +36,10 @@ def test_report_and_leaderboard(smoke_run):
     _, results = smoke_run
     lb = json.loads((results / "leaderboard.json").read_text())
     assert lb["rows"] == list(MODELS) and lb["tasks"] == sorted(TASKS)
+    # every metric of a task, with its direction: NRNER's two set F1s, NCBI-disease's seqeval P/R/F1
+    assert lb["metrics"]["nrner"] == {"exact_f1": "max", "partial_f1": "max"}
+    assert set(lb["cells"]["td"]["ncbi_disease"]["scores"]) == {"f1", "precision", "recall"}
+    assert lb["groups"]["biomed"] == ["ncbi_disease", "nrner", "pubmedqa"]
     for row in MODELS:
         for col in (*TASKS, "average"):
             c = lb["cells"][row][col]
@@ -43,6 +47,7 @@ def test_report_and_leaderboard(smoke_run):
     assert set(lb["subdomains"]["synthetic_subdomains"]["td"]) == {"tfs", "sfs"}
     page = (results / "report.html").read_text()
     assert "teacher-SFT" in page and "student-SFT" in page and "<svg" in page and "(n=2)" in page
+    assert "teacher (zero-shot)" in page and "partial_f1" in page and "Task groups" in page
     # SCD+AW's inspection data: a schedule per seed over the smoke trajectory, AW histograms per subdomain
     entry = lb["schedules"]["synthetic_subdomains"]["scd+aw"]
     assert [len(r["schedule"]) for r in entry["runs"]] == [2, 2]
@@ -77,8 +82,9 @@ def test_mlflow_records_every_job_under_one_parent(smoke_run):
         assert len(history) >= 2 and all(0 < m.value < 20 for m in history)
         assert "env.version.torch" in r.data.params and r.data.params["env.torch_threads"] == "1"
     for r in stages["evaluate"]:
-        scores = [v for k, v in r.data.metrics.items() if k in ("test/accuracy", "test/exact_match")]
-        assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+        headline = {"synthetic_subdomains": "exact_match", "pubmedqa": "accuracy", "nrner": "exact_f1",
+                    "ncbi_disease": "f1"}[r.data.tags["scd.task"]]
+        assert 0.0 <= r.data.metrics[f"test/{headline}"] <= 1.0
         assert r.data.tags["scd.method"] in MODELS
 
 

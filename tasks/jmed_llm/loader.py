@@ -29,10 +29,6 @@ def _split(task, rows: list[dict], opt: dict) -> dict[str, list[dict]]:
     for split_rows in splits.values():
         for r in split_rows:
             del r["document"]  # only the split needed it; the prompt holds the text
-    if opt["max_train"]:
-        splits["train"] = splits["train"][: opt["max_train"]]
-    if opt["max_test"]:
-        splits["test"] = splits["test"][: opt["max_test"]]
     return splits
 
 

@@ -36,8 +36,4 @@ def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
             rows.append(task.render({"text": " ".join(s["tokens"]), "entities": repr(entities)},
                                     id=f"{split}-{i:05d}", entities=entities, tokens=s["tokens"], tags=s["tags"]))
         splits[split] = rows
-    if opt["max_train"]:
-        splits["train"] = splits["train"][: opt["max_train"]]
-    if opt["max_test"]:
-        splits["test"] = splits["test"][: opt["max_test"]]
     return splits

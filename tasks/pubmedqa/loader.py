@@ -60,8 +60,4 @@ def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
     train = [_row(task, p, items[p], where) for p in sorted(rest) if p not in val_ids]
     val = [_row(task, p, items[p], where) for p in sorted(val_ids)]
     rng.shuffle(train)
-    if opt["max_train"]:
-        train = train[: opt["max_train"]]
-    if opt["max_test"]:
-        test = test[: opt["max_test"]]
     return {"train": train, "validation": val, "test": test}

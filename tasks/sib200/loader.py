@@ -16,8 +16,4 @@ def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
             rows.append(task.render({"text": r[cols["text"]].strip(), "label": label},
                                     id=f"{split}-{r[cols['id']]}", label=label))
         splits[split] = rows
-    if opt["max_train"]:
-        splits["train"] = splits["train"][: opt["max_train"]]
-    if opt["max_test"]:
-        splits["test"] = splits["test"][: opt["max_test"]]
     return splits

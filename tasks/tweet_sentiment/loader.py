@@ -25,8 +25,4 @@ def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
             label = codes[code.strip()]
             rows.append(task.render({"text": text.strip(), "label": label}, id=f"{split}-{n:05d}", label=label))
         splits[split] = rows
-    if opt["max_train"]:
-        splits["train"] = splits["train"][: opt["max_train"]]
-    if opt["max_test"]:
-        splits["test"] = splits["test"][: opt["max_test"]]
     return splits
