@@ -1,0 +1,67 @@
+"""Evaluation over the registry's tasks: zero-shot rows, per-row choices, generation vs option scoring, and every
+declared metric in the summary (on tiny prepared copies of real tasks)."""
+import json
+
+import pytest
+
+from scd.config import load_config, stage_config
+from scd.evaluate import evaluate_model, evaluation_mode
+from scd.prepare import prepare
+from tasks import get_task
+
+TINY = {"max_train": 24, "max_validation": 8, "max_test": 30}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, shared_data, monkeypatch_module):
+    root = tmp_path_factory.mktemp("eval")
+    monkeypatch_module.setenv("SCD_DATA_DIR", str(shared_data))
+    cfg = load_config("smoke", {"results_dir": str(root), "tasks": ["rrtnm", "nrner"], "task_overrides": {
+        "jmed_llm": {"task_options": TINY, "tokenizer": {"vocab_size": 500}}}})
+    for task in ("rrtnm", "nrner"):
+        prepare(stage_config(cfg, task, "prepare"), root / task)
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_zero_shot_scores_the_untrained_model_with_every_metric(prepared):
+    root, cfg = prepared
+    job = stage_config(cfg, "rrtnm", "zero_shot", "student")
+    s = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs.json", zero_shot="student")
+    assert s["model"] == "student_zero_shot" and s["n"] == 30 and s["mode"] == "choices"
+    assert set(s["scores"]) == {"accuracy", "kappa"} and s["score"] == s["scores"]["accuracy"]
+    assert -1.0 <= s["scores"]["kappa"] <= 1.0 and s["directions"] == {"accuracy": "max", "kappa": "max"}
+    records = [json.loads(line) for line in (root / "zs.samples.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (root / "rrtnm" / "test.jsonl").read_text().splitlines()]
+    # option scoring picks among the row's own options: N and M questions offer fewer than five
+    assert all(r["pred"] in row["choices"] for r, row in zip(records, rows))
+    assert any(len(row["choices"]) < 5 for row in rows)
+    # seeded: the same untrained model twice gives the same predictions; another seed another model
+    again = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs2.json", zero_shot="student")
+    assert again["scores"] == s["scores"]
+
+
+def test_generation_mode_parses_letters_and_lists(prepared):
+    root, cfg = prepared
+    gen = dict(stage_config(cfg, "rrtnm", "zero_shot", "teacher"), evaluation={"batch_size": 16, "mode": "generate"})
+    s = evaluate_model(gen, None, "teacher_zero_shot", 0, root / "rrtnm", root / "gen.json", zero_shot="teacher")
+    assert s["mode"] == "generate"
+    records = [json.loads(line) for line in (root / "gen.samples.jsonl").read_text().splitlines()]
+    assert all(r["pred"] in ("", "A", "B", "C", "D", "E") for r in records)
+    ner = evaluate_model(stage_config(cfg, "nrner", "zero_shot", "student"), None, "student_zero_shot", 0,
+                         root / "nrner", root / "ner.json", zero_shot="student")
+    assert set(ner["scores"]) == {"exact_f1", "partial_f1"} and ner["mode"] == "generate"
+    records = [json.loads(line) for line in (root / "ner.samples.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["pred"], list) and isinstance(r["gold"], list) and r["gold"] for r in records)
+
+
+def test_option_scoring_needs_choices():
+    assert evaluation_mode(get_task("crade"), {"evaluation": {"mode": "task"}}) == "choices"
+    assert evaluation_mode(get_task("crade"), {"evaluation": {"mode": "generate"}}) == "generate"
+    with pytest.raises(ValueError, match="cannot be scored by option scoring"):
+        evaluation_mode(get_task("nrner"), {"evaluation": {"mode": "choices"}})
