@@ -157,7 +157,7 @@ def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_s
     device = setup(cfg, seed)
     prep = Prepared.open(data)
     if zero_shot:
-        model = build_model(cfg["models"][zero_shot], prep.tokenizer, prep.task.max_length, seed).to(device)
+        model = build_model(cfg["models"][zero_shot], prep.tokenizer, prep.task.positions, seed).to(device)
     else:
         model = load_pretrained(Path(model_dir) / "best").to(device)
     rows = prep.rows("test")

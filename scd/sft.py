@@ -49,7 +49,7 @@ def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
     device = setup(cfg, seed)
     prep = Prepared.open(data)
     phase = cfg["training"][role]
-    model = build_model(cfg["models"][role], prep.tokenizer, prep.task.max_length, seed)
+    model = build_model(cfg["models"][role], prep.tokenizer, prep.task.positions, seed)
     train_set = prep.encoded("train")
     total = phase["epochs"] * math.ceil(len(train_set) / phase["batch_size"])
     ckpts = checkpoint_schedule(total, cfg.get("checkpoints", 1)) if role == "teacher" else {}

@@ -179,6 +179,11 @@ class Task:
     def parse(self, text: str):
         return parsers.get(self.parser)(text, self)
 
+    @property
+    def positions(self) -> int:
+        """Positions a model needs: the longest training sequence, then generation's new tokens after a prompt."""
+        return self.max_length + self.evaluation.get("max_new_tokens", 0)
+
     def choices(self) -> list[str]:
         return self.evaluation.get("choices") or list(self.labels or [])
 

@@ -53,7 +53,7 @@ def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
     """The student-SFT model (default), or with `training.distill.init: base` the base student that SFT started
     from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
     if cfg["training"]["distill"].get("init", "student_sft") == "base":
-        return build_model(cfg["models"]["student"], prep.tokenizer, prep.task.max_length, seed)
+        return build_model(cfg["models"]["student"], prep.tokenizer, prep.task.positions, seed)
     return load_pretrained(student / "best")
 
 
