@@ -121,7 +121,7 @@ def test_group_selection_and_overrides():
     cfg = load_config("default", {"tasks": ["paper"]})
     assert cfg["tasks"] == task_groups()["paper"] and cfg["task_selection"] == ["paper"]
     crade = task_config(cfg, "crade")
-    assert crade["tokenizer"]["vocab_size"] == 4000 and crade["training"]["teacher"]["epochs"] == 8
+    assert crade["tokenizer"]["vocab_size"] == 4000 and crade["training"]["teacher"]["epochs"] == 4
     assert task_config(cfg, "pubmedqa")["tokenizer"]["vocab_size"] == 2000  # not in jmed_llm
     own = load_config("default", {"tasks": ["paper"], "task_overrides": {"crade": {"tokenizer": {"vocab_size": 500}}}})
     assert task_config(own, "crade")["tokenizer"]["vocab_size"] == 500  # a task's own entry wins over its group's
