@@ -8,7 +8,6 @@ the config can select by name. `get_task(name)` answers an unknown name with the
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import importlib.util
@@ -20,6 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
+from scd.config import deep_merge
 from scd.registry import Registry, UnknownNameError, did_you_mean
 from tasks import metrics, parsers
 from tasks.readers import TaskDataError
@@ -209,13 +209,6 @@ def _check_type(task: str, key: str, value, default) -> None:
                          f"(like its default {default!r}), got {value!r}")
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def _read_spec(path: Path, seen: tuple = ()) -> dict:
     if path in seen:
         raise ValueError(f"{path}: `include` cycle through {[str(p) for p in seen]}")
@@ -223,7 +216,7 @@ def _read_spec(path: Path, seen: tuple = ()) -> dict:
         spec: dict[str, Any] = yaml.safe_load(fh) or {}
     if "include" in spec:  # a shared base in the same folder; this file's keys win (mappings merge)
         base = _read_spec(path.parent / spec.pop("include"), seen + (path,))
-        spec = _merge(base, spec)
+        spec = deep_merge(base, spec)
     return spec
 
 
