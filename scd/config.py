@@ -178,6 +178,15 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 COMMON_KEYS = ("profile", "results_dir", "mlflow", "threads", "device", "precision", "log_every", "evaluation", "task")
 
 
+def _model_specs(full: dict, role: str) -> dict:
+    """The model spec a job builds `role` from, with the spec it derives from (`derive_from`) beside it."""
+    specs = {role: full["models"][role]}
+    source = specs[role].get("derive_from")
+    if source in full["models"]:
+        specs[source] = full["models"][source]
+    return specs
+
+
 def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> dict:
     """The configuration of one job: `stage` in prepare | sft | teacher_outputs | distill | evaluate | zero_shot;
     `name` the SFT / zero-shot role or the method."""
@@ -194,7 +203,7 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         if (full.get("tokenizer") or {}).get("source") == "teacher":
             out["models"] = {"teacher": full["models"]["teacher"]}
     elif stage == "sft":
-        out |= {"models": {name: full["models"][name]}, "training": {name: full["training"][name]}}
+        out |= {"models": _model_specs(full, name), "training": {name: full["training"][name]}}
         if name == "teacher":
             out["checkpoints"] = full.get("checkpoints", 1)
     elif stage == "teacher_outputs":
@@ -202,9 +211,9 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
     elif stage == "distill":
         out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
         if full["training"]["distill"].get("init") == "base":  # the student starts from scratch: it needs its spec
-            out["models"] = {"student": full["models"]["student"]}
+            out["models"] = _model_specs(full, "student")
     elif stage == "zero_shot":  # the model before fine-tuning is built from its spec
-        out["models"] = {name: full["models"][name]}
+        out["models"] = _model_specs(full, name)
     elif stage != "evaluate":
         raise ValueError(f"unknown stage {stage!r}")
     return out

@@ -119,7 +119,12 @@ def load_pretrained(name_or_path: str | Path, gguf_file: str | None = None,
         kwargs["gguf_file"] = gguf_file
     else:
         kwargs["use_safetensors"] = True if Path(source).is_dir() else None
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if gguf_file:  # de-quantised to float32 on load: nothing is quantised any more, so it saves like any model
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> int:
