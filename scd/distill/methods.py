@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from scd.distill.losses import response_mask, token_ce
+from scd.distill.losses import CHUNK_TOKENS, at_positions, nll, response_mask, token_ce
 from scd.distill.parts import (DIVERGENCES, METHODS, RESPONSES, SCHEDULES, WEIGHTINGS, Objective, hyperparameters,
                                load_plugins, register_divergence)
 
@@ -38,6 +38,7 @@ class Method:
     temperature: float = 1.0
     tau_squared: bool = False
     options: dict = field(default_factory=dict)
+    chunk_tokens: int | None = CHUNK_TOKENS  # positionwise divergences and CE run this many tokens at a time
 
     @property
     def objective(self) -> Objective | None:
@@ -77,17 +78,21 @@ class Method:
         teacher_logits = teacher_logits.detach()  # the teacher is a target: no gradient, whatever the caller did
         if self.uses_hidden:
             inputs["labels"] = labels
-        if self.positionwise:  # a per-token function: evaluate it at the response positions only, [1, N, V]
-            at = mask.nonzero(as_tuple=True)
-            picked = self.divergence(student_logits[at].float()[None], teacher_logits[at].float()[None],
-                                     mask[at][None], self.temperature, **self.options)[0]
-            div = torch.zeros(mask.shape, device=picked.device).index_put(at, picked)
+        if self.positionwise:  # per token: at the response positions only, [1, n, V] per chunk, with the CE
+            def per_token(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                ones = torch.ones(s.shape[:1], dtype=torch.bool, device=s.device)
+                d = self.divergence(s.float()[None], t.float()[None], ones[None], self.temperature, **self.options)
+                return torch.stack([d[0], nll(s, y)], -1)
+
+            both = at_positions(per_token, mask, student_logits, teacher_logits, labels,
+                                chunk_tokens=self.chunk_tokens)
+            div, ce = both[..., 0], both[..., 1]
         else:
             div = self.divergence(student_logits.float(), teacher_logits.float(), mask, self.temperature,
                                   **self.options, **inputs)
+            ce = token_ce(student_logits, labels, self.chunk_tokens)
         if self.tau_squared:
             div = div * self.temperature ** 2
-        ce = token_ce(student_logits, labels)
         w = weights.detach().float().to(div.device)
         if labelled is not None:
             w = torch.where(labelled.to(div.device), w, torch.ones_like(w))

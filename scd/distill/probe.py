@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from scd.data import Encoded
+from scd.distill.losses import by_chunks
 
 
 class ProbeSet:
@@ -28,6 +29,9 @@ def mean_kl(logp: torch.Tensor, logq: torch.Tensor) -> float:
     """KL(p || q) per token, averaged over tokens; 0 for an empty probe."""
     if logp.numel() == 0:
         return 0.0
+    return float(by_chunks(_kl_rows, logp, logq).mean())  # one chunk of [tokens, vocab] products at a time
+
+
+def _kl_rows(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     p = logp.exp()
-    terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))
-    return float(terms.sum(-1).mean())
+    return torch.where(p > 0, p * (logp - logq), torch.zeros_like(p)).sum(-1)

@@ -65,6 +65,7 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
     spec = cfg["methods"][method_name]
     method = method_from_config(method_name, spec)
     phase = cfg["training"]["distill"]
+    method.chunk_tokens = phase.get("chunk_tokens", method.chunk_tokens)
     stages = spec.get("stages", phase.get("stages", 1))
     model = initial_student(cfg, prep, student, seed).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
@@ -118,7 +119,8 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
                 log(objective.log_values(), offset + step)
 
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
-    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer", "init")}
+    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer", "init",
+                                                          "chunk_tokens")}
     stage_phase["epochs"] = max(1, phase["epochs"] // stages)  # T = epochs // N, at least 1
     params = {"config": cfg, "method": resolve_spec(method_name, spec), "seed": seed}  # the spec as it runs
     with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags, params,
