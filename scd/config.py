@@ -193,7 +193,7 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
     full = task_config(cfg, task)
     out = {k: full[k] for k in COMMON_KEYS if k in full}
     if stage == "prepare":
-        out |= {k: full[k] for k in ("data_dir", "tokenizer") if k in full}
+        out |= {k: full[k] for k in ("data_dir", "tokenizer", "max_length") if k in full}
         # every option with its value, defaults from the task's YAML included: changing a task's default
         # re-prepares its data (and so retrains what depends on it), as changing the config would
         from tasks import get_task

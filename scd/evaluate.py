@@ -13,7 +13,7 @@ import torch
 
 from scd import tracking
 from scd.data import Encoded, collate, encode, write_json, write_jsonl
-from scd.models import build_model, forward_responses, load_pretrained, model_spec
+from scd.models import build_model, forward_responses, load_trained, model_spec
 from scd.runtime import Prepared, setup
 from scd.distill.losses import per_sample_mean, response_mask, token_ce
 
@@ -157,7 +157,7 @@ def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_s
     if zero_shot:
         model = build_model(model_spec(cfg["models"], zero_shot), prep.tokenizer, prep.task.positions, seed).to(device)
     else:
-        model = load_pretrained(Path(model_dir) / "best").to(device)
+        model = load_trained(Path(model_dir) / "best").to(device)
     rows = prep.rows("test")
     mode = evaluation_mode(prep.task, cfg)
     tags = {"task": prep.task.name, "method": name, "seed": seed, "stage": "evaluate"}

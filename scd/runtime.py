@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,9 @@ class Prepared:
         if not manifest_path.exists():
             raise FileNotFoundError(f"{data_dir} holds no prepared data (no manifest.json); run `scd prepare` first")
         manifest = json.loads(manifest_path.read_text())
-        return cls(get_task(manifest["task"]), data_dir, load_tokenizer(data_dir / "tokenizer"), manifest)
+        task = get_task(manifest["task"])
+        task = replace(task, max_length=manifest.get("max_length", task.max_length))  # as prepared
+        return cls(task, data_dir, load_tokenizer(data_dir / "tokenizer"), manifest)
 
     def rows(self, split: str) -> list[dict]:
         return read_jsonl(self.dir / f"{split}.jsonl")

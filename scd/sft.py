@@ -12,7 +12,7 @@ from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.losses import masked_mean, response_mask, token_ce
 from scd.evaluate import evaluation_mode, predict
-from scd.models import build_model, count_parameters, forward_responses, model_spec
+from scd.models import build_model, count_parameters, forward_responses, model_spec, save_trained
 from scd.runtime import Prepared, setup
 from scd.train import autocast, checkpoint_schedule, train
 
@@ -41,11 +41,6 @@ def validator(prep: Prepared, cfg: dict, device):
     return validate
 
 
-def save_model(model, tokenizer, path: Path) -> None:
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-
-
 def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
     device = setup(cfg, seed)
     prep = Prepared.open(data)
@@ -57,14 +52,15 @@ def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
 
     tags = {"task": prep.task.name, "method": f"{role}_sft", "seed": seed, "stage": f"{role}_sft"}
     with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{role}_sft/seed{seed}", tags,
-                                                  {"config": cfg, "seed": seed, "parameters": count_parameters(model)},
+                                                  {"config": cfg, "seed": seed, "parameters": count_parameters(model),
+                                                   "trainable_parameters": count_parameters(model, trainable=True)},
                                                   str(device)) as log:
         summary = train(
             model, train_set, phase, pad_id=prep.tokenizer.pad_token_id, seed=seed, loss_fn=ce_loss,
             validate=validator(prep, cfg, device), log=log, log_every=cfg.get("log_every", 10),
             checkpoint_steps=ckpts, precision=cfg.get("precision", "fp32"), device=device,
-            on_checkpoint=lambda name, step: save_model(model, prep.tokenizer, tmp / "checkpoints" / name))
-        save_model(model, prep.tokenizer, tmp / "best")
+            on_checkpoint=lambda name, step: save_trained(model, prep.tokenizer, tmp / "checkpoints" / name))
+        save_trained(model, prep.tokenizer, tmp / "best")
         summary |= {"role": role, "seed": seed, "task": prep.task.name, "parameters": count_parameters(model),
                     "checkpoints": {name: step for step, name in ckpts.items()}, "run_id": log.run_id}
         log({"best_val_score": summary["best_val_score"]}, summary["steps"])

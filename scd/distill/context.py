@@ -61,9 +61,9 @@ class StageContext:
 
     def student_sft_losses(self) -> torch.Tensor:
         if self._sft_losses is None:
-            from scd.models import load_pretrained
+            from scd.models import load_trained
 
-            frozen = load_pretrained(self.student_sft_dir / "best").to(self._device()).eval()
+            frozen = load_trained(self.student_sft_dir / "best").to(self._device()).eval()
             self._sft_losses = self._sample_losses(frozen)
             del frozen
         return self._sft_losses

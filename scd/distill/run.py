@@ -22,9 +22,9 @@ from scd.distill.losses import response_mask
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import teacher_outputs
-from scd.models import build_model, load_pretrained, model_spec, response_columns
+from scd.models import build_model, load_trained, model_spec, response_columns, save_trained
 from scd.runtime import Prepared, setup
-from scd.sft import save_model, validator
+from scd.sft import validator
 from scd.train import train
 
 HIST_BINS = 20  # AW weight histograms over [0, 1]
@@ -54,7 +54,7 @@ def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
     from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
     if cfg["training"]["distill"].get("init", "student_sft") == "base":
         return build_model(model_spec(cfg["models"], "student"), prep.tokenizer, prep.task.positions, seed)
-    return load_pretrained(student / "best")
+    return load_trained(student / "best", trainable=True)
 
 
 def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path,
@@ -151,7 +151,7 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
             offset += s["steps"]
             summaries.append(s | {"checkpoint": name, "transfer_rows": len(transfer)})
         model.load_state_dict(best[1])
-        save_model(model, prep.tokenizer, tmp / "best")
+        save_trained(model, prep.tokenizer, tmp / "best")
         if objective is not None:  # the state that belongs with the best student (the end of its stage)
             shutil.copy(tmp / f"objective_stage{best[2]}.safetensors", tmp / "best" / "objective.safetensors")
             log.artifact_file(tmp / "best" / "objective.safetensors")

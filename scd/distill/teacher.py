@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from scd.data import Encoded, atomic_dir, encode, write_json
 from scd.distill.losses import response_mask
 from scd.evaluate import response_logits
-from scd.models import load_pretrained
+from scd.models import load_trained
 from scd.runtime import Prepared, setup
 
 
@@ -152,7 +152,7 @@ class TeacherOutputs:
         path = self.path(name)
         if not path.is_dir():
             raise FileNotFoundError(f"teacher checkpoint {name!r} not found at {path}")
-        model = load_pretrained(path).to(self.device).eval()
+        model = load_trained(path).to(self.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return model
@@ -260,7 +260,7 @@ class TeacherOutputs:
         frozen."""
         name = name or self._name
         if (name, kind) not in self._heads:  # one load of the checkpoint serves both matrices
-            model = load_pretrained(self.path(name))
+            model = load_trained(self.path(name))
             for k, emb in (("output", model.get_output_embeddings()), ("input", model.get_input_embeddings())):
                 self._heads[name, k] = emb.weight.detach()[:self.vocab_size].float().to(self.device)
         return self._heads[name, kind]

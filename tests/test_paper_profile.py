@@ -1,0 +1,44 @@
+"""The paper profile (Llama-3.1-8B teacher, Llama-3.2-3B student, on GPUs) plans its whole reproduction: a dry run
+lists every job of every paper task, seed and method, with the paper's settings and one GPU per model job."""
+import json
+import re
+
+import pytest
+
+from conftest import job_counts, snakemake
+from scd.config import enabled_methods, load_config
+
+MODEL_RULES = ("sft", "teacher_outputs", "distill", "evaluate", "zero_shot")
+
+
+@pytest.mark.parametrize("profile", ["paper", "paper-lora"])
+def test_the_paper_profile_plans_the_whole_reproduction(profile, tmp_path, shared_data):
+    cfg = load_config("paper")
+    tasks, seeds, methods = cfg["tasks"], cfg["seeds"], enabled_methods(cfg)
+    assert set(tasks) == {"jmmlu_med", "crade", "rrtnm", "nrner", "pubmedqa"}
+    dry = snakemake(tmp_path, shared_data, profile, "--dry-run", "--printshellcmds")
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-3000:]
+    runs = len(tasks) * len(seeds)
+    assert job_counts(out) == {"prepare": len(tasks), "sft": 2 * runs, "zero_shot": 2 * runs, "evaluate": 2 * runs,
+                               "teacher_outputs": runs, "distill": runs * len(methods), "aggregate": 1,
+                               "report": 1, "all": 1, "total": len(tasks) + 7 * runs + runs * len(methods) + 3}
+
+    # every model job claims one GPU; the light ones none
+    for rule, resources in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M):
+        assert ("gpu=1" in resources) == (rule in MODEL_RULES), (rule, resources)
+    # the paper's settings reach the jobs that use them
+    teacher = next(json.loads(c) for c in re.findall(r"scd sft --task \S+ --role teacher --seed \d+ --config '(.*?)'",
+                                                      out))
+    assert teacher["device"] == "cuda" and teacher["precision"] == "bf16"
+    assert teacher["training"]["teacher"] | {"lr": None} == {"epochs": 2, "lr": None, "batch_size": 8,
+                                                             "warmup_ratio": 0.1, "weight_decay": 0.0,
+                                                             "betas": [0.9, 0.95], "grad_clip": 1.0}
+    spec = teacher["models"]["teacher"]
+    assert spec["pretrained"] == "meta-llama/Llama-3.1-8B-Instruct" and spec["gradient_checkpointing"] is True
+    assert ("lora" in spec) == (profile == "paper-lora")
+    prepare = re.findall(r"scd prepare --task \S+ --config '(.*?)'", out)
+    assert prepare and all(json.loads(c)["max_length"] == 512 for c in prepare)
+    results = "results/paper_lora" if profile == "paper-lora" else "results/paper"
+    assert f"--out {results}/pubmedqa/seed0/teacher" in out
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
