@@ -49,6 +49,13 @@ wildcard_constraints:
     role="teacher|student",
 
 
+# On a cluster these run in the Snakemake process itself: seconds of JSON and HTML, not worth a queue wait.
+localrules:
+    all,
+    aggregate,
+    report,
+
+
 def job_config(stage, name=None):
     """The job's configuration as a JSON param: a change to what the stage reads reruns it, nothing else does."""
     return lambda wc: json.dumps(stage_config(CFG, wc.task, stage, name or getattr(wc, "role", None)

@@ -1,9 +1,33 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir, *args, profile="smoke", data="/nonexistent-data", env=None, timeout=300):
+    """The repo's workflow run in `workdir` with a workflow profile: (exit code, stdout + stderr). Its MLflow store
+    is its own (in workdir), whatever $MLFLOW_TRACKING_URI the shell running the tests has."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
+           str(REPO / "profiles" / profile), "--directory", str(workdir), *args]
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = subprocess.run(cmd, env=base | {"SCD_DATA_DIR": str(data)} | (env or {}), capture_output=True, text=True,
+                       timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+def dry_run(workdir, *args, **kw):
+    return snakemake(workdir, "--dry-run", *args, **kw)
+
+
+def job_stats(out: str) -> dict[str, int]:
+    """A run's job-stats table: rule -> count."""
+    lines = out[out.index("Job stats:"):].splitlines()[3:]
+    table = lines[: lines.index("")] if "" in lines else lines
+    return {rule: int(n) for rule, n in map(str.split, table) if rule != "total"}
 
 
 @pytest.fixture(scope="session")

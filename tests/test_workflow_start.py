@@ -1,16 +1,5 @@
 """The workflow refuses bad input at start (a dry run), with the message the user needs."""
-import os
-import subprocess
-import sys
-
-from conftest import REPO
-
-
-def dry_run(tmp_path, *extra, data="/nonexistent-data"):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
-           str(REPO / "profiles" / "smoke"), "--directory", str(tmp_path), "--dry-run", *extra]
-    r = subprocess.run(cmd, env={**os.environ, "SCD_DATA_DIR": data}, capture_output=True, text=True, timeout=300)
-    return r.returncode, r.stdout + r.stderr
+from conftest import REPO, dry_run, job_stats
 
 
 def test_misspelt_config_key_stops_the_run(tmp_path, shared_data):
@@ -29,20 +18,13 @@ def test_valid_smoke_plan(tmp_path, shared_data):
     assert code == 0 and "report" in out
 
 
-def _jobs(out: str) -> dict[str, int]:
-    """The dry run's job-stats table: rule -> count."""
-    lines = out[out.index("Job stats:"):].splitlines()[3:]
-    table = lines[: lines.index("")] if "" in lines else lines
-    return {rule: int(n) for rule, n in map(str.split, table) if rule != "total"}
-
-
 def test_ablations_add_variant_runs_only(tmp_path, shared_data):
     code, out = dry_run(tmp_path, data=str(shared_data))
     assert code == 0
-    base = _jobs(out)
+    base = job_stats(out)
     code, out = dry_run(tmp_path, "--configfile", str(REPO / "config" / "ablations.yaml"), data=str(shared_data))
     assert code == 0, out[-3000:]
-    plus = _jobs(out)
+    plus = job_stats(out)
     # smoke: 2 seeds, synthetic task only, SCD+AW enabled (cd is disabled there, so its axis adds nothing);
     # granularity 1, 2, 8 (4 = the method itself) and lambda 0, 0.5, 2 (1 = the method itself): 6 variants
     # (each distillation job also evaluates its student: rule evaluate is for the SFT models only)
