@@ -8,8 +8,8 @@ from scd.distill.methods import resolve_spec
 from scd.config import ConfigError, ablation_plan, enabled_methods, load_config, read_yaml, stage_config, CONFIG_DIR
 
 
-def test_default_and_smoke_profiles_are_valid():
-    for profile in ("default", "smoke", "gpu", "ablations"):
+def test_every_profile_overlay_is_valid():
+    for profile in ("default", "smoke", "paper", "smollm2", "ablations"):
         cfg = load_config(profile)
         assert cfg["profile"] == profile
 

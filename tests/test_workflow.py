@@ -1,15 +1,11 @@
 """Integration: the smoke profile's whole workflow in a temporary directory, then its report, leaderboard and
 MLflow store; a second invocation must find nothing to do, and an interrupted run resumes with what is missing."""
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import dry_run, snakemake
 
 pytestmark = pytest.mark.integration
 TASKS, SEEDS = ("synthetic_subdomains", "pubmedqa", "nrner", "ncbi_disease"), (0, 1)
@@ -17,18 +13,11 @@ METHODS = ("td", "scd+aw")  # the smoke profile's enabled methods
 MODELS = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft", *METHODS)
 
 
-def snakemake(workdir: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
-           str(REPO / "profiles" / "smoke"), "--directory", str(workdir), *extra]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the store is the profile's own
-    return subprocess.run(cmd, env=env | {"SCD_DATA_DIR": str(data)}, capture_output=True, text=True, timeout=1200)
-
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, shared_data):
     work = tmp_path_factory.mktemp("smoke")
-    run = snakemake(work, shared_data)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    code, out = snakemake(work, data=shared_data, timeout=1200)
+    assert code == 0, out[-8000:]
     return work, work / "results" / "smoke"
 
 
@@ -90,8 +79,8 @@ def test_mlflow_records_every_job_under_one_parent(smoke_run):
 
 def test_second_invocation_recomputes_nothing(smoke_run, shared_data):
     work, _ = smoke_run
-    dry = snakemake(work, shared_data, "--dry-run")
-    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+    code, out = dry_run(work, data=shared_data)
+    assert code == 0 and "Nothing to be done" in out, out[-2000:]
 
 
 def test_interrupted_run_resumes_with_the_unfinished_jobs_only(smoke_run, shared_data):
@@ -101,9 +90,8 @@ def test_interrupted_run_resumes_with_the_unfinished_jobs_only(smoke_run, shared
     for f in ("pubmedqa/seed1/eval/td.json", "pubmedqa/seed1/eval/td.samples.jsonl", "leaderboard.json",
               "report.html"):
         (results / f).unlink()
-    dry = snakemake(work, shared_data, "--dry-run", "--quiet", "rules")
-    out = dry.stdout + dry.stderr
-    assert dry.returncode == 0
+    code, out = dry_run(work, "--quiet", "rules", data=shared_data)
+    assert code == 0
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     # the distillation job evaluates its student too (one job start-up less)
