@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,25 @@ def job_stats(out: str) -> dict[str, int]:
     lines = out[out.index("Job stats:"):].splitlines()[3:]
     table = lines[: lines.index("")] if "" in lines else lines
     return {rule: int(n) for rule, n in map(str.split, table) if rule != "total"}
+
+
+def resources_by_rule(out: str) -> dict[str, set[str]]:
+    """rule -> the distinct `resources:` lines of its planned jobs (a dry run's job list, local rules included)."""
+    found = {}
+    for rule, res in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M):
+        found.setdefault(rule, set()).add(res)
+    return found
+
+
+def require(*modules: str, install: str) -> None:
+    """Skip the test when an optional package is missing, or fail it in CI ($CI set), where the README's test
+    command installs every one of them: there a missing package must not silently turn tests off."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed: {install}"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from conftest import require
 from scd.config import stage_config
 from scd.data import collate
 from scd.distill.run import distill
@@ -15,7 +16,6 @@ from scd.prepare import prepare
 from scd.runtime import Prepared
 from scd.sft import ce_loss, sft, validator
 
-pytest.importorskip("peft")
 TASK = "synthetic_subdomains"
 
 
@@ -24,6 +24,11 @@ def with_lora(cfg: dict, *roles: str, r: int = 4) -> dict:
     for role in roles:
         cfg["models"][role]["lora"] = {"r": r, "alpha": 8, "dropout": 0.0}
     return cfg
+
+
+@pytest.fixture(autouse=True)
+def _require_peft():
+    require("peft", install='pip install -e ".[lora]"')
 
 
 @pytest.fixture(scope="module")

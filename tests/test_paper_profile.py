@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import dry_run, job_stats
+from conftest import dry_run, job_stats, resources_by_rule
 from scd.config import enabled_methods, load_config
 
 MODEL_RULES = ("sft", "teacher_outputs", "distill", "evaluate", "zero_shot")
@@ -24,8 +24,10 @@ def test_the_paper_profile_plans_the_whole_reproduction(profile, tmp_path, share
                                "report": 1, "all": 1}
 
     # every model job claims one GPU; the light ones none
-    for rule, resources in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M):
-        assert ("gpu=1" in resources) == (rule in MODEL_RULES), (rule, resources)
+    planned = resources_by_rule(out)
+    assert set(planned) == {"prepare", "aggregate", "report", "all", *MODEL_RULES}
+    for rule, lines in planned.items():
+        assert all(("gpu=1" in line) == (rule in MODEL_RULES) for line in lines), (rule, lines)
     # the paper's settings reach the jobs that use them
     teacher = next(json.loads(c) for c in re.findall(r"scd sft --task \S+ --role teacher --seed \d+ --config '(.*?)'",
                                                       out))

@@ -3,32 +3,18 @@ reaches sbatch with them (a stand-in sbatch on PATH records the call; no cluster
 
 The smoke overlay stands in for the GPU experiment: the profile sets no `profile=`, so any overlay combines with it
 through --config. Outside CI a missing plugin skips these tests; in CI ($CI set) it fails them."""
-import importlib.util
 import os
-import re
 
 import pytest
 
-from conftest import dry_run, job_stats, snakemake
+from conftest import dry_run, job_stats, require, resources_by_rule, snakemake
 
 GPU_RULES = {"sft", "teacher_outputs", "distill", "evaluate", "zero_shot"}
 
 
 @pytest.fixture(autouse=True)
 def _require_plugin():
-    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        why = 'snakemake-executor-plugin-slurm not installed: pip install -e ".[slurm]"'
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-
-
-def resources_by_rule(out: str) -> dict[str, set[str]]:
-    """rule -> the distinct `resources:` lines of its planned jobs."""
-    found = {}
-    for rule, res in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M):
-        found.setdefault(rule, set()).add(res)
-    return found
+    require("snakemake_executor_plugin_slurm", install='pip install -e ".[slurm]"')
 
 
 def test_plan_gives_training_rules_a_gpu_and_keeps_the_site_settings(tmp_path, shared_data):

