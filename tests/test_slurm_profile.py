@@ -1,8 +1,8 @@
 """profiles/slurm with snakemake-executor-plugin-slurm: the plan carries each rule's Slurm resources, and a job
 reaches sbatch with them (a stand-in sbatch on PATH records the call; no cluster is needed).
 
-The smoke overlay stands in for the GPU experiment: the profile sets no `profile=`, so any overlay combines with it
-through --config. Outside CI a missing plugin skips these tests; in CI ($CI set) it fails them."""
+The plan is the paper's reproduction (`--config profile=paper`); the sbatch call is a smoke job's. The profile sets no
+`profile=`, so any overlay combines with it through --config. Outside CI a missing plugin skips these tests; in CI ($CI set) it fails them."""
 import os
 
 import pytest
@@ -22,7 +22,7 @@ def test_plan_gives_training_rules_a_gpu_and_keeps_the_site_settings(tmp_path, s
     site = tmp_path / "site"
     site.mkdir()
     (site / "config.yaml").write_text("default-resources:\n  - slurm_account=abc123\n  - slurm_partition=gpu\n")
-    code, out = dry_run(tmp_path, "--profile", str(site), "--config", "profile=smoke", profile="slurm",
+    code, out = dry_run(tmp_path, "--profile", str(site), "--config", "profile=paper", profile="slurm",
                         data=shared_data)
     assert code == 0, out[-3000:]
     assert GPU_RULES | {"prepare", "aggregate", "report"} <= set(job_stats(out)), job_stats(out)
