@@ -173,7 +173,8 @@ def enable_gradient_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.config.use_cache = False  # a KV cache is pointless (and unsupported) while checkpointing
+    # use_cache stays as it was: transformers skips the cache in training mode itself, and a saved config with
+    # use_cache off would make every later evaluation generate without a KV cache
 
 
 def save_trained(model, tokenizer, path: Path) -> None:

@@ -108,6 +108,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_distill):
     for gc in (False, True):
         model = build_model(spec | {"gradient_checkpointing": gc}, prep.tokenizer, prep.task.positions, 0).train()
         assert model.is_activation_checkpointing == gc
+        assert model.config.use_cache  # generation after training keeps its KV cache
         loss, _ = ce_loss(model, batch)
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
