@@ -210,7 +210,9 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         out["training"] = {"distill": {"transfer": full["training"]["distill"].get("transfer", True)}}
     elif stage == "distill":
         out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
-        if full["training"]["distill"].get("init") == "base":  # the student starts from scratch: it needs its spec
+        # the student starts from scratch (it needs its spec) or trains with gradient checkpointing (a switch of the
+        # spec that a saved model does not carry)
+        if full["training"]["distill"].get("init") == "base" or full["models"]["student"].get("gradient_checkpointing"):
             out["models"] = _model_specs(full, "student")
     elif stage == "zero_shot":  # the model before fine-tuning is built from its spec
         out["models"] = _model_specs(full, name)

@@ -204,8 +204,6 @@ def load_trained(path: str | Path, trainable: bool = False, tokenizer=None) -> P
     if not trainable:
         return model.merge_and_unload()
     model.scd_base = saved
-    if saved["spec"].get("gradient_checkpointing"):
-        enable_gradient_checkpointing(model)
     return model
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import require
 from scd.config import stage_config
 from scd.data import collate
-from scd.distill.run import distill
+from scd.distill.run import distill, initial_student
 from scd.models import ADAPTER_BASE, add_lora, build_model, count_parameters, load_trained
 from scd.prepare import prepare
 from scd.runtime import Prepared
@@ -113,6 +113,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_distill):
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_distillation_trains_the_student_sft_model_with_gradient_checkpointing(tiny_distill):
+    """The switch is the config's, not the saved model's: the distill job gets the student's spec and applies it."""
+    root, config = tiny_distill
+    cfg = config(1, 1)
+    cfg["models"]["student"]["gradient_checkpointing"] = True
+    job = stage_config(cfg, TASK, "distill", "td")
+    assert job["models"]["student"]["gradient_checkpointing"] is True
+    prep = Prepared.open(root / "data")
+    assert initial_student(job, prep, root / "student", 0).is_activation_checkpointing
+    assert not initial_student(stage_config(config(1, 1), TASK, "distill", "td"), prep, root / "student",
+                               0).is_activation_checkpointing
 
 
 def test_config_max_length_replaces_the_tasks_own(tiny_distill, tmp_path):

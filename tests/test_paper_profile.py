@@ -38,6 +38,9 @@ def test_the_paper_profile_plans_the_whole_reproduction(profile, tmp_path, share
     spec = teacher["models"]["teacher"]
     assert spec["pretrained"] == "meta-llama/Llama-3.1-8B-Instruct" and spec["gradient_checkpointing"] is True
     assert ("lora" in spec) == (profile == "paper-lora")
+    distill = re.findall(r"scd distill --task \S+ --method \S+ --seed \d+ --config '(.*?)'", out)
+    assert len(distill) == runs * len(methods)
+    assert all(json.loads(c)["models"]["student"]["gradient_checkpointing"] is True for c in distill)
     prepare = re.findall(r"scd prepare --task \S+ --config '(.*?)'", out)
     assert prepare and all(json.loads(c)["max_length"] == 512 for c in prepare)
     results = "results/paper_lora" if profile == "paper-lora" else "results/paper"

@@ -22,7 +22,8 @@ from scd.distill.losses import response_mask
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import teacher_outputs
-from scd.models import build_model, load_trained, model_spec, response_columns, save_trained
+from scd.models import (build_model, enable_gradient_checkpointing, load_trained, model_spec, response_columns,
+                        save_trained)
 from scd.runtime import Prepared, setup
 from scd.sft import validator
 from scd.train import train
@@ -54,7 +55,10 @@ def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
     from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
     if cfg["training"]["distill"].get("init", "student_sft") == "base":
         return build_model(model_spec(cfg["models"], "student"), prep.tokenizer, prep.task.positions, seed)
-    return load_trained(student / "best", trainable=True)
+    model = load_trained(student / "best", trainable=True)
+    if cfg.get("models", {}).get("student", {}).get("gradient_checkpointing"):  # as build_model does for SFT
+        enable_gradient_checkpointing(model)
+    return model
 
 
 def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path,
