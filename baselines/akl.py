@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from scd.distill.losses import kl_from_log_probs, mask_tokens, student_teacher_log_probs
+from scd.distill.losses import kl_from_log_probs, student_teacher_log_probs
 from scd.distill.parts import register_divergence
+from scd.tokens import mask_tokens
 
 
 def head_mask(p: torch.Tensor, mu: float) -> torch.Tensor:

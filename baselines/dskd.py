@@ -143,7 +143,7 @@ class DSKD(Objective):
                 teacher_hidden=None, student_head=None, teacher_head=None, labels=None, **_unused) -> torch.Tensor:
         self._check_bound()
         who = "dskd"
-        hs, ht = _need("student_hidden", student_hidden, who), _need("teacher_hidden", teacher_hidden, who)
+        _need("student_hidden", student_hidden, who), _need("teacher_hidden", teacher_hidden, who)
         ws, wt = _need("student_head", student_head, who), _need("teacher_head", teacher_head, who)
         labels = _need("labels", labels, who)
         if ws.shape[0] != student_logits.shape[-1] or wt.shape[0] != teacher_logits.shape[-1]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from scd.distill.losses import kl_from_log_probs, log_mixture, mask_tokens, student_teacher_log_probs
+from scd.distill.losses import kl_from_log_probs, log_mixture, student_teacher_log_probs
 from scd.distill.parts import register_divergence
+from scd.tokens import mask_tokens
 
 
 @register_divergence("jsd", reference="Agarwal et al. 2024, On-Policy Distillation of Language Models (GKD); "

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from scd.distill.losses import kl_from_log_probs, mask_tokens, student_teacher_log_probs
+from scd.distill.losses import kl_from_log_probs, student_teacher_log_probs
 from scd.distill.parts import register_divergence
+from scd.tokens import mask_tokens
 
 
 @register_divergence("rkl", reference="reverse KL, e.g. Gu et al. 2024 (MiniLLM), Agarwal et al. 2024 (GKD); "

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from scd.distill.losses import kl_from_log_probs, mask_tokens, student_teacher_log_probs
+from scd.distill.losses import kl_from_log_probs, student_teacher_log_probs
 from scd.distill.parts import register_divergence
+from scd.tokens import mask_tokens
 
 
 @register_divergence("sym_kl", reference="Jeffreys divergence (FKL + RKL); cf. the lambda-mixed "

@@ -13,8 +13,9 @@ import math
 
 import torch
 
-from scd.distill.losses import kl_from_log_probs, log_probs, mask_tokens, masked_mean
+from scd.distill.losses import kl_from_log_probs, log_probs
 from scd.distill.parts import Objective, register_divergence
+from scd.tokens import mask_tokens, masked_mean
 
 
 @register_divergence("taid", reference="Shing et al., TAID, ICLR 2025; github.com/SakanaAI/TAID")

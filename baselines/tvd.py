@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from scd.distill.losses import mask_tokens, student_teacher_log_probs
+from scd.distill.losses import student_teacher_log_probs
 from scd.distill.parts import register_divergence
+from scd.tokens import mask_tokens
 
 
 @register_divergence("tvd", reference="Wen et al. 2023, f-Divergence Minimization for Sequence-Level Knowledge "

@@ -1,4 +1,4 @@
-"""Leaderboard JSON (scd/aggregate.py) -> one self-contained HTML page; plots come from report/plots.py as
+"""Leaderboard JSON (scd/stages/aggregate.py) -> one self-contained HTML page; plots come from scd/plots.py as
 inline SVG, so nothing loads from the network.
 """
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from report import plots
+from scd import plots
 
 STYLE = (Path(__file__).parent / "style.css").read_text()
 LABELS = {"teacher_sft": "teacher-SFT", "student_sft": "student-SFT", "teacher_zero_shot": "teacher (zero-shot)",

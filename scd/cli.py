@@ -2,15 +2,28 @@
 
 Stage commands take the job's configuration as JSON (`--config`, as the Snakefile passes it) or load the
 repository's config for a profile (`--profile`), so each stage also runs by hand.
+
+The command imports what the subcommand needs and nothing more: project modules are loaded on demand by name
+(`_load`), so `scd tasks list` or `--help` do not pay for torch and transformers, and a stage job loads its own
+stage module only.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
-from scd.config import ConfigError, load_config, task_config
+
+class UsageError(ValueError):
+    """A bad command-line value: one line on stderr, exit code 2."""
+
+
+def _load(module: str):
+    """A project module, imported when a subcommand needs it."""
+    return importlib.import_module(module)
 
 
 def _job_config(args) -> dict:
@@ -18,12 +31,13 @@ def _job_config(args) -> dict:
         try:
             return json.loads(args.config)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"--config is not valid JSON: {e}") from None
-    cfg = load_config(args.profile)
+            raise UsageError(f"--config is not valid JSON: {e}") from None
+    config = _load("scd.config")
+    cfg = config.load_config(args.profile)
     if args.task not in cfg["tasks"]:
-        raise ConfigError(f"task {args.task!r} is not in the {args.profile!r} configuration; "
+        raise UsageError(f"task {args.task!r} is not in the {args.profile!r} configuration; "
                           f"configured: {', '.join(cfg['tasks'])}")
-    return task_config(cfg, args.task)
+    return config.task_config(cfg, args.task)
 
 
 def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -36,34 +50,26 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def cmd_prepare(args):
-    from scd.prepare import prepare
-
-    m = prepare(_job_config(args), Path(args.out))
+    m = _load("scd.stages.prepare").prepare(_job_config(args), Path(args.out))
     print(f"prepared {m['task']}: {m['counts']}, vocabulary {m['vocab_size']}")
 
 
 def cmd_sft(args):
-    from scd.sft import sft
-
-    s = sft(_job_config(args), args.role, args.seed, Path(args.data), Path(args.out))
+    s = _load("scd.stages.sft").sft(_job_config(args), args.role, args.seed, Path(args.data), Path(args.out))
     print(f"{args.role} SFT: best validation score {s['best_val_score']:.4f} at step {s['best_step']}/{s['steps']}, "
           f"{s['train_seconds']:.1f} s, {s['tokens_per_second']:.0f} tokens/s, MLflow run {s['run_id']}")
 
 
 def cmd_teacher_outputs(args):
-    from scd.distill.teacher import write_teacher_outputs
-
-    m = write_teacher_outputs(_job_config(args), args.seed, Path(args.data), Path(args.teacher), Path(args.out))
+    m = _load("scd.stages.teacher_outputs").write_teacher_outputs(_job_config(args), args.seed, Path(args.data), Path(args.teacher), Path(args.out))
     secs = sum(c["seconds"] for c in m["checkpoints"].values())
     print(f"teacher outputs of {len(m['checkpoints'])} checkpoints on {m['train_rows']} training and "
           f"{m['transfer_rows']} transfer rows in {secs:.1f} s")
 
 
 def cmd_distill(args):
-    from scd.distill.run import distill
-
     cfg = _job_config(args)
-    s = distill(cfg, args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
+    s = _load("scd.stages.distill").distill(cfg, args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
                 Path(args.out), Path(args.teacher_outputs) if args.teacher_outputs else None)
     print(f"{args.method}: teachers {s['schedule']}, best validation score {s['best_val_score']:.4f}, "
           f"{s['train_seconds']:.1f} s, MLflow run {s['run_id']}")
@@ -72,9 +78,7 @@ def cmd_distill(args):
 
 
 def _evaluate(cfg, model, name, seed, data, out, zero_shot=None):
-    from scd.evaluate import evaluate_model
-
-    s = evaluate_model(cfg, Path(model) if model else None, name, seed, Path(data), Path(out), zero_shot)
+    s = _load("scd.stages.evaluate").evaluate_model(cfg, Path(model) if model else None, name, seed, Path(data), Path(out), zero_shot)
     subs = ", ".join(f"{k} {v['score']:.4f}" for k, v in s["subdomains"].items())
     scores = ", ".join(f"{k} {v:.4f}" for k, v in s["scores"].items())
     print(f"{name} on {s['task']} test: {scores}" + (f" ({s['metric']} per subdomain: {subs})" if subs else ""))
@@ -82,53 +86,44 @@ def _evaluate(cfg, model, name, seed, data, out, zero_shot=None):
 
 def cmd_evaluate(args):
     if bool(args.model) == bool(args.zero_shot):
-        raise ValueError("give either --model (a trained model directory) or --zero-shot teacher|student")
+        raise UsageError("give either --model (a trained model directory) or --zero-shot teacher|student")
     _evaluate(_job_config(args), args.model, args.name, args.seed, args.data, args.out, args.zero_shot)
 
 
 def cmd_aggregate(args):
-    from scd.aggregate import aggregate
-    from scd.data import write_json
-
     try:
         ablations = json.loads(args.ablations) if args.ablations else None
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--ablations is not valid JSON: {e}") from None
-    write_json(args.out, aggregate([Path(f) for f in args.evals], args.methods, args.profile, args.results_dir,
+        raise UsageError(f"--ablations is not valid JSON: {e}") from None
+    _load("scd.data").write_json(args.out, _load("scd.stages.aggregate").aggregate([Path(f) for f in args.evals], args.methods, args.profile, args.results_dir,
                                    ablations))
 
 
 def cmd_report(args):
-    from report.render import render
-
-    Path(args.out).write_text(render(json.loads(Path(args.leaderboard).read_text())), encoding="utf-8")
+    Path(args.out).write_text(_load("report.render").render(json.loads(Path(args.leaderboard).read_text())), encoding="utf-8")
 
 
 def cmd_tasks(args):
-    from tasks import list_tasks, task_groups
-
-    for t in list_tasks():
+    tasks = _load("tasks")
+    for t in tasks.list_tasks():
         metrics = ", ".join(f"{m['key']} {'↑' if m['direction'] == 'max' else '↓'}" for m in t.metric_specs)
         src = (t.data or {}).get("source") or {}
         origin = f"{src['repo']}@{src['commit'][:7]} ({src.get('licence', '?')})" if src else "generated"
         print(f"{t.name:26s} {t.language or '-':9s} {t.evaluation['mode']:8s} {metrics:40s} "
               f"[{', '.join(t.groups)}]  {origin}")
     print("\ngroups (select with `tasks: [<group>]` in the config):")
-    for group, members in sorted(task_groups().items()):
+    for group, members in sorted(tasks.task_groups().items()):
         print(f"  {group:16s} {len(members):3d} tasks: {', '.join(members)}")
 
 
 def cmd_methods(args):
-    from scd.distill.methods import resolve_spec
-    from scd.distill.parts import (DIVERGENCES, METHODS, RESPONSES, SCHEDULES, WEIGHTINGS, hyperparameters,
-                                   load_plugins)
-
-    load_plugins()
+    _load("scd.distill.plugins").load_plugins()
+    reg_mod, resolve_spec = _load("scd.distill.parts"), _load("scd.distill.methods").resolve_spec
 
     def options(d: dict) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in d.items()) or "-"
 
-    cfg = load_config(args.profile)
+    cfg = _load("scd.config").load_config(args.profile)
     print(f"methods configured in profile {cfg['profile']!r} (config/config.yaml `methods`):")
     for name, spec in cfg["methods"].items():
         full = resolve_spec(name, spec)
@@ -138,23 +133,24 @@ def cmd_methods(args):
         extra = {k: full[k] for k in ("options", "schedule_options", "weighting_options", "responses_options")
                  if full.get(k)}
         print(f"  {name:14s} {parts}{' ' + str(extra) if extra else ''}{off}")
-    for title, reg in (("method presets", METHODS), ("divergences", DIVERGENCES), ("teacher schedules", SCHEDULES),
-                       ("sample weightings", WEIGHTINGS), ("response sources", RESPONSES)):
+    for title, reg in (("method presets", reg_mod.METHODS), ("divergences", reg_mod.DIVERGENCES),
+                       ("teacher schedules", reg_mod.SCHEDULES), ("sample weightings", reg_mod.WEIGHTINGS),
+                       ("response sources", reg_mod.RESPONSES)):
         print(f"\n{title}:")
         for name, obj in reg.items():
             ref = reg.meta(name).get("reference", "")
-            if reg is METHODS:
+            if reg is reg_mod.METHODS:
                 print(f"  {name:14s} {options(obj)}")
             else:
                 doc = (obj.__doc__ or "").strip().splitlines()
                 print(f"  {name:14s} {doc[0] if doc else ''}")
-                print(f"  {'':14s} hyperparameters: {options(hyperparameters(obj))}")
+                print(f"  {'':14s} hyperparameters: {options(reg_mod.hyperparameters(obj))}")
             if ref:
                 print(f"  {'':14s} reference: {ref}")
 
 
 def cmd_check_config(args):
-    cfg = load_config(args.profile)
+    cfg = _load("scd.config").load_config(args.profile)
     print(f"configuration for profile {cfg['profile']!r} is valid: tasks {', '.join(cfg['tasks'])} "
           f"(selected as {', '.join(cfg['task_selection'])}); "
           f"methods {', '.join(cfg['methods'])}; seeds {cfg['seeds']}")
@@ -162,25 +158,21 @@ def cmd_check_config(args):
 
 def _data_dir(args) -> Path:
     """--data-dir, else $SCD_DATA_DIR, else the profile's config key data_dir (the config is loaded only then)."""
-    import os
-
-    from scd.config import DATA_DIR_ENV, data_dir
-
+    config = _load("scd.config")
     if args.data_dir:
         return Path(args.data_dir).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    return data_dir(load_config(args.profile))
+    if os.environ.get(config.DATA_DIR_ENV):
+        return Path(os.environ[config.DATA_DIR_ENV]).expanduser()
+    return config.data_dir(config.load_config(args.profile))
 
 
 def cmd_data(args):
-    from tasks import get_task, list_tasks
-    from tasks.datafiles import fetch, verify
-
+    tasks, datafiles = _load("tasks"), _load("tasks.datafiles")
+    get_task, list_tasks = tasks.get_task, tasks.list_tasks
     root = _data_dir(args)
     if args.action == "verify":
-        tasks = [get_task(t) for t in args.tasks] if args.tasks else [t for t in list_tasks() if t.data]
-        checks = verify(tasks, root)
+        selected = [get_task(t) for t in args.tasks] if args.tasks else [t for t in list_tasks() if t.data]
+        checks = datafiles.verify(selected, root)
         for c in checks:
             print(f"{c.status:8s} {c.task:26s} {c.path}")
         bad = [c for c in checks if c.status != "ok"]
@@ -194,7 +186,7 @@ def cmd_data(args):
             return 1
         return 0
     for task in [get_task(t) for t in args.tasks]:  # unknown names fail before anything is downloaded
-        fetch(task, root, args.base_url, on_file=lambda status, path: print(f"{status:8s} {task.name:26s} {path}"))
+        datafiles.fetch(task, root, args.base_url, on_file=lambda status, path: print(f"{status:8s} {task.name:26s} {path}"))
     return 0
 
 
@@ -292,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.fn(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError) as e:  # ConfigError, TaskDataError, UsageError among them
         print(f"scd {args.command}: error: {e}", file=sys.stderr)
         return 2
     return rc or 0

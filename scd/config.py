@@ -2,16 +2,19 @@
 against `config/schema.json` so that a wrong key or value fails at start with its path in the message."""
 from __future__ import annotations
 
-import copy
+import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
 
+from scd.dicts import deep_merge
+from scd.distill.methods import method_from_config, resolve_spec
+from scd.distill.parts import SCHEDULES
 from scd.registry import did_you_mean
+from tasks import expand, get_task, list_tasks, task_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -21,17 +24,6 @@ DATA_DIR_ENV = "SCD_DATA_DIR"
 
 class ConfigError(ValueError):
     pass
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    """Recursive dict merge; `over` wins, lists are replaced rather than concatenated."""
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def read_yaml(path: Path) -> dict:
@@ -75,10 +67,6 @@ def validate(cfg: dict) -> dict:
 
 
 def _check_names(cfg: dict) -> None:
-    # Imported here: the registries import torch, which the schema check alone does not need.
-    from scd.distill.methods import method_from_config
-    from tasks import expand, get_task, list_tasks, task_groups
-
     problems = []
     try:
         names = expand(cfg["tasks"])
@@ -134,7 +122,6 @@ def load_config(profile: str | None = None, overrides: dict | None = None) -> di
     cfg = deep_merge(cfg, overrides or {})
     cfg["profile"] = profile
     validate(cfg)
-    from tasks import expand
 
     # `tasks` may name groups: from here on it lists task names; the selection as written is kept for the record
     cfg["task_selection"], cfg["tasks"] = cfg["tasks"], expand(cfg["tasks"])
@@ -144,7 +131,6 @@ def load_config(profile: str | None = None, overrides: dict | None = None) -> di
 def task_config(cfg: dict, task: str) -> dict:
     """The configuration one task's jobs see: global settings, then the overrides of the task's groups (in the
     order `task_overrides` lists them), then the task's own."""
-    from tasks import get_task
 
     overrides = cfg.get("task_overrides") or {}
     merged = {k: v for k, v in cfg.items() if k not in ("tasks", "task_selection", "task_overrides")}
@@ -160,17 +146,6 @@ def task_config(cfg: dict, task: str) -> dict:
 def data_dir(cfg: dict) -> Path:
     """The task data directory: $SCD_DATA_DIR wins over the config key, so CI can point at ../shared/data."""
     return Path(os.environ.get(DATA_DIR_ENV) or cfg.get("data_dir") or "data").expanduser()
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 # What each stage reads: a job gets only these keys, so that its Snakemake params (and with them the rerun
@@ -196,7 +171,6 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> d
         out |= {k: full[k] for k in ("data_dir", "tokenizer", "max_length") if k in full}
         # every option with its value, defaults from the task's YAML included: changing a task's default
         # re-prepares its data (and so retrains what depends on it), as changing the config would
-        from tasks import get_task
 
         out["task_options"] = get_task(task).check_options(full.get("task_options") or {})
         out["task_fingerprint"] = get_task(task).fingerprint()
@@ -230,9 +204,7 @@ ABLATIONS = {  # config key -> (variant name suffix, how a value changes a metho
 def _effective(spec: dict, cfg: dict) -> dict:
     """A resolved method spec with the defaults it inherits made explicit, so two specs compare equal when they would run
     the same: stages and trajectory size from training.distill, SCD's lambda default."""
-    import inspect
 
-    from scd.distill.parts import SCHEDULES
 
     phase = cfg["training"]["distill"]
     out = {"stages": phase.get("stages", 1), "checkpoints": phase.get("checkpoints")} | spec
@@ -245,7 +217,6 @@ def ablation_plan(cfg: dict) -> dict:
     """The `ablations` switches as variant methods: {"tasks": [...], "variants": {name: spec},
     "axes": {axis: {method: {value: method name}}}}. A variant identical to its base method reuses the base
     method's runs (e.g. N = 4 when the main methods use 4 checkpoints), so nothing runs twice."""
-    from scd.distill.methods import resolve_spec
 
     abl = cfg.get("ablations") or {}
     plan = {"tasks": [], "variants": {}, "axes": {}}

@@ -5,17 +5,15 @@ tokens), so later analyses (the TFS/SFS partition of the method doc) need no sec
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
-from scd import tracking
-from scd.data import Encoded, collate, encode, write_json, write_jsonl
-from scd.models import build_model, forward_responses, load_trained, model_spec
-from scd.runtime import Prepared, setup
-from scd.distill.losses import per_sample_mean, response_mask, token_ce
+from scd.data import Encoded, collate, encode
+from scd.models import forward_responses
+from scd.prepared import Prepared
+from scd.runtime import autocast
+from scd.tokens import per_sample_mean, response_mask, token_ce
 
 
 @torch.no_grad()
@@ -33,8 +31,6 @@ def response_logits(model, rows: list[Encoded], pad_id: int, vocab: int, batch_s
                     precision: str = "fp32", with_hidden: bool = False):
     """Logits at the response positions of `rows`, concatenated in row order: [sum len(answer_ids), vocab]; with
     `with_hidden` also the last layer's hidden states there, [sum len(answer_ids), hidden]."""
-    from scd.train import autocast
-
     logits_out, hidden_out = [torch.zeros(0, vocab)], [torch.zeros(0, model.config.hidden_size)]
     for start in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in collate(rows[start: start + batch_size], pad_id).items()}
@@ -148,40 +144,17 @@ def summarize(task, records: list[dict], rows: list[dict]) -> dict:
     return summary
 
 
-def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_shot: str | None = None) -> dict:
-    """Stage 5: score one trained model on the test split; write the summary JSON and per-sample JSON lines.
-    `zero_shot` = teacher | student scores that role's model before any fine-tuning instead (built from its
-    config spec: the pretrained weights, or the seeded random initialisation of the embedded default)."""
-    device = setup(cfg, seed)
-    prep = Prepared.open(data)
-    if zero_shot:
-        model = build_model(model_spec(cfg["models"], zero_shot), prep.tokenizer, prep.task.positions, seed).to(device)
-    else:
-        model = load_trained(Path(model_dir) / "best").to(device)
-    rows = prep.rows("test")
-    mode = evaluation_mode(prep.task, cfg)
-    tags = {"task": prep.task.name, "method": name, "seed": seed, "stage": "evaluate"}
-    out = Path(out)
-    with tracking.job_run(cfg, f"{prep.task.name}/{name}/seed{seed}/eval", tags,
-                          {"model_dir": str(model_dir) if model_dir else f"{zero_shot} before fine-tuning",
-                           "split": "test", "seed": seed, "evaluation": prep.task.evaluation | {"mode": mode},
-                           "metrics": [m["key"] for m in prep.task.metric_specs]}, str(device)) as log:
-        from scd.train import autocast
+def validator(prep: Prepared, cfg: dict, device):
+    """The epoch-end validation score of training: the task's headline metric on the validation split."""
+    rows = prep.rows("validation")
+    bs = cfg.get("evaluation", {}).get("batch_size", 64)
 
-        with autocast(cfg.get("precision", "fp32"), device):  # bf16 matmuls; scores and softmax stay float32
-            records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
-                              cfg.get("evaluation", {}).get("batch_size", 64), device, mode=mode)
-        summary = summarize(prep.task, records, rows) | {"task": prep.task.name, "model": name, "seed": seed,
-                                                         "split": "test", "run_id": log.run_id, "mode": mode}
-        train_summary = Path(model_dir) / "summary.json" if model_dir else None
-        if train_summary and train_summary.exists():
-            summary["train_run_id"] = json.loads(train_summary.read_text()).get("run_id")
-        metrics = {f"test/{k}": v for k, v in summary["scores"].items()}
-        metrics["test/mean_gold_nll"] = summary.get("mean_gold_nll", 0)
-        metrics |= {f"test/{k}/{sub}": v for sub, s in summary["subdomains"].items() for k, v in s["scores"].items()}
-        log(metrics, 0)
-        samples = out.with_suffix(".samples.jsonl")
-        write_jsonl(samples, records)
-        log.artifact_file(samples)
-    write_json(out, summary)
-    return summary
+    mode = evaluation_mode(prep.task, cfg)
+
+    def validate(model) -> float:
+        with autocast(cfg.get("precision", "fp32"), device):
+            recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False,
+                           mode=mode)
+        return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs], rows)
+
+    return validate

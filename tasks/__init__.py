@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
-from scd.config import deep_merge
+from scd.dicts import deep_merge
 from scd.registry import Registry, UnknownNameError, did_you_mean
 from tasks import metrics, parsers
 from tasks.readers import TaskDataError

@@ -70,8 +70,8 @@ def tiny_distill(tmp_path_factory):
     (`teacher1`, `teacher3`), for distillation runs in-process. Returns (root, config(checkpoints, stages,
     methods))."""
     from scd.config import load_config, stage_config
-    from scd.prepare import prepare
-    from scd.sft import sft
+    from scd.stages.prepare import prepare
+    from scd.stages.sft import sft
 
     root = tmp_path_factory.mktemp("distill")
 

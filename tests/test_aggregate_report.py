@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from report.render import render
-from scd.aggregate import aggregate
+from scd.stages.aggregate import aggregate
 
 
 def write_eval(path, task, model, seed, score, subs=None):

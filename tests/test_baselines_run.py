@@ -11,11 +11,13 @@ from scd import tracking
 from scd.config import ConfigError, load_config, stage_config
 from scd.data import Encoded, collate
 from scd.distill.methods import method_from_config, resolve_spec
-from scd.distill.parts import DIVERGENCES, load_plugins, register_divergence
-from scd.distill.run import distill, load_objective
+from scd.distill.parts import DIVERGENCES, register_divergence
+from scd.distill import plugins
+from scd.distill.plugins import load_plugins
+from scd.stages.distill import distill, load_objective
 from scd.distill.teacher import greedy_targets, teacher_outputs
 from scd.models import load_pretrained
-from scd.runtime import Prepared
+from scd.prepared import Prepared
 
 DEFAULT_METHODS = list(load_config("default")["methods"])
 
@@ -163,8 +165,6 @@ def test_plugins_load_from_the_entry_point_group(monkeypatch):
     import sys
     import types
 
-    import scd.distill.parts as parts
-
     module = types.ModuleType("my_lab_baselines")
     module.loaded = False
 
@@ -178,8 +178,8 @@ def test_plugins_load_from_the_entry_point_group(monkeypatch):
     monkeypatch.setitem(sys.modules, "my_lab_baselines", module)
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group=None: [EntryPoint()] if group == "scd_bench.baselines" else [])
-    monkeypatch.setattr(parts, "_loaded", False)
-    parts.load_plugins()
+    monkeypatch.setattr(plugins, "_loaded", False)
+    plugins.load_plugins()
     assert module.loaded
 
 

@@ -1,12 +1,13 @@
-"""The loss over the response positions in chunks (scd.distill.losses.by_chunks): the same values and gradients as
+"""The loss over the response positions in chunks (scd.tokens.by_chunks): the same values and gradients as
 in one piece, never more than one chunk of full-vocabulary tensors kept for the backward pass, and clean errors."""
 import pytest
 import torch
 
 from scd.data import IGNORE
-from scd.distill.losses import by_chunks, token_ce
+from scd.tokens import by_chunks, token_ce
 from scd.distill.methods import method_from_config
-from scd.distill.parts import DIVERGENCES, Objective, load_plugins
+from scd.distill.parts import DIVERGENCES, Objective
+from scd.distill.plugins import load_plugins
 
 load_plugins()
 POSITIONWISE = [n for n in DIVERGENCES

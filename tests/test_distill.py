@@ -7,14 +7,15 @@ import scd.train
 from scd import tracking
 from scd.config import load_config, stage_config
 from scd.data import collate
-from scd.distill.losses import response_mask
-from scd.distill.run import distill, initial_student
-from scd.distill.teacher import CheckpointOutputs, evenly_spaced, teacher_outputs, write_teacher_outputs
+from scd.tokens import response_mask
+from scd.stages.distill import distill, initial_student
+from scd.distill.teacher import CheckpointOutputs, evenly_spaced, teacher_outputs
+from scd.stages.teacher_outputs import write_teacher_outputs
 from scd.evaluate import gold_nll
 from scd.models import build_model, load_pretrained
-from scd.prepare import prepare
-from scd.runtime import Prepared
-from scd.sft import sft
+from scd.stages.prepare import prepare
+from scd.prepared import Prepared
+from scd.stages.sft import sft
 from conftest import TINY_SYNTHETIC
 
 METHODS = {

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from baselines.akl import head_mask, head_tail_weights
-from scd.distill.losses import LOG_FLOOR, masked_mean
-from scd.distill.parts import DIVERGENCES, hyperparameters, load_plugins
+from scd.distill.losses import LOG_FLOOR
+from scd.tokens import masked_mean
+from scd.distill.parts import DIVERGENCES, hyperparameters
+from scd.distill.plugins import load_plugins
 
 load_plugins()
 

@@ -10,9 +10,10 @@ import torch
 
 from baselines.dskd import DSKD, DSKDCMA, cross_model_attention
 from baselines.uld import uld, uld_aligned, uld_cross
-from scd.distill.losses import token_ce
+from scd.tokens import token_ce
 from scd.distill.methods import method_from_config, resolve_spec
-from scd.distill.parts import DIVERGENCES, METHODS, hyperparameters, load_plugins
+from scd.distill.parts import DIVERGENCES, METHODS, hyperparameters
+from scd.distill.plugins import load_plugins
 
 load_plugins()
 
@@ -430,7 +431,7 @@ def test_state_dict_holds_the_projectors_and_restores_the_loss(cls, keys):
     assert state["t2s.weight"].shape == (5, 7) and state["s2t.weight"].shape == (7, 5)
     if cls is DSKDCMA:
         assert state["query.weight"].shape == (14, 10)
-    blob = save({k: v.contiguous() for k, v in state.items()})  # as scd.distill.run.save_objective writes it
+    blob = save({k: v.contiguous() for k, v in state.items()})  # as scd.stages.distill.save_objective writes it
     other = build(cls, c, seed=2)
     assert not torch.equal(call(other, c), call(obj, c))
     other.load_state_dict(load(blob))

@@ -5,7 +5,7 @@ import torch
 
 from baselines.kd import forward_kl
 from scd.data import IGNORE
-from scd.distill.losses import masked_mean, per_sample_mean, token_ce
+from scd.tokens import masked_mean, per_sample_mean, token_ce
 from scd.distill.methods import method_from_config
 
 LN3 = math.log(3.0)

@@ -10,11 +10,12 @@ import torch
 from conftest import require
 from scd.config import stage_config
 from scd.data import collate
-from scd.distill.run import distill, initial_student
+from scd.stages.distill import distill, initial_student
 from scd.models import ADAPTER_BASE, add_lora, build_model, count_parameters, load_trained
-from scd.prepare import prepare
-from scd.runtime import Prepared
-from scd.sft import ce_loss, sft, validator
+from scd.stages.prepare import prepare
+from scd.prepared import Prepared
+from scd.stages.sft import ce_loss, sft
+from scd.evaluate import validator
 
 TASK = "synthetic_subdomains"
 

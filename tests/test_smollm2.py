@@ -11,8 +11,7 @@ import torch
 
 from conftest import require
 from scd.config import load_config, stage_config
-from scd.models import (build_model, count_parameters, derive_student, kept_layers, load_pretrained, model_spec,
-                        resolve_source)
+from scd.models import (build_model, count_parameters, derive_student, kept_layers, load_pretrained, model_spec, resolve_source)
 
 TASK = "tweet_sentiment_english"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,11 +41,11 @@ def slice_cfg(tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def pipeline(slice_cfg):
     """Every stage once, in-process, as the workflow's jobs would run them."""
-    from scd.distill.run import distill
-    from scd.distill.teacher import write_teacher_outputs
-    from scd.evaluate import evaluate_model
-    from scd.prepare import prepare
-    from scd.sft import sft
+    from scd.stages.distill import distill
+    from scd.stages.teacher_outputs import write_teacher_outputs
+    from scd.stages.evaluate import evaluate_model
+    from scd.stages.prepare import prepare
+    from scd.stages.sft import sft
 
     root, cfg = slice_cfg
     prepare(stage_config(cfg, TASK, "prepare"), root / "data")

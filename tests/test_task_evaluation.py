@@ -5,8 +5,9 @@ import json
 import pytest
 
 from scd.config import load_config, stage_config
-from scd.evaluate import evaluate_model, evaluation_mode
-from scd.prepare import prepare
+from scd.stages.evaluate import evaluate_model
+from scd.evaluate import evaluation_mode
+from scd.stages.prepare import prepare
 from tasks import get_task
 
 TINY = {"max_train": 24, "max_validation": 8, "max_test": 30}

@@ -83,8 +83,8 @@ def runs_named(url: str, experiment: str) -> dict:
 
 
 def test_stages_log_to_the_server_named_in_the_config(server, tmp_path, monkeypatch):
-    from scd.prepare import prepare
-    from scd.sft import sft
+    from scd.stages.prepare import prepare
+    from scd.stages.sft import sft
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)

@@ -9,8 +9,8 @@ from scd.config import load_config, stage_config
 from scd.data import IGNORE, collate, encode
 from scd.evaluate import predict
 from scd.models import build_model, load_pretrained
-from scd.prepare import prepare
-from scd.sft import sft
+from scd.stages.prepare import prepare
+from scd.stages.sft import sft
 from scd.tokenizer import train_tokenizer
 from scd.train import checkpoint_schedule, lr_lambda
 from tasks import get_task
@@ -98,7 +98,7 @@ def test_training_learns_the_synthetic_rule(tmp_path):
             "n_sfs_test": 200}
     splits = task.load(Path("."), opts)
     tok = train_tokenizer("char", [r["prompt"] + r["answer"] for r in splits["train"]])
-    from scd.sft import ce_loss
+    from scd.stages.sft import ce_loss
     from scd.train import train
 
     model = build_model({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -20,6 +20,10 @@ import subprocess
 import sys
 import time
 
+import torch
+
+from scd.distill.methods import method_from_config
+
 MB = 2 ** 20
 
 
@@ -30,10 +34,6 @@ def rss_bytes() -> int:
 
 def measure(divergence: str, tokens: int, vocab: int, chunk: int | None, dtype: str) -> dict:
     """In this process: one loss + backward, its peak memory above the inputs and its time."""
-    import torch
-
-    from scd.distill.methods import method_from_config
-
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     student = (torch.randn(1, tokens, vocab, generator=g) * 2).to(getattr(torch, dtype)).requires_grad_(True)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from scd.benchmarks.setup import TASK, benchmark_config, seed_dir, teacher_cache
 from scd.config import stage_config
+from scd.stages.distill import distill
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,8 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the config's)")
     args = ap.parse_args(argv)
-
-    from scd.distill.run import distill
 
     work = Path(tempfile.mkdtemp(prefix="scd-overhead-"))
     cfg = benchmark_config(work, args.run_dir is not None, args.epochs)
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[tuple[str, str], list[float]] = {}
     steps: dict[str, int] = {}
     for r in range(args.repeats):
-        for setting, teacher_cache in (("shared", cache), ("in-job", None)):
+        for setting, cache_dir in (("shared", cache), ("in-job", None)):
             for method in ("td", "scd+aw"):
                 start = time.perf_counter()
                 s = distill(stage_config(cfg, TASK, "distill", method), method, 0, data, seed / "teacher",
-                            seed / "student", work / f"{method}-{setting}-{r}", teacher_cache)
+                            seed / "student", work / f"{method}-{setting}-{r}", cache_dir)
                 times.setdefault((setting, method), []).append(time.perf_counter() - start)
                 steps[method] = sum(st["steps"] for st in s["stages"])
                 print(f"  repeat {r} {setting:6s} {method:7s} {times[(setting, method)][-1]:7.1f} s "

@@ -5,6 +5,9 @@ import time
 from pathlib import Path
 
 from scd.config import load_config, stage_config
+from scd.stages.prepare import prepare
+from scd.stages.sft import sft
+from scd.stages.teacher_outputs import write_teacher_outputs
 
 TASK = "synthetic_subdomains"
 
@@ -26,9 +29,6 @@ def seed_dir(work: Path, cfg: dict, run_dir: Path | None) -> Path:
     """A finished workflow seed directory, or one trained now (prepare, teacher and student SFT)."""
     if run_dir is not None:
         return run_dir
-    from scd.prepare import prepare
-    from scd.sft import sft
-
     out = work / TASK / "seed0"
     prepare(stage_config(cfg, TASK, "prepare"), work / TASK / "data")
     for role in ("teacher", "student"):
@@ -38,8 +38,6 @@ def seed_dir(work: Path, cfg: dict, run_dir: Path | None) -> Path:
 
 def teacher_cache(work: Path, cfg: dict, seed: Path) -> tuple[Path, float]:
     """All checkpoints' teacher outputs (the workflow's shared job) and the seconds they took."""
-    from scd.distill.teacher import write_teacher_outputs
-
     start = time.perf_counter()
     write_teacher_outputs(stage_config(cfg, TASK, "teacher_outputs"), 0, seed.parent / "data", seed / "teacher",
                           work / "teacher_outputs")

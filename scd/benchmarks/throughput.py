@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scd.benchmarks.setup import TASK, benchmark_config, seed_dir, teacher_cache
 from scd.config import enabled_methods, stage_config
+from scd.stages.distill import distill
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +29,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the config's)")
     args = ap.parse_args(argv)
-
-    from scd.distill.run import distill
 
     work = Path(tempfile.mkdtemp(prefix="scd-throughput-"))
     cfg = benchmark_config(work, args.run_dir is not None, args.epochs)

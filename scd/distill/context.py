@@ -13,6 +13,7 @@ from scd.data import Encoded
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import TeacherOutputs
 from scd.evaluate import gold_nll, response_logits
+from scd.models import load_trained
 
 
 @dataclass
@@ -61,8 +62,6 @@ class StageContext:
 
     def student_sft_losses(self) -> torch.Tensor:
         if self._sft_losses is None:
-            from scd.models import load_trained
-
             frozen = load_trained(self.student_sft_dir / "best").to(self._device()).eval()
             self._sft_losses = self._sample_losses(frozen)
             del frozen

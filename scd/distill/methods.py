@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from scd.distill.losses import CHUNK_TOKENS, at_positions, nll, response_mask, token_ce
-from scd.distill.parts import (DIVERGENCES, METHODS, RESPONSES, SCHEDULES, WEIGHTINGS, Objective, hyperparameters,
-                               load_plugins, register_divergence)
+from scd.distill.parts import (
+    DIVERGENCES,
+    METHODS,
+    RESPONSES,
+    SCHEDULES,
+    WEIGHTINGS,
+    Objective,
+    hyperparameters,
+    register_divergence,
+)
+from scd.distill.plugins import load_plugins
+from scd.tokens import CHUNK_TOKENS, at_positions, nll, response_mask, token_ce
 
 RESERVED = {"teacher_sft", "student_sft", "teacher_zero_shot", "student_zero_shot"}  # leaderboard rows that are not distillation methods
 

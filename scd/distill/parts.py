@@ -19,6 +19,8 @@ functions receive `options` as keyword arguments. Every part registers with `ref
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from scd.registry import Registry
@@ -62,8 +64,6 @@ class Objective(torch.nn.Module):
         """Scalars to log with the training metrics (e.g. TAID's t)."""
         return {}
 
-_loaded = False
-
 # Arguments every divergence takes; anything else in its signature is a hyperparameter with a default.
 DIVERGENCE_ARGS = ("student_logits", "teacher_logits", "mask", "temperature")
 
@@ -71,29 +71,6 @@ DIVERGENCE_ARGS = ("student_logits", "teacher_logits", "mask", "temperature")
 def hyperparameters(obj) -> dict:
     """The declared hyperparameters of a registered part and their defaults: the keyword arguments of a
     divergence function after DIVERGENCE_ARGS, or of a class's constructor."""
-    import inspect
-
     return {k: p.default for k, p in inspect.signature(obj).parameters.items()
             if k not in DIVERGENCE_ARGS and p.default is not inspect.Parameter.empty
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def load_plugins() -> None:
-    """Import every baseline module and entry-point plugin so that their registrations take effect."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-    import pkgutil
-    from importlib.metadata import entry_points
-
-    import scd.distill.responses  # noqa: F401  (core schedules, weightings, response source)
-    import scd.distill.schedules  # noqa: F401
-    import scd.distill.weighting  # noqa: F401
-    import baselines
-
-    for mod in pkgutil.iter_modules(baselines.__path__):
-        importlib.import_module(f"baselines.{mod.name}")
-    for ep in entry_points(group="scd_bench.baselines"):
-        ep.load()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from scd.data import Encoded
-from scd.distill.losses import by_chunks
+from scd.tokens import by_chunks
 
 
 class ProbeSet:

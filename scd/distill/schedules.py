@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from scd.distill.context import StageContext
 from scd.distill.parts import register_schedule
+from scd.distill.probe import mean_kl
 
 
 def _no_options(name: str, options: dict) -> None:
@@ -57,8 +58,6 @@ class ScheduledCheckpoint:
         self.scores: list[dict[str, dict[str, float]]] = []  # per stage: checkpoint -> terms, for inspection
 
     def choose(self, ctx: StageContext) -> str:
-        from scd.distill.probe import mean_kl
-
         candidates = list(ctx.checkpoints)
         if self.monotone and ctx.history:
             candidates = candidates[candidates.index(ctx.history[-1]):]

@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from scd.data import Encoded, atomic_dir, encode, write_json
-from scd.distill.losses import response_mask
-from scd.evaluate import response_logits
+from scd.data import Encoded, encode
+from scd.evaluate import generate, response_logits
 from scd.models import load_trained
-from scd.runtime import Prepared, setup
+from scd.prepared import Prepared
+from scd.runtime import autocast
+from scd.tokens import response_mask
 
 
 def _pack(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +77,6 @@ class CheckpointOutputs:
 def greedy_targets(model, tokenizer, prompts: list[Encoded], max_new_tokens: int, batch_size: int,
                    device) -> list[list[int]]:
     """The model's greedy answers to the prompts as token ids, EOS appended (the form of a training target)."""
-    from scd.evaluate import generate
-
     texts = generate(model, tokenizer, prompts, max_new_tokens, batch_size, device) if prompts else []
     return [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
 
@@ -85,8 +84,6 @@ def greedy_targets(model, tokenizer, prompts: list[Encoded], max_new_tokens: int
 def compute_outputs(model, train_rows: list[Encoded], transfer_prompts: list[Encoded], tokenizer, vocab: int,
                     max_new_tokens: int, batch_size: int, device, precision: str = "fp32",
                     generate_train: bool = False) -> CheckpointOutputs:
-    from scd.train import autocast
-
     pad = tokenizer.pad_token_id
     with autocast(precision, device):
         targets = greedy_targets(model, tokenizer, transfer_prompts, max_new_tokens, batch_size, device)
@@ -248,8 +245,6 @@ class TeacherOutputs:
     def live(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [B, T, vocab] and last hidden states [B, T, H] of the checkpoint in use, by a forward pass on
         the batch (for sequences not in the cache, e.g. on-policy samples)."""
-        from scd.train import autocast
-
         with autocast(self.precision, self.device):
             out = self._model(self._name)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                           output_hidden_states=True)
@@ -286,26 +281,3 @@ def teacher_outputs(prep: Prepared, cfg: dict, teacher: Path, device, cache: Pat
     return TeacherOutputs(teacher, prep.encoded("train"), prompts, prep.tokenizer, len(prep.tokenizer), device,
                           cfg.get("precision", "fp32"), cfg.get("evaluation", {}).get("batch_size", 256),
                           prep.task.evaluation.get("max_new_tokens", 16), cache)
-
-
-def write_teacher_outputs(cfg: dict, seed: int, data: Path, teacher: Path, out: Path) -> dict:
-    """`scd teacher-outputs`: every checkpoint's outputs to `<out>/<name>.safetensors`, plus a manifest with the
-    time and bytes each took (the cost side of the checkpoint-granularity ablation)."""
-    import time
-
-    device = setup(cfg, seed)
-    prep = Prepared.open(data)
-    transfer = cfg.get("training", {}).get("distill", {}).get("transfer", True)
-    teachers = teacher_outputs(prep, cfg, teacher, device, transfer=transfer)
-    manifest = {"checkpoints": {}, "train_rows": len(teachers.train_rows),
-                "transfer_rows": len(teachers.transfer_prompts)}
-    with atomic_dir(out) as tmp:
-        for name in teachers.checkpoints():
-            start = time.perf_counter()
-            teachers.compute(name, generate_train=name == "best").save(tmp / f"{name}.safetensors")
-            ckpt_bytes = sum(f.stat().st_size for f in teachers.path(name).rglob("*") if f.is_file())
-            manifest["checkpoints"][name] = {"seconds": time.perf_counter() - start,
-                                             "cache_bytes": (tmp / f"{name}.safetensors").stat().st_size,
-                                             "checkpoint_bytes": ckpt_bytes}
-        write_json(tmp / "manifest.json", manifest)
-    return manifest

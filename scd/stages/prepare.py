@@ -4,11 +4,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from scd import tracking
 from scd.config import data_dir
 from scd.data import write_json, write_jsonl
 from scd.models import resolve_source
 from scd.tokenizer import load_tokenizer, train_tokenizer
-from scd import tracking
 from tasks import SPLITS, TRANSFER, get_task
 
 

@@ -18,14 +18,15 @@ import torch
 from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.context import StageContext
-from scd.distill.losses import response_mask
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import teacher_outputs
-from scd.models import (build_model, enable_gradient_checkpointing, load_trained, model_spec, response_columns,
-                        save_trained)
-from scd.runtime import Prepared, setup
-from scd.sft import validator
+from scd.evaluate import validator
+from scd.models import build_model, enable_gradient_checkpointing, load_trained, model_spec, save_trained
+from scd.plots import histogram_svg
+from scd.prepared import Prepared
+from scd.runtime import setup
+from scd.tokens import response_columns, response_mask
 from scd.train import train
 
 HIST_BINS = 20  # AW weight histograms over [0, 1]
@@ -187,8 +188,6 @@ def load_objective(objective, path: Path) -> None:
 def log_stage_start(log, method, ctx: StageContext, name: str, subdomains: list) -> dict | None:
     """What a stage start decided, into MLflow (metric step = stage): the checkpoint, SCD's row of the score
     matrix (both terms per checkpoint), AW's weights (statistics, per subdomain, raw values, histogram)."""
-    from report.plots import histogram_svg
-
     stage = ctx.stage
     log({"schedule/checkpoint_index": ctx.checkpoints.index(name)}, stage)
     scores = getattr(method.schedule, "scores", None)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scd.data import read_jsonl
 from scd.decompose import decompose
+from tasks import task_groups
 
 ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
 
@@ -71,8 +72,6 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
 def task_groups_of(tasks: list[str]) -> dict[str, list[str]]:
     """The registry's groups that hold at least two of these tasks, restricted to them (tasks no longer in the
     registry are left out)."""
-    from tasks import task_groups
-
     out = {}
     for group, members in sorted(task_groups().items()):
         mine = [t for t in members if t in tasks]

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from scd import tracking
 from scd.data import atomic_dir, write_json
-from scd.distill.losses import masked_mean, response_mask, token_ce
-from scd.evaluate import evaluation_mode, predict
+from scd.evaluate import validator
 from scd.models import build_model, count_parameters, forward_responses, model_spec, save_trained
-from scd.runtime import Prepared, setup
-from scd.train import autocast, checkpoint_schedule, train
+from scd.prepared import Prepared
+from scd.runtime import setup
+from scd.tokens import masked_mean, response_mask, token_ce
+from scd.train import checkpoint_schedule, train
 
 
 def ce_loss(model, batch, n_tokens: int | None = None):
@@ -24,21 +25,6 @@ def ce_loss(model, batch, n_tokens: int | None = None):
     if n_tokens is None:
         return masked_mean(token_ce(out.logits, labels), mask), {}
     return (token_ce(out.logits, labels) * mask).sum() / max(n_tokens, 1), {}
-
-
-def validator(prep: Prepared, cfg: dict, device):
-    rows = prep.rows("validation")
-    bs = cfg.get("evaluation", {}).get("batch_size", 64)
-
-    mode = evaluation_mode(prep.task, cfg)
-
-    def validate(model) -> float:
-        with autocast(cfg.get("precision", "fp32"), device):
-            recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False,
-                           mode=mode)
-        return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs], rows)
-
-    return validate
 
 
 def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:

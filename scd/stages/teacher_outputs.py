@@ -1,0 +1,32 @@
+"""Stage 3b (`scd teacher-outputs`): one pass of every saved teacher checkpoint over a task's training and
+transfer rows, cached for the distillation jobs (scd/distill/teacher.py reads the cache)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from scd.data import atomic_dir, write_json
+from scd.distill.teacher import teacher_outputs
+from scd.prepared import Prepared
+from scd.runtime import setup
+
+
+def write_teacher_outputs(cfg: dict, seed: int, data: Path, teacher: Path, out: Path) -> dict:
+    """`scd teacher-outputs`: every checkpoint's outputs to `<out>/<name>.safetensors`, plus a manifest with the
+    time and bytes each took (the cost side of the checkpoint-granularity ablation)."""
+    device = setup(cfg, seed)
+    prep = Prepared.open(data)
+    transfer = cfg.get("training", {}).get("distill", {}).get("transfer", True)
+    teachers = teacher_outputs(prep, cfg, teacher, device, transfer=transfer)
+    manifest = {"checkpoints": {}, "train_rows": len(teachers.train_rows),
+                "transfer_rows": len(teachers.transfer_prompts)}
+    with atomic_dir(out) as tmp:
+        for name in teachers.checkpoints():
+            start = time.perf_counter()
+            teachers.compute(name, generate_train=name == "best").save(tmp / f"{name}.safetensors")
+            ckpt_bytes = sum(f.stat().st_size for f in teachers.path(name).rglob("*") if f.is_file())
+            manifest["checkpoints"][name] = {"seconds": time.perf_counter() - start,
+                                             "cache_bytes": (tmp / f"{name}.safetensors").stat().st_size,
+                                             "checkpoint_bytes": ckpt_bytes}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
