@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +157,10 @@ def task_config(cfg: dict, task: str) -> dict:
 
 
 def data_dir(cfg: dict) -> Path:
-    """The task data directory: $SCD_DATA_DIR wins over the config key, so CI can point at ../shared/data."""
-    return Path(os.environ.get(DATA_DIR_ENV) or cfg.get("data_dir") or "data").expanduser()
+    """The task data directory: $SCD_DATA_DIR, else the config key, else the per-user cache (tasks.datafiles)."""
+    from tasks.datafiles import resolve_data_dir
+
+    return resolve_data_dir(cfg.get("data_dir"))[0]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
