@@ -15,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 from scd.config import (ConfigError, ablation_plan, data_dir, enabled_methods, enabled_tasks, from_command_line,
                         load_config, stage_config, task_config)
 from tasks import TaskDataError, get_task
+from tasks.datafiles import ensure_files, resolve_data_dir
 
 try:
     CFG = load_config(config.get("profile"), overrides=from_command_line(dict(config)))
@@ -32,11 +33,12 @@ MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_
 EVALS = [f"{R}/{t}/seed{s}/eval/{m}" for t in TASKS for s in SEEDS for m in MODELS[t]]
 THREADS = CFG.get("threads", 1)
 
-# Missing task data stops the run at start, not in a job minutes later (tasks already prepared need none).
+# Task data is checked (sha256) at start, not in a job minutes later (tasks already prepared need none): missing
+# files are fetched into the per-user cache, or stop the run when the data directory was given explicitly.
 for _task in TASKS:
     if get_task(_task).data and not os.path.exists(f"{R}/{_task}/data"):
         try:
-            get_task(_task).check_files(data_dir(task_config(CFG, _task)))
+            ensure_files(get_task(_task), *resolve_data_dir(task_config(CFG, _task).get("data_dir")))
         except TaskDataError as e:
             raise WorkflowError(str(e)) from None
 

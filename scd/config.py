@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from pathlib import Path
 
 import jsonschema
@@ -144,8 +143,10 @@ def task_config(cfg: dict, task: str) -> dict:
 
 
 def data_dir(cfg: dict) -> Path:
-    """The task data directory: $SCD_DATA_DIR wins over the config key, so CI can point at ../shared/data."""
-    return Path(os.environ.get(DATA_DIR_ENV) or cfg.get("data_dir") or "data").expanduser()
+    """The task data directory: $SCD_DATA_DIR, else the config key, else the per-user cache (tasks.datafiles)."""
+    from tasks.datafiles import resolve_data_dir
+
+    return resolve_data_dir(cfg.get("data_dir"))[0]
 
 
 # What each stage reads: a job gets only these keys, so that its Snakemake params (and with them the rerun

@@ -12,6 +12,10 @@ each local file its path in that repository and its sha256:
 `verify` compares the files on disk with their checksums; `fetch` downloads a task's files from
 `<base>/<repo>/<commit>/<upstream>` (raw.githubusercontent.com unless told otherwise) and moves each into place
 only after its checksum matched. Downloads are only ever written and hashed, never executed or unpickled.
+
+Where the data lives (`resolve_data_dir`): a directory given explicitly ($SCD_DATA_DIR, else the config key
+`data_dir`) is only read, never written; with neither, a per-user cache ($XDG_CACHE_HOME/scd-bench/data, by default
+~/.cache/scd-bench/data) into which `ensure_files` fetches what is missing at the start of a run.
 """
 from __future__ import annotations
 
@@ -31,12 +35,22 @@ from tasks import TaskDataError
 
 RAW_BASE = "https://raw.githubusercontent.com"
 BASE_URL_ENV = "SCD_FETCH_BASE_URL"
+DATA_DIR_ENV = "SCD_DATA_DIR"
+CACHE_SUBDIR = Path("scd-bench") / "data"
 CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ChecksumError(TaskDataError):
     """A downloaded file's sha256 differs from the one its task declares; nothing was written in its place."""
+
+
+class DownloadError(TaskDataError):
+    """A download failed (HTTP error, no network, disk): `url` and `reason` say which and why."""
+
+    def __init__(self, message: str, url: str, reason: str):
+        super().__init__(message)
+        self.url, self.reason = url, reason
 
 
 @dataclass
@@ -63,6 +77,24 @@ class DeclaredFile:
 
     def url(self, base_url: str | None = None) -> str:
         return upstream_url(self.repo, self.commit, self.upstream, base_url)
+
+
+def cache_dir() -> Path:
+    """The per-user data cache: $XDG_CACHE_HOME/scd-bench/data, else ~/.cache/scd-bench/data (a relative
+    $XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / CACHE_SUBDIR
+
+
+def resolve_data_dir(configured: str | os.PathLike | None) -> tuple[Path, bool]:
+    """(data directory, whether missing files may be fetched into it). $SCD_DATA_DIR wins over `configured` (the
+    config key data_dir); either is an explicit directory, which is never written to. With neither (unset or
+    empty), the per-user cache, which is filled on demand."""
+    explicit = os.environ.get(DATA_DIR_ENV) or configured
+    if explicit:
+        return Path(explicit).expanduser(), False
+    return cache_dir(), True
 
 
 def resolve_base_url(base: str | None = None) -> str:
@@ -196,15 +228,65 @@ def _download(f: DeclaredFile, path: Path, url: str, timeout: float) -> None:
         os.replace(tmp, path)
         tmp = None
     except urllib.error.HTTPError as e:
-        raise TaskDataError(f"task {f.task!r}: could not download {url}: HTTP {e.code} {e.reason}. {hint}") from None
+        why = f"HTTP {e.code} {e.reason}"
+        raise DownloadError(f"task {f.task!r}: could not download {url}: {why}. {hint}", url, why) from None
     except urllib.error.URLError as e:
-        raise TaskDataError(f"task {f.task!r}: could not download {url}: {e.reason}. {hint}") from None
+        why = str(e.reason)
+        raise DownloadError(f"task {f.task!r}: could not download {url}: {why}. {hint}", url, why) from None
     except (OSError, HTTPException) as e:
-        raise TaskDataError(f"task {f.task!r}: could not download {url} to {path}: "
-                            f"{type(e).__name__}: {e}. {hint}") from None
+        why = f"{type(e).__name__}: {e}"
+        raise DownloadError(f"task {f.task!r}: could not download {url} to {path}: {why}. {hint}",
+                            url, why) from None
     finally:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | None = None,
+                 say: Callable[[str], None] = print, timeout: float = 60) -> list[Path]:
+    """Make sure the task's declared files are in `root` with their pinned sha256 before a run uses them; return
+    the paths downloaded ([] when all were there, or the task declares none).
+
+    Every present file is hashed (the whole data of all tasks, ~25 MB, hashes in well under a second). What is
+    missing or differs is fetched when `fetch_allowed` (the per-user cache; see `resolve_data_dir`), each file
+    verified before it is moved into place, and `say` gets one line naming the folder. Otherwise (an explicit data
+    directory, never written to) TaskDataError says what is wrong and how to fix it. A failed download raises
+    TaskDataError in one line: what failed, the URL and the ways round it."""
+    files = declared_files(task)
+    if not files:
+        return []
+    root = Path(root)
+    folder = (root / files[0].subdir).resolve()
+    bad = [c for c in verify([task], root) if c.status != "ok"]
+    if not bad:
+        return []
+    if not fetch_allowed:
+        if any(c.status == "missing" for c in bad):
+            check = getattr(task, "check_files", None)
+            if check is not None:
+                check(root)  # the task's own message (names `scd data fetch` and $SCD_DATA_DIR)
+            missing = ", ".join(str(c.path.relative_to(root / files[0].subdir)) for c in bad if c.status == "missing")
+            raise TaskDataError(f"task {task.name!r}: data not found: {missing} missing in {folder}; "
+                                f"`scd data fetch {task.name}` downloads and verifies it.")
+        wrong = "; ".join(f"{c.path.relative_to(root / files[0].subdir)} has sha256 {c.actual}, expected "
+                          f"{c.expected}" for c in bad)
+        raise TaskDataError(
+            f"task {task.name!r}: data files in {folder} differ from the pinned ones: {wrong}.\n"
+            f"The data directory {root.resolve()} was given explicitly ($SCD_DATA_DIR or the config key data_dir), "
+            f"so it is not changed here: `scd data fetch {task.name} --data-dir {root.resolve()}` replaces them "
+            f"with the pinned files, `scd data verify {task.name}` lists them.")
+    try:
+        got = fetch(task, root, base_url, timeout)
+    except DownloadError as e:
+        src = files[0]
+        raise TaskDataError(
+            f"task {task.name!r}: could not fetch its data ({e.reason}) from {e.url} into {folder}. Without access "
+            f"to {src.repo} here, run `scd data fetch {task.name}` on a machine with internet and copy the "
+            f"'{src.subdir}/' folder it fills into {root.resolve()}, or set $SCD_DATA_DIR to a folder holding "
+            f"'{src.subdir}/'.") from None
+    say(f"task {task.name!r}: fetched {len(got)} data file{'s' * (len(got) != 1)} from {files[0].repo} at commit "
+        f"{files[0].commit[:12]} (sha256 verified) into {folder}")
+    return got

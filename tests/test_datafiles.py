@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import dry_run
 from scd.cli import main
-from tasks import TaskDataError
-from tasks.datafiles import ChecksumError, fetch, sha256_file, upstream_url, verify
+from scd.config import data_dir
+from tasks import TaskDataError, get_task
+from tasks.datafiles import (ChecksumError, declared_files, ensure_files, fetch, resolve_data_dir, sha256_file,
+                             upstream_url, verify)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO, COMMIT = "example/bench-data", "0123456789abcdef0123456789abcdef01234567"
@@ -53,6 +56,11 @@ def server(tmp_path):
             data = data[:100] + bytes([data[100] ^ 0x01]) + data[101:]
             assert _sha(data) != sha256_file(src)
         dst.write_bytes(data)
+    yield from _serve(www)
+
+
+def _serve(www: Path):
+    """Serve `www` over HTTP on a free port: yields (base URL, list of requested paths), then stops."""
     requests: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -286,3 +294,142 @@ def test_cli_verify_and_fetch(server, tmp_path, monkeypatch, capsys, registered)
     assert "Did you mean 'sib_labels'" in capsys.readouterr().err
     assert main(["data", "fetch", "generated"]) == 2
     assert "no data files" in capsys.readouterr().err
+
+
+# -- a run's start-up on a machine without the data: the per-user cache, filled from upstream ------------------
+
+@pytest.fixture
+def upstream(tmp_path, monkeypatch):
+    """The real pubmedqa task's upstream files (copies from the shared data), served as raw.githubusercontent.com
+    lays them out, with $SCD_FETCH_BASE_URL pointing at it, no $SCD_DATA_DIR and $XDG_CACHE_HOME in tmp.
+    Yields (base URL, requested paths, the cache's data directory)."""
+
+    files = declared_files(get_task("pubmedqa"))
+    missing = [str(SHARED / f.subdir / f.name) for f in files if not (SHARED / f.subdir / f.name).is_file()]
+    if missing:
+        pytest.skip(f"real data files not found: {missing}")
+    www = tmp_path / "upstream"
+    for f in files:
+        dst = www / f.repo / f.commit / f.upstream
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHARED / f.subdir / f.name, dst)
+    monkeypatch.delenv("SCD_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    serving = _serve(www)
+    base, requests = next(serving)
+    monkeypatch.setenv("SCD_FETCH_BASE_URL", base)
+    yield base, requests, tmp_path / "cache" / "scd-bench" / "data"
+    next(serving, None)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_resolve_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCD_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve_data_dir(None) == (tmp_path / "xdg" / "scd-bench" / "data", True)
+    assert resolve_data_dir("") == (tmp_path / "xdg" / "scd-bench" / "data", True)
+    assert data_dir({"data_dir": None}) == data_dir({}) == tmp_path / "xdg" / "scd-bench" / "data"
+    assert resolve_data_dir("~/d") == (Path.home() / "d", False)  # a configured directory: read only
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG spec says
+    assert resolve_data_dir(None) == (Path.home() / ".cache" / "scd-bench" / "data", True)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert resolve_data_dir(None) == (Path.home() / ".cache" / "scd-bench" / "data", True)
+    monkeypatch.setenv("SCD_DATA_DIR", str(tmp_path / "env"))  # wins over the config key
+    assert resolve_data_dir("elsewhere") == (tmp_path / "env", False)
+    assert data_dir({"data_dir": "elsewhere"}) == tmp_path / "env"
+    monkeypatch.setenv("SCD_DATA_DIR", "")  # empty counts as unset
+    assert resolve_data_dir("elsewhere") == (Path("elsewhere"), False)
+
+
+def test_startup_fetches_missing_data_into_the_cache(upstream):
+    _, requests, cache = upstream
+    task = get_task("pubmedqa")
+    root, fetch_allowed = resolve_data_dir(None)
+    assert (root, fetch_allowed) == (cache, True)
+    said = []
+    got = ensure_files(task, root, fetch_allowed, say=said.append)
+    assert _files(cache) == ["pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json"] == \
+        sorted(p.relative_to(cache).as_posix() for p in got)
+    assert [c.status for c in verify([task], cache)] == ["ok", "ok"]
+    assert len(said) == 1 and str(cache / "pubmedqa") in said[0] and "sha256 verified" in said[0]
+    assert len(requests) == 2
+    task.load(cache, {"max_train": 4, "max_test": 4})  # the prepare stage reads it there
+
+    # the next start finds it all in place: hashed, not downloaded, nothing said
+    assert ensure_files(task, root, fetch_allowed, say=said.append) == [] and len(said) == 1 and len(requests) == 2
+    # a file changed in the cache is fetched again
+    (cache / "pubmedqa" / "test_ground_truth.json").write_text("{}")
+    assert ensure_files(task, root, fetch_allowed, say=said.append) == [cache / "pubmedqa" / "test_ground_truth.json"]
+    assert [c.status for c in verify([task], cache)] == ["ok", "ok"] and len(requests) == 3
+
+
+def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch):
+    base, requests = server
+    monkeypatch.delenv("SCD_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCD_FETCH_BASE_URL", base)
+    task = _task("sib200_eng_latn", "sib200", ["eng_Latn/dev.tsv", "labels.txt"])  # the server's dev.tsv is corrupt
+    root, fetch_allowed = resolve_data_dir(None)
+    said = []
+    with pytest.raises(ChecksumError) as err:
+        ensure_files(task, root, fetch_allowed, say=said.append)
+    expected = sha256_file(ORIGINALS[CORRUPT][1])
+    served = (tmp_path / "www" / REPO / COMMIT / "data/annotated/eng_Latn/dev.tsv").read_bytes()
+    assert expected in str(err.value) and _sha(served) in str(err.value) and "sha256" in str(err.value)
+    assert _files(root) == [] and said == [] and len(requests) == 1
+
+
+def test_explicit_data_dir_is_never_written(upstream, tmp_path, monkeypatch):
+    _, requests, cache = upstream
+    task = get_task("pubmedqa")
+    given = tmp_path / "given"
+    given.mkdir()
+    for how in ("env", "config"):
+        if how == "env":
+            monkeypatch.setenv("SCD_DATA_DIR", str(given))
+            root, fetch_allowed = resolve_data_dir(None)
+        else:
+            monkeypatch.delenv("SCD_DATA_DIR")
+            root, fetch_allowed = resolve_data_dir(str(given))
+        assert (root, fetch_allowed) == (given, False)
+        with pytest.raises(TaskDataError) as err:
+            ensure_files(task, root, fetch_allowed)
+        msg = str(err.value)
+        assert "data not found" in msg and "scd data fetch pubmedqa" in msg and str(given / "pubmedqa") in msg
+    # a file that differs from the pinned one is reported, not replaced
+    (given / "pubmedqa").mkdir()
+    for f in ("ori_pqal.json", "test_ground_truth.json"):
+        shutil.copy(SHARED / "pubmedqa" / f, given / "pubmedqa" / f)
+    (given / "pubmedqa" / "ori_pqal.json").write_text("{}")
+    with pytest.raises(TaskDataError, match=r"differ from the pinned ones: ori_pqal\.json has sha256 "
+                                            + _sha(b"{}")) as err:
+        ensure_files(task, given, False)
+    assert "scd data fetch pubmedqa --data-dir" in str(err.value)
+    assert (given / "pubmedqa" / "ori_pqal.json").read_text() == "{}"
+    assert requests == [] and _files(cache) == []
+
+
+def test_startup_without_network_says_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCD_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCD_FETCH_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(TaskDataError) as err:
+        ensure_files(get_task("pubmedqa"), *resolve_data_dir(None), timeout=5)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("task 'pubmedqa': could not fetch its data")
+    assert "http://127.0.0.1:9/pubmedqa/pubmedqa/" in msg and "SCD_DATA_DIR" in msg
+    assert "`scd data fetch pubmedqa` on a machine with internet" in msg
+    assert _files(tmp_path / "cache") == []
+
+
+def test_dry_run_fetches_into_the_cache(upstream, tmp_path):
+    base, requests, cache = upstream
+    env = {"SCD_DATA_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "cache"), "SCD_FETCH_BASE_URL": base}
+    code, out = dry_run(tmp_path / "work", "--config", "tasks=[pubmedqa]", env=env)
+    assert code == 0, out
+    assert _files(cache) == ["pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json"]
+    assert f"(sha256 verified) into {cache / 'pubmedqa'}" in out
+    assert len(requests) == 2
