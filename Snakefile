@@ -12,7 +12,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from scd.config import (ConfigError, ablation_plan, data_dir, enabled_methods, enabled_tasks, from_command_line,
+from scd.config import (ConfigError, ablation_plan, enabled_methods, enabled_tasks, from_command_line,
                         load_config, stage_config, task_config)
 from tasks import TaskDataError, get_task
 from tasks.datafiles import ensure_files, resolve_data_dir

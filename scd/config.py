@@ -14,6 +14,7 @@ from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.parts import SCHEDULES
 from scd.registry import did_you_mean
 from tasks import expand, get_task, list_tasks, task_groups
+from tasks.datafiles import resolve_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -144,8 +145,6 @@ def task_config(cfg: dict, task: str) -> dict:
 
 def data_dir(cfg: dict) -> Path:
     """The task data directory: $SCD_DATA_DIR, else the config key, else the per-user cache (tasks.datafiles)."""
-    from tasks.datafiles import resolve_data_dir
-
     return resolve_data_dir(cfg.get("data_dir"))[0]
 
 
