@@ -1,0 +1,333 @@
+"""Results files -> a Markdown results page, stamped with the code's commit, the date, the machine and the command.
+
+    python -m report.results_page --results results --out docs/results/default.md --command "snakemake --cores 2"
+
+Measured results are never typed into the documentation: this page is written from the files a run leaves in its
+results directory, so a number on it is always the number in those files, and the stamp says which code, machine
+and command produced them. It reads:
+
+- `leaderboard.json` (written by `scd aggregate`): per row and task the mean, std and number of seeds;
+- the jobs' own time records, where present: `<task>/seed<k>/{teacher,student}/summary.json` (`train_seconds`),
+  `<task>/seed<k>/teacher_outputs/manifest.json` (`seconds` per checkpoint), `<task>/seed<k>/distill/<method>/
+  summary.json` (`wall_seconds`);
+- `mlflow.db`, where present: the start and end of every workflow invocation (its parent run, tag
+  `scd.kind=workflow`) and the environment the jobs logged (`env.*` parameters).
+
+Standard library only: it runs without torch or MLflow installed, and imports nothing from the package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NO_COMMAND = "not given (pass --command with the command that produced the results)"
+# Environment parameters the jobs log to MLflow (scd/tracking.py: environment()), shown as recorded at run time.
+RUN_ENV = (("env.platform", "platform"), ("env.cpu_count", "CPU count"), ("env.torch_threads", "torch threads"),
+           ("env.device", "device"), ("env.python", "python"), ("env.version.torch", "torch"))
+
+
+class ResultsError(Exception):
+    """The results directory cannot make a page (missing or malformed leaderboard): one line for the user."""
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+def read_leaderboard(results_dir: Path) -> dict:
+    path = Path(results_dir) / "leaderboard.json"
+    if not path.is_file():
+        raise ResultsError(f"{path} not found: run the workflow first (its aggregate step writes leaderboard.json), "
+                           f"or point --results at the results directory that holds it")
+    try:
+        lb = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not valid JSON ({e}); rerun the aggregate step") from None
+    if not isinstance(lb, dict):
+        raise ResultsError(f"{path}: expected a JSON object (the leaderboard), got {type(lb).__name__}")
+    missing = [k for k in ("tasks", "rows", "cells") if k not in lb]
+    if missing:
+        raise ResultsError(f"{path}: missing the key(s) {', '.join(missing)}; is this a leaderboard written by "
+                           f"`scd aggregate`?")
+    return lb
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def job_times(results_dir: Path) -> list[dict]:
+    """Per kind of job: how many recorded a time, and the sum, min and max of those times (seconds)."""
+    root = Path(results_dir)
+    kinds = [
+        ("teacher SFT", "*/seed*/teacher/summary.json", lambda d: _number(d.get("train_seconds"))),
+        ("student SFT", "*/seed*/student/summary.json", lambda d: _number(d.get("train_seconds"))),
+        ("teacher outputs", "*/seed*/teacher_outputs/manifest.json", _teacher_output_seconds),
+        ("distillation", "*/seed*/distill/*/summary.json", lambda d: _number(d.get("wall_seconds"))),
+    ]
+    out = []
+    for kind, pattern, seconds_of in kinds:
+        times = []
+        for path in sorted(root.glob(pattern)):
+            data = _read_json(path)
+            value = seconds_of(data) if data else None
+            if value is not None:
+                times.append(value)
+        if times:
+            out.append({"kind": kind, "source": pattern, "jobs": len(times), "total": sum(times),
+                        "min": min(times), "max": max(times)})
+    return out
+
+
+def _teacher_output_seconds(manifest: dict) -> float | None:
+    checkpoints = manifest.get("checkpoints")
+    if not isinstance(checkpoints, dict) or not checkpoints:
+        return None
+    values = [_number(c.get("seconds")) if isinstance(c, dict) else None for c in checkpoints.values()]
+    return None if None in values else sum(values)
+
+
+def _sqlite(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def workflow_runs(results_dir: Path) -> list[dict]:
+    """The workflow invocations recorded in `mlflow.db` (parent runs tagged scd.kind=workflow), oldest first."""
+    db = Path(results_dir) / "mlflow.db"
+    if not db.is_file():
+        return []
+    try:
+        with _sqlite(db) as con:
+            rows = con.execute(
+                "SELECT r.name, r.start_time, r.end_time, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid"
+                " WHERE t.key = 'scd.kind' AND t.value = 'workflow' ORDER BY r.start_time").fetchall()
+    except sqlite3.Error:
+        return []
+    return [{"name": name, "start_ms": start, "end_ms": end, "status": status} for name, start, end, status in rows]
+
+
+def run_environment(results_dir: Path) -> dict[str, list[str]]:
+    """The distinct values of the environment parameters the jobs logged to `mlflow.db`."""
+    db = Path(results_dir) / "mlflow.db"
+    if not db.is_file():
+        return {}
+    keys = [k for k, _ in RUN_ENV]
+    try:
+        with _sqlite(db) as con:
+            rows = con.execute(f"SELECT DISTINCT key, value FROM params WHERE key IN ({','.join('?' * len(keys))})"
+                               " ORDER BY key, value", keys).fetchall()
+    except sqlite3.Error:
+        return {}
+    out: dict[str, list[str]] = {}
+    for key, value in rows:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+# -- the stamp -----------------------------------------------------------------------------------------------
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_commit() -> str:
+    commit = _git("rev-parse", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return commit + (" (with uncommitted changes)" if dirty else "" if dirty is not None else " (state unknown)")
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def stamp(command: str, now: datetime | None = None) -> list[tuple[str, str]]:
+    now = now or datetime.now(timezone.utc)
+    return [("code commit", code_commit()),
+            ("date (UTC)", now.strftime("%Y-%m-%d %H:%M:%S")),
+            ("machine", platform.platform()),
+            ("CPU count", str(os.cpu_count())),
+            ("python", platform.python_version()),
+            ("torch", _package_version("torch")),
+            ("command", command)]
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _cell(c) -> str:
+    if not isinstance(c, dict) or _number(c.get("mean")) is None:
+        return "–"
+    text = f"{c['mean']:.3f}"
+    if _number(c.get("std")) is not None:
+        text += f" ± {c['std']:.3f}"
+    if isinstance(c.get("n"), int):
+        text += f" (n={c['n']})"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _duration(seconds: float) -> str:
+    whole = int(round(seconds))
+    h, rest = divmod(whole, 3600)
+    return f"{h} h {rest // 60:02d} min {rest % 60:02d} s" if h else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def _utc(ms) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def leaderboard_section(lb: dict) -> list[str]:
+    tasks = list(lb["tasks"])
+    cols = tasks + (["average"] if any("average" in (lb["cells"].get(r) or {}) for r in lb["rows"]) else [])
+    metric = lb.get("metric") or {}
+    best = lb.get("best") or {}
+    header = ["model"] + [f"{c} ({metric[c]})" if c in metric else c for c in cols]
+    rows = []
+    for row in lb["rows"]:
+        cells = lb["cells"].get(row) or {}
+        rows.append([f"`{_md(row)}`"] + [
+            f"**{_cell(cells.get(c))}**" if row in (best.get(c) or []) and c in cells else _cell(cells.get(c))
+            for c in cols])
+    seeds = sorted({s for r in lb["rows"] for c in (lb["cells"].get(r) or {}).values() if isinstance(c, dict)
+                    for s in c.get("seeds") or []})
+    lines = ["## Leaderboard", "",
+             "Test split, each task's headline metric: mean ± std over seeds (n = number of seeds); `average` is the "
+             "mean over tasks of each seed's scores, then mean ± std over seeds. Bold: the best mean of a column."]
+    if seeds:
+        lines[-1] += " Seeds: " + ", ".join(str(s) for s in seeds) + "."
+    return lines + [""] + _table(header, rows)
+
+
+def subdomain_section(lb: dict) -> list[str]:
+    lines = []
+    for task, per_row in sorted((lb.get("subdomains") or {}).items()):
+        names = sorted({n for subs in per_row.values() for n in subs})
+        if not names:
+            continue
+        rows = [[f"`{_md(row)}`"] + [_cell((per_row.get(row) or {}).get(n)) for n in names]
+                for row in lb["rows"] if row in per_row]
+        metric = (lb.get("metric") or {}).get(task)
+        lines += ["", f"### {task}: per subdomain" + (f" ({metric})" if metric else ""), ""]
+        lines += _table(["model"] + names, rows)
+    return (["", "## Per subdomain"] + lines) if lines else []
+
+
+def time_section(results_dir: Path) -> list[str]:
+    runs = workflow_runs(results_dir)
+    jobs = job_times(results_dir)
+    lines = ["", "## Time", ""]
+    if runs:
+        lines += ["Wall time of each workflow invocation on this results directory, from its parent run in "
+                  "`mlflow.db` (an invocation that found nothing to do takes seconds):", ""]
+        rows = []
+        for r in runs:
+            ended = r["end_ms"] is not None and r["start_ms"] is not None
+            rows.append([_md(r["name"]), _utc(r["start_ms"]) if r["start_ms"] is not None else "–",
+                         _duration((r["end_ms"] - r["start_ms"]) / 1000) if ended else "not ended",
+                         _md(r["status"])])
+        lines += _table(["invocation", "started (UTC)", "wall time", "status"], rows)
+    else:
+        lines += ["No workflow invocation recorded in `mlflow.db` here (the store is elsewhere, e.g. an MLflow "
+                  "server, or was removed), so the run's wall time is not on this page."]
+    if jobs:
+        lines += ["", "Seconds the jobs measured themselves (SFT: the training loop with its validation; teacher "
+                  "outputs: the passes over the checkpoints; distillation: the whole distillation). None of them "
+                  "counts process start-up, data preparation or the test evaluation.", ""]
+        lines += _table(["jobs", "count", "sum s", "min s", "max s", "read from"],
+                        [[j["kind"], str(j["jobs"]), f"{j['total']:.1f}", f"{j['min']:.1f}", f"{j['max']:.1f}",
+                          f"`{j['source']}`"] for j in jobs])
+    return lines
+
+
+def environment_section(results_dir: Path) -> list[str]:
+    env = run_environment(results_dir)
+    if not env:
+        return []
+    rows = [[label, "; ".join(_md(v) for v in env[key])] for key, label in RUN_ENV if key in env]
+    return (["", "## Environment the jobs recorded", "",
+             "The `env.*` parameters every job logged to MLflow (all distinct values):", ""]
+            + _table(["parameter", "value"], rows))
+
+
+def render_page(lb: dict, results_dir: Path, command: str, now: datetime | None = None) -> str:
+    profile = lb.get("profile")
+    title = f"Results: profile `{profile}`" if profile else "Results"
+    lines = [f"# {title}", "",
+             "Generated by `python -m report.results_page` from the files in the results directory; do not edit by "
+             "hand, regenerate after a run. Every number below is read from those files. The stamp is the code, "
+             "machine and time this page was written (right after the run, from the same checkout); the environment "
+             "the jobs recorded while they ran is at the end.", ""]
+    lines += _table(["stamp", ""], [[k, _md(v)] for k, v in
+                                    stamp(command, now) + [("results directory", str(results_dir))]
+                                    + ([("profile", _md(profile))] if profile else [])])
+    lines += [""] + leaderboard_section(lb) + subdomain_section(lb) + time_section(results_dir)
+    lines += environment_section(results_dir)
+    lines += ["", "The HTML report beside the leaderboard (`report.html` in the results directory) has the per-seed "
+              "values, every metric of each task, the TFS/SFS decomposition, the teacher schedules, the AW weights "
+              "and the ablations.", ""]
+    return "\n".join(lines)
+
+
+def write_results_page(results_dir: Path, out: Path, command: str) -> None:
+    """Write the Markdown results page for `results_dir` to `out`; raises ResultsError when there is no usable
+    leaderboard."""
+    results_dir, out = Path(results_dir), Path(out)
+    page = render_page(read_leaderboard(results_dir), results_dir, command)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m report.results_page",
+        description="Write a Markdown results page from a results directory (leaderboard.json, the jobs' time "
+                    "records, mlflow.db), stamped with the code's commit, the date, the machine and the command.")
+    ap.add_argument("--results", default="results", help="the results directory (default: results)")
+    ap.add_argument("--out", help="the page to write (default: docs/results/<profile>.md, the profile named in "
+                                  "leaderboard.json)")
+    ap.add_argument("--command", default=NO_COMMAND,
+                    help="the command that produced the results, for the stamp, e.g. \"snakemake --cores 2\"")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    try:
+        out = Path(args.out) if args.out else Path("docs/results") / f"{read_leaderboard(results).get('profile') or 'results'}.md"
+        write_results_page(results, out, args.command)
+    except ResultsError as e:
+        raise SystemExit(f"results page: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"results page: cannot write {e.filename or args.out}: {e.strerror}") from None
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,130 @@
+"""The results page generator (report/results_page.py): a stamp, and only the numbers that are in the files."""
+from __future__ import annotations
+
+import json
+import platform
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from report.results_page import main, write_results_page
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cell(mean, std, seeds):
+    return {"mean": mean, "std": std, "n": len(seeds), "values": [mean] * len(seeds), "seeds": seeds}
+
+
+def _leaderboard() -> dict:
+    return {
+        "profile": "default", "results_dir": "results",
+        "tasks": ["pubmedqa", "synthetic_subdomains"],
+        "rows": ["teacher_sft", "scd+aw"],
+        "metric": {"pubmedqa": "accuracy", "synthetic_subdomains": "exact_match"},
+        "cells": {
+            "teacher_sft": {"pubmedqa": _cell(0.5311, 0.0244, [0, 1, 2]),
+                            "synthetic_subdomains": _cell(0.7953, 0.0312, [0, 1, 2]),
+                            "average": _cell(0.6632, 0.0271, [0, 1, 2])},
+            "scd+aw": {"pubmedqa": _cell(0.5521, 0.0, [0, 1, 2]),
+                       "synthetic_subdomains": _cell(0.5064, 0.0431, [0, 1])},
+        },
+        "best": {"pubmedqa": ["scd+aw"], "synthetic_subdomains": ["teacher_sft"], "average": ["teacher_sft"]},
+        "subdomains": {"synthetic_subdomains": {"teacher_sft": {"TFS": _cell(0.9891, 0.0061, [0, 1, 2]),
+                                                                "SFS": _cell(0.6012, 0.0623, [0, 1, 2])}}},
+    }
+
+
+def _results(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "leaderboard.json").write_text(json.dumps(_leaderboard()))
+    return results
+
+
+def test_page_has_the_stamp_and_the_leaderboard_numbers(tmp_path):
+    results = _results(tmp_path)
+    out = tmp_path / "docs" / "results" / "default.md"
+    write_results_page(results, out, "snakemake --cores 2")
+    page = out.read_text()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert commit and commit in page
+    for field in ("code commit", "date (UTC)", "machine", "CPU count", "python", "torch", "command"):
+        assert f"| {field} |" in page
+    assert platform.platform() in page and platform.python_version() in page
+    assert "snakemake --cores 2" in page and "profile `default`" in page
+    # mean ± std (n seeds), the best of a column in bold, a missing cell as a dash
+    assert "| `teacher_sft` | 0.531 ± 0.024 (n=3) | **0.795 ± 0.031 (n=3)** | **0.663 ± 0.027 (n=3)** |" in page
+    assert "| `scd+aw` | **0.552 ± 0.000 (n=3)** | 0.506 ± 0.043 (n=2) | – |" in page
+    assert "pubmedqa (accuracy)" in page and "synthetic_subdomains (exact_match)" in page
+    assert "0.601 ± 0.062 (n=3)" in page and "0.989 ± 0.006 (n=3)" in page  # per subdomain (SFS, TFS)
+    assert "Seeds: 0, 1, 2." in page
+    # nothing measured that is not in the files: no job times, no wall time
+    assert "wall time is not on this page" in page and "sum s" not in page
+
+
+def test_times_come_from_the_job_records_and_the_mlflow_store(tmp_path):
+    results = _results(tmp_path)
+    seed = results / "synthetic_subdomains" / "seed0"
+    for role, seconds in (("teacher", 12.5), ("student", 7.5)):
+        (seed / role).mkdir(parents=True)
+        (seed / role / "summary.json").write_text(json.dumps({"train_seconds": seconds}))
+    (seed / "teacher_outputs").mkdir()
+    (seed / "teacher_outputs" / "manifest.json").write_text(
+        json.dumps({"checkpoints": {"ckpt-1": {"seconds": 3.0}, "best": {"seconds": 4.5}}}))
+    for method, seconds in (("td", 20.0), ("scd+aw", 31.0)):
+        (seed / "distill" / method).mkdir(parents=True)
+        (seed / "distill" / method / "summary.json").write_text(json.dumps({"wall_seconds": seconds}))
+    # The two tables of MLflow's schema the page reads, with one finished workflow invocation of 46 min 50 s
+    with sqlite3.connect(results / "mlflow.db") as con:
+        con.execute("CREATE TABLE runs (run_uuid TEXT, name TEXT, start_time INTEGER, end_time INTEGER, status TEXT)")
+        con.execute("CREATE TABLE tags (key TEXT, value TEXT, run_uuid TEXT)")
+        con.execute("CREATE TABLE params (key TEXT, value TEXT, run_uuid TEXT)")
+        con.execute("INSERT INTO runs VALUES ('a', 'workflow-default', 1767225600000, 1767228410000, 'FINISHED')")
+        con.execute("INSERT INTO runs VALUES ('b', 'td/seed0', 1767225700000, 1767225730000, 'FINISHED')")
+        con.execute("INSERT INTO tags VALUES ('scd.kind', 'workflow', 'a')")
+        con.execute("INSERT INTO params VALUES ('env.device', 'cpu', 'b')")
+        con.execute("INSERT INTO params VALUES ('env.version.torch', '2.13.0+cpu', 'b')")
+    out = tmp_path / "page.md"
+    write_results_page(results, out, "snakemake --cores 2")
+    page = out.read_text()
+    assert "| workflow-default | 2026-01-01 00:00:00 | 46 min 50 s | FINISHED |" in page
+    assert "td/seed0" not in page  # job runs are not invocations
+    assert "| teacher SFT | 1 | 12.5 | 12.5 | 12.5 |" in page
+    assert "| student SFT | 1 | 7.5 | 7.5 | 7.5 |" in page
+    assert "| teacher outputs | 1 | 7.5 | 7.5 | 7.5 |" in page
+    assert "| distillation | 2 | 51.0 | 20.0 | 31.0 |" in page
+    assert "| device | cpu |" in page and "| torch | 2.13.0+cpu |" in page
+
+
+def test_a_missing_leaderboard_is_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "page.md")])
+    message = str(e.value.code)
+    assert "leaderboard.json not found" in message and "\n" not in message
+    assert not (tmp_path / "page.md").exists()
+
+
+def test_a_malformed_leaderboard_is_one_clear_line(tmp_path):
+    (tmp_path / "leaderboard.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        main(["--results", str(tmp_path), "--out", str(tmp_path / "page.md")])
+    (tmp_path / "leaderboard.json").write_text(json.dumps({"tasks": []}))
+    with pytest.raises(SystemExit, match="missing the key"):
+        main(["--results", str(tmp_path), "--out", str(tmp_path / "page.md")])
+
+
+def test_command_line_writes_the_page_without_a_traceback(tmp_path):
+    results = _results(tmp_path)
+    out = tmp_path / "default.md"
+    done = subprocess.run([sys.executable, "-m", "report.results_page", "--results", str(results), "--out", str(out),
+                           "--command", "snakemake --cores 2"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.exists() and "0.531 ± 0.024 (n=3)" in out.read_text()
+    missing = subprocess.run([sys.executable, "-m", "report.results_page", "--results", str(tmp_path / "none"),
+                              "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().startswith("results page:") and len(missing.stderr.strip().splitlines()) == 1
