@@ -12,8 +12,9 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from scd.config import (ConfigError, ablation_plan, enabled_methods, enabled_tasks, from_command_line,
-                        load_config, stage_config, task_config)
+from scd.config import (ConfigError, ablation_plan, common_settings, enabled_methods, enabled_tasks,
+                        from_command_line, load_config, stage_config, task_config)
+from scd.settings import to_json
 from tasks import TaskDataError, get_task
 from tasks.datafiles import ensure_files, resolve_data_dir
 
@@ -58,9 +59,9 @@ localrules:
 
 
 def job_config(stage, name=None):
-    """The job's configuration as a JSON param: a change to what the stage reads reruns it, nothing else does."""
-    return lambda wc: json.dumps(stage_config(CFG, wc.task, stage, name or getattr(wc, "role", None)
-                                              or getattr(wc, "method", None)), sort_keys=True)
+    """The job's settings as a JSON param: a change to what the stage reads reruns it, nothing else does."""
+    return lambda wc: to_json(stage_config(CFG, wc.task, stage, name or getattr(wc, "role", None)
+                                           or getattr(wc, "method", None)))
 
 
 onstart:
@@ -68,19 +69,19 @@ onstart:
     # schema), and opens the parent run that groups this invocation's jobs.
     from scd import tracking
 
-    os.environ[tracking.PARENT_ENV] = tracking.start_invocation(CFG)
+    os.environ[tracking.PARENT_ENV] = tracking.start_invocation(common_settings(CFG))
 
 onsuccess:
     from scd import tracking
 
     if os.environ.get(tracking.PARENT_ENV):
-        tracking.end_invocation(CFG, os.environ[tracking.PARENT_ENV], ok=True)
+        tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=True)
 
 onerror:
     from scd import tracking
 
     if os.environ.get(tracking.PARENT_ENV):
-        tracking.end_invocation(CFG, os.environ[tracking.PARENT_ENV], ok=False)
+        tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
 
 
 rule all:

@@ -26,18 +26,17 @@ def _load(module: str):
     return importlib.import_module(module)
 
 
-def _job_config(args) -> dict:
+def _job_config(args, stage: str, name: str | None = None):
+    """The job's settings (scd.settings): from --config JSON (what the Snakefile passes), else built from the
+    repository's config for --profile."""
     if args.config:
-        try:
-            return json.loads(args.config)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--config is not valid JSON: {e}") from None
+        return _load("scd.settings").job_from_json(stage, args.config)
     config = _load("scd.config")
     cfg = config.load_config(args.profile)
     if args.task not in cfg["tasks"]:
         raise UsageError(f"task {args.task!r} is not in the {args.profile!r} configuration; "
-                          f"configured: {', '.join(cfg['tasks'])}")
-    return config.task_config(cfg, args.task)
+                         f"configured: {', '.join(cfg['tasks'])}")
+    return config.stage_config(cfg, args.task, stage, name)
 
 
 def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -50,35 +49,42 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def cmd_prepare(args):
-    m = _load("scd.stages.prepare").prepare(_job_config(args), Path(args.out))
+    m = _load("scd.stages.prepare").prepare(_job_config(args, "prepare"), Path(args.out))
     print(f"prepared {m['task']}: {m['counts']}, vocabulary {m['vocab_size']}")
 
 
 def cmd_sft(args):
-    s = _load("scd.stages.sft").sft(_job_config(args), args.role, args.seed, Path(args.data), Path(args.out))
+    job = _job_config(args, "sft", args.role)
+    if job.role != args.role:
+        raise UsageError(f"--role {args.role} but the job configuration is the {job.role}'s")
+    s = _load("scd.stages.sft").sft(job, args.seed, Path(args.data), Path(args.out))
     print(f"{args.role} SFT: best validation score {s['best_val_score']:.4f} at step {s['best_step']}/{s['steps']}, "
           f"{s['train_seconds']:.1f} s, {s['tokens_per_second']:.0f} tokens/s, MLflow run {s['run_id']}")
 
 
 def cmd_teacher_outputs(args):
-    m = _load("scd.stages.teacher_outputs").write_teacher_outputs(_job_config(args), args.seed, Path(args.data), Path(args.teacher), Path(args.out))
+    m = _load("scd.stages.teacher_outputs").write_teacher_outputs(
+        _job_config(args, "teacher_outputs"), args.seed, Path(args.data), Path(args.teacher), Path(args.out))
     secs = sum(c["seconds"] for c in m["checkpoints"].values())
     print(f"teacher outputs of {len(m['checkpoints'])} checkpoints on {m['train_rows']} training and "
           f"{m['transfer_rows']} transfer rows in {secs:.1f} s")
 
 
 def cmd_distill(args):
-    cfg = _job_config(args)
-    s = _load("scd.stages.distill").distill(cfg, args.method, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
-                Path(args.out), Path(args.teacher_outputs) if args.teacher_outputs else None)
+    job = _job_config(args, "distill", args.method)
+    if job.method != args.method:
+        raise UsageError(f"--method {args.method} but the job configuration is method {job.method!r}'s")
+    s = _load("scd.stages.distill").distill(job, args.seed, Path(args.data), Path(args.teacher), Path(args.student),
+                                           Path(args.out), Path(args.teacher_outputs) if args.teacher_outputs else None)
     print(f"{args.method}: teachers {s['schedule']}, best validation score {s['best_val_score']:.4f}, "
           f"{s['train_seconds']:.1f} s, MLflow run {s['run_id']}")
-    if args.eval_out:  # the test evaluation in the same process: one job start-up (~8 s of imports) less
-        _evaluate(cfg, args.out, args.method, args.seed, args.data, args.eval_out)
+    if args.eval_out:  # the test evaluation in the same process: one job start-up less
+        _evaluate(job, args.out, args.method, args.seed, args.data, args.eval_out)
 
 
-def _evaluate(cfg, model, name, seed, data, out, zero_shot=None):
-    s = _load("scd.stages.evaluate").evaluate_model(cfg, Path(model) if model else None, name, seed, Path(data), Path(out), zero_shot)
+def _evaluate(job, model, name, seed, data, out):
+    s = _load("scd.stages.evaluate").evaluate_model(job, Path(model) if model else None, name, seed, Path(data),
+                                                    Path(out))
     subs = ", ".join(f"{k} {v['score']:.4f}" for k, v in s["subdomains"].items())
     scores = ", ".join(f"{k} {v:.4f}" for k, v in s["scores"].items())
     print(f"{name} on {s['task']} test: {scores}" + (f" ({s['metric']} per subdomain: {subs})" if subs else ""))
@@ -87,7 +93,8 @@ def _evaluate(cfg, model, name, seed, data, out, zero_shot=None):
 def cmd_evaluate(args):
     if bool(args.model) == bool(args.zero_shot):
         raise UsageError("give either --model (a trained model directory) or --zero-shot teacher|student")
-    _evaluate(_job_config(args), args.model, args.name, args.seed, args.data, args.out, args.zero_shot)
+    job = _job_config(args, "zero_shot", args.zero_shot) if args.zero_shot else _job_config(args, "evaluate")
+    _evaluate(job, args.model, args.name, args.seed, args.data, args.out)
 
 
 def cmd_aggregate(args):
@@ -95,12 +102,14 @@ def cmd_aggregate(args):
         ablations = json.loads(args.ablations) if args.ablations else None
     except json.JSONDecodeError as e:
         raise UsageError(f"--ablations is not valid JSON: {e}") from None
-    _load("scd.data").write_json(args.out, _load("scd.stages.aggregate").aggregate([Path(f) for f in args.evals], args.methods, args.profile, args.results_dir,
-                                   ablations))
+    board = _load("scd.stages.aggregate").aggregate([Path(f) for f in args.evals], args.methods, args.profile,
+                                                    args.results_dir, ablations)
+    _load("scd.data").write_json(args.out, board)
 
 
 def cmd_report(args):
-    Path(args.out).write_text(_load("report.render").render(json.loads(Path(args.leaderboard).read_text())), encoding="utf-8")
+    board = json.loads(Path(args.leaderboard).read_text())
+    Path(args.out).write_text(_load("report.render").render(board), encoding="utf-8")
 
 
 def cmd_tasks(args):
@@ -117,6 +126,8 @@ def cmd_tasks(args):
 
 
 def cmd_methods(args):
+    if args.action == "check":
+        return _load("scd.distill.checks").main(args.names)
     _load("scd.distill.plugins").load_plugins()
     reg_mod, resolve_spec = _load("scd.distill.parts"), _load("scd.distill.methods").resolve_spec
 
@@ -124,10 +135,10 @@ def cmd_methods(args):
         return ", ".join(f"{k}={v!r}" for k, v in d.items()) or "-"
 
     cfg = _load("scd.config").load_config(args.profile)
-    print(f"methods configured in profile {cfg['profile']!r} (config/config.yaml `methods`):")
+    print(f"methods defined for profile {cfg['profile']!r} (config `methods`; [runs]: in its `run_methods`):")
     for name, spec in cfg["methods"].items():
         full = resolve_spec(name, spec)
-        off = "" if full.get("enabled", True) else "  [disabled]"
+        off = "  [runs]" if name in cfg["run_methods"] else ""
         parts = (f"schedule={full['schedule']} divergence={full['divergence']} weighting={full['weighting']} "
                  f"responses={full['responses']} alpha={full['alpha']} temperature={full['temperature']}")
         extra = {k: full[k] for k in ("options", "schedule_options", "weighting_options", "responses_options")
@@ -153,7 +164,7 @@ def cmd_check_config(args):
     cfg = _load("scd.config").load_config(args.profile)
     print(f"configuration for profile {cfg['profile']!r} is valid: tasks {', '.join(cfg['tasks'])} "
           f"(selected as {', '.join(cfg['task_selection'])}); "
-          f"methods {', '.join(cfg['methods'])}; seeds {cfg['seeds']}")
+          f"methods {', '.join(cfg['run_methods'])}; seeds {cfg['seeds']}")
 
 
 def _data_dir(args) -> Path:
@@ -257,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the configured methods and every registered part (presets, "
                                        "divergences, schedules, weightings, response sources) with its "
                                        "hyperparameters and reference")
-    p.add_argument("action", nargs="?", choices=["list"], default="list", help="list (the default)")
+    p.add_argument("action", nargs="?", choices=["list", "check"], default="list",
+                   help="list (the default), or check: the property checks of the divergences named")
+    p.add_argument("names", nargs="*", metavar="NAME", help="with check: registered divergence names")
     p.add_argument("--profile", default="default", help="whose configured methods to show")
     p.set_defaults(fn=cmd_methods)
     p = sub.add_parser("data", help="check the tasks' data files against their declared sha256 (verify) or "
@@ -274,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--base-url", help="download base (else $SCD_FETCH_BASE_URL, else "
                                               "https://raw.githubusercontent.com)")
         d.set_defaults(fn=cmd_data)
+    p = sub.add_parser("results-page", help="write a Markdown results page from a results directory, stamped with "
+                                            "commit, date, machine and command")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="as `python -m report.results_page --help` says")
+    p.set_defaults(fn=lambda args: _load("report.results_page").main(args.argv))
     p = sub.add_parser("check-config", help="validate config/config.yaml with a profile overlay")
     p.add_argument("--profile", default="default")
     p.set_defaults(fn=cmd_check_config)

@@ -2,7 +2,6 @@
 against `config/schema.json` so that a wrong key or value fails at start with its path in the message."""
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -10,9 +9,11 @@ import jsonschema
 import yaml
 
 from scd.dicts import deep_merge
-from scd.distill.methods import method_from_config, resolve_spec
-from scd.distill.parts import SCHEDULES
+from scd.distill.methods import explicit_options, method_from_config, method_spec, resolve_spec
+from scd.distill.parts import METHODS
+from scd.models import model_spec
 from scd.registry import did_you_mean
+from scd.settings import STAGES, DistillTraining, Job, Optimization, SettingsError, build
 from tasks import expand, get_task, list_tasks, task_groups
 from tasks.datafiles import resolve_data_dir
 
@@ -87,6 +88,10 @@ def _check_names(cfg: dict) -> None:
             method_from_config(name, spec)
         except (KeyError, ValueError) as e:
             problems.append(f"methods.{name}: {e}")
+    for name in cfg["run_methods"]:
+        if name not in cfg["methods"] and name not in METHODS:
+            problems.append(f"run_methods: {name!r} is neither defined under `methods` nor a registered preset."
+                            f"{did_you_mean(name, list(cfg['methods']) + list(METHODS))}")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -109,19 +114,29 @@ def from_command_line(value):
     return value
 
 
+def _overlay(profile: str, seen: tuple = ()) -> dict:
+    """config/<profile>.yaml over the profile it `extends` (if any)."""
+    path = CONFIG_DIR / f"{profile}.yaml"
+    if profile == "config" or not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem not in ("config", "schema"))
+        raise ConfigError(f"no config overlay for profile {profile!r} (looked for {path}).{did_you_mean(profile, known)}")
+    if profile in seen:
+        raise ConfigError(f"config/{profile}.yaml: `extends` cycle through {' -> '.join(seen + (profile,))}")
+    overlay = read_yaml(path)
+    parent = overlay.pop("extends", None)
+    return deep_merge(_overlay(parent, seen + (profile,)), overlay) if parent else overlay
+
+
 def load_config(profile: str | None = None, overrides: dict | None = None) -> dict:
-    """config/config.yaml <- config/<profile>.yaml (if present) <- overrides, then validated."""
+    """config/config.yaml <- config/<profile>.yaml (over the profile it extends) <- overrides, then validated."""
     cfg = read_yaml(CONFIG_DIR / "config.yaml")
     profile = profile or (overrides or {}).get("profile") or cfg.get("profile", "default")
-    overlay = CONFIG_DIR / f"{profile}.yaml"
-    if overlay.exists():
-        cfg = deep_merge(cfg, read_yaml(overlay))
-    elif profile != "default":
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "config")
-        raise ConfigError(f"no config overlay for profile {profile!r} (looked for {overlay}).{did_you_mean(profile, known)}")
+    cfg = deep_merge(cfg, _overlay(profile))
     cfg = deep_merge(cfg, overrides or {})
     cfg["profile"] = profile
     validate(cfg)
+    for name in cfg["run_methods"]:  # a preset run under its own name needs no entry of its own
+        cfg["methods"].setdefault(name, {})
 
     # `tasks` may name groups: from here on it lists task names; the selection as written is kept for the record
     cfg["task_selection"], cfg["tasks"] = cfg["tasks"], expand(cfg["tasks"])
@@ -143,74 +158,88 @@ def task_config(cfg: dict, task: str) -> dict:
     return merged
 
 
-def data_dir(cfg: dict) -> Path:
+def data_dir(cfg: dict | None) -> Path:
     """The task data directory: $SCD_DATA_DIR, else the config key, else the per-user cache (tasks.datafiles)."""
-    return resolve_data_dir(cfg.get("data_dir"))[0]
+    return resolve_data_dir((cfg or {}).get("data_dir"))[0]
 
 
-# What each stage reads: a job gets only these keys, so that its Snakemake params (and with them the rerun
-# decision) change only when something that stage uses changes. Adding a method never retrains the SFT models.
-COMMON_KEYS = ("profile", "results_dir", "mlflow", "threads", "device", "precision", "log_every", "evaluation", "task")
+# What every job reads (scd.settings.Job); each stage adds its own part. A job's params are exactly its stage's
+# settings, so a change reruns only the jobs that read it: adding a method never retrains the SFT models.
+COMMON_KEYS = ("profile", "results_dir", "threads", "device", "precision", "log_every", "evaluation", "mlflow")
 
 
-def _model_specs(full: dict, role: str) -> dict:
-    """The model spec a job builds `role` from, with the spec it derives from (`derive_from`) beside it."""
-    specs = {role: full["models"][role]}
-    source = specs[role].get("derive_from")
-    if source in full["models"]:
-        specs[source] = full["models"][source]
-    return specs
+def _model_spec(full: dict, role: str) -> dict:
+    """The spec `role` is built from (scd.models.model_spec: a derived student's base under `base`)."""
+    try:
+        return model_spec(full["models"], role)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
-def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> dict:
-    """The configuration of one job: `stage` in prepare | sft | teacher_outputs | distill | evaluate | zero_shot;
+def _phase(training: dict, cls: type, where: str):
+    try:
+        return build(cls, training, where)
+    except SettingsError as e:
+        raise ConfigError(f"invalid configuration: {e}") from None
+
+
+def common_settings(cfg: dict, task: str = "") -> Job:
+    """The settings every job reads, e.g. for the workflow's own MLflow parent run."""
+    return build(Job, {k: cfg[k] for k in COMMON_KEYS if k in cfg} | {"task": task})
+
+
+def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> Job:
+    """The settings of one job: `stage` in prepare | sft | teacher_outputs | distill | evaluate | zero_shot;
     `name` the SFT / zero-shot role or the method."""
     full = task_config(cfg, task)
-    out = {k: full[k] for k in COMMON_KEYS if k in full}
+    out = {k: full[k] for k in COMMON_KEYS if k in full} | {"task": task}
     if stage == "prepare":
         out |= {k: full[k] for k in ("data_dir", "tokenizer", "max_length") if k in full}
         # every option with its value, defaults from the task's YAML included: changing a task's default
         # re-prepares its data (and so retrains what depends on it), as changing the config would
-
         out["task_options"] = get_task(task).check_options(full.get("task_options") or {})
         out["task_fingerprint"] = get_task(task).fingerprint()
         if (full.get("tokenizer") or {}).get("source") == "teacher":
-            out["models"] = {"teacher": full["models"]["teacher"]}
+            out["teacher"] = full["models"]["teacher"]
     elif stage == "sft":
-        out |= {"models": _model_specs(full, name), "training": {name: full["training"][name]}}
-        if name == "teacher":
-            out["checkpoints"] = full.get("checkpoints", 1)
+        phase = dict(full["training"][name])
+        save = phase.pop("save_checkpoints", 1)
+        out |= {"role": name, "model": _model_spec(full, name),
+                "training": _phase(phase, Optimization, f"training.{name}"),
+                "save_checkpoints": save if name == "teacher" else 0}
     elif stage == "teacher_outputs":
-        out["training"] = {"distill": {"transfer": full["training"]["distill"].get("transfer", True)}}
+        out["transfer"] = full["training"]["distill"].get("transfer", DistillTraining.transfer)
     elif stage == "distill":
-        out |= {"methods": {name: full["methods"][name]}, "training": {"distill": full["training"]["distill"]}}
+        training = _phase(full["training"]["distill"], DistillTraining, "training.distill")
+        out |= {"method": name, "spec": method_spec(name, full["methods"][name]), "training": training}
         # the student starts from scratch (it needs its spec) or trains with gradient checkpointing (a switch of the
         # spec that a saved model does not carry)
-        if full["training"]["distill"].get("init") == "base" or full["models"]["student"].get("gradient_checkpointing"):
-            out["models"] = _model_specs(full, "student")
+        if training.init == "base" or full["models"]["student"].get("gradient_checkpointing"):
+            out["student"] = _model_spec(full, "student")
     elif stage == "zero_shot":  # the model before fine-tuning is built from its spec
-        out["models"] = _model_specs(full, name)
+        out |= {"role": name, "model": _model_spec(full, name)}
     elif stage != "evaluate":
         raise ValueError(f"unknown stage {stage!r}")
-    return out
+    try:
+        return build(STAGES[stage], out, stage)
+    except SettingsError as e:
+        raise ConfigError(f"invalid configuration for task {task!r}: {e}") from None
 
 
 ABLATIONS = {  # config key -> (variant name suffix, how a value changes a method's spec)
-    "granularity": ("n", lambda spec, n: spec | {"checkpoints": n, "stages": n}),
+    "granularity": ("n", lambda spec, n: spec | {"trajectory": n, "stages": n}),
     "lam": ("lam", lambda spec, v: spec | {"schedule_options": {**spec.get("schedule_options", {}), "lam": v}}),
 }
 
 
 def _effective(spec: dict, cfg: dict) -> dict:
-    """A resolved method spec with the defaults it inherits made explicit, so two specs compare equal when they would run
-    the same: stages and trajectory size from training.distill, SCD's lambda default."""
-
-
+    """A resolved method spec with what it inherits made explicit (stages and trajectory size from
+    training.distill, its parts' declared option defaults), so two specs compare equal when they would run the
+    same."""
     phase = cfg["training"]["distill"]
-    out = {"stages": phase.get("stages", 1), "checkpoints": phase.get("checkpoints")} | spec
-    defaults = {k: p.default for k, p in inspect.signature(SCHEDULES.get(out["schedule"])).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    return out | {"schedule_options": defaults | out.get("schedule_options", {})}
+    out = spec | {"stages": spec.get("stages") or phase.get("stages", DistillTraining.stages),
+                  "trajectory": spec.get("trajectory") or phase.get("trajectory", DistillTraining.trajectory)}
+    return explicit_options(out)
 
 
 def ablation_plan(cfg: dict) -> dict:
@@ -233,8 +262,8 @@ def ablation_plan(cfg: dict) -> dict:
                 problems.append(f"ablations.{axis}.methods: {base!r} is not a configured method."
                                 f"{did_you_mean(base, list(cfg['methods']))}")
                 continue
-            if not cfg["methods"][base].get("enabled", True):
-                continue  # a disabled method runs in no variant either
+            if base not in cfg["run_methods"]:
+                continue  # a method the profile does not run runs in no variant either
             base_spec = resolve_spec(base, cfg["methods"][base])  # a variant keeps its base's preset
             for value in abl[axis]["values"]:
                 spec = vary(base_spec, value)
@@ -253,4 +282,5 @@ def enabled_tasks(cfg: dict) -> list[str]:
 
 
 def enabled_methods(cfg: dict) -> list[str]:
-    return [m for m, spec in cfg["methods"].items() if spec.get("enabled", True)]
+    """The methods the profile runs, in its order."""
+    return list(cfg["run_methods"])

@@ -90,9 +90,8 @@ def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size
     return out
 
 
-def evaluation_mode(task, cfg: dict | None) -> str:
+def evaluation_mode(task, mode: str | None = "task") -> str:
     """The task's declared mode unless the config's `evaluation.mode` asks for generate or choices."""
-    mode = ((cfg or {}).get("evaluation") or {}).get("mode", "task")
     mode = task.evaluation["mode"] if mode in (None, "task") else mode
     if mode == "choices" and not task.choices():
         raise ValueError(f"task {task.name!r} declares no choices or labels: it cannot be scored by option scoring; "
@@ -144,17 +143,15 @@ def summarize(task, records: list[dict], rows: list[dict]) -> dict:
     return summary
 
 
-def validator(prep: Prepared, cfg: dict, device):
+def validator(prep: Prepared, batch_size: int, mode: str, precision: str, device):
     """The epoch-end validation score of training: the task's headline metric on the validation split."""
     rows = prep.rows("validation")
-    bs = cfg.get("evaluation", {}).get("batch_size", 64)
-
-    mode = evaluation_mode(prep.task, cfg)
+    mode = evaluation_mode(prep.task, mode)
 
     def validate(model) -> float:
-        with autocast(cfg.get("precision", "fp32"), device):
-            recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, bs, device, with_nll=False,
-                           mode=mode)
+        with autocast(precision, device):
+            recs = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length, batch_size, device,
+                           with_nll=False, mode=mode)
         return prep.task.score([r["pred"] for r in recs], [r["gold"] for r in recs], rows)
 
     return validate

@@ -15,12 +15,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup(cfg: dict, seed: int) -> torch.device:
+def setup(seed: int, threads: int, device: str) -> torch.device:
     """Seeds, torch threads and device. Same seed + config + thread count on one machine -> same numbers."""
-    torch.set_num_threads(cfg.get("threads", 1))
+    torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()  # job logs are files; progress bars only clutter them
     seed_everything(seed)
-    device = cfg.get("device", "cpu")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import is_dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -22,44 +23,46 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from scd.dicts import flatten  # noqa: E402
+from scd.settings import Job, to_dict  # noqa: E402
 
 PARENT_ENV = "SCD_MLFLOW_PARENT_RUN"
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "trl", "mlflow", "snakemake", "scd-bench")
 
 
-def tracking_uri(cfg: dict) -> str:
+# Every function takes the job's settings (scd.settings.Job: results_dir, profile, mlflow.experiment,
+# mlflow.tracking_uri).
+
+def tracking_uri(job: Job) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    if (cfg.get("mlflow") or {}).get("tracking_uri"):
-        return cfg["mlflow"]["tracking_uri"]
-    return f"sqlite:///{(Path(cfg['results_dir']) / 'mlflow.db').resolve()}"
+    if job.mlflow.tracking_uri:
+        return job.mlflow.tracking_uri
+    return f"sqlite:///{(Path(job.results_dir) / 'mlflow.db').resolve()}"
 
 
-def init_store(cfg: dict) -> str:
+def init_store(job: Job) -> str:
     """Create the store and the experiment (idempotent); return the experiment id."""
     # A client bound to the URI, never mlflow.set_tracking_uri: that also sets $MLFLOW_TRACKING_URI for this
     # process and every job it starts, which would then ignore their own configuration.
-    client = MlflowClient(tracking_uri(cfg))
-    Path(cfg["results_dir"]).mkdir(parents=True, exist_ok=True)
-    name = (cfg.get("mlflow") or {}).get("experiment", "scd-bench")
-    exp = client.get_experiment_by_name(name)
+    client = MlflowClient(tracking_uri(job))
+    Path(job.results_dir).mkdir(parents=True, exist_ok=True)
+    exp = client.get_experiment_by_name(job.mlflow.experiment)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (Path(cfg["results_dir"]) / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    artifacts = (Path(job.results_dir) / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(job.mlflow.experiment, artifact_location=artifacts)
 
 
-def start_invocation(cfg: dict) -> str:
+def start_invocation(job: Job) -> str:
     """The parent run of one workflow invocation; jobs find it through $SCD_MLFLOW_PARENT_RUN."""
-    exp_id = init_store(cfg)
-    run = MlflowClient(tracking_uri(cfg)).create_run(
-        exp_id, run_name=f"workflow-{cfg.get('profile', 'default')}",
-        tags={"scd.kind": "workflow", "scd.profile": cfg.get("profile", "default")})
+    exp_id = init_store(job)
+    run = MlflowClient(tracking_uri(job)).create_run(
+        exp_id, run_name=f"workflow-{job.profile}", tags={"scd.kind": "workflow", "scd.profile": job.profile})
     return run.info.run_id
 
 
-def end_invocation(cfg: dict, run_id: str, ok: bool) -> None:
-    MlflowClient(tracking_uri(cfg)).set_terminated(run_id, "FINISHED" if ok else "FAILED")
+def end_invocation(job: Job, run_id: str, ok: bool) -> None:
+    MlflowClient(tracking_uri(job)).set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
 def environment(device: str) -> dict[str, str]:
@@ -107,19 +110,21 @@ class RunLogger:
 
 
 @contextmanager
-def job_run(cfg: dict, name: str, tags: dict, params: dict, device: str = "cpu"):
-    """An MLflow run for one job: tagged, parametrised, its environment recorded; FAILED if the job raises."""
-    exp_id = init_store(cfg)
-    client = MlflowClient(tracking_uri(cfg))
+def job_run(job: Job, name: str, tags: dict, params: dict, device: str = "cpu"):
+    """An MLflow run for one job: tagged, parametrised (`params`, with settings objects as their fields), its
+    environment recorded; FAILED if the job raises."""
+    exp_id = init_store(job)
+    client = MlflowClient(tracking_uri(job))
     all_tags = {f"scd.{k}": str(v) for k, v in tags.items()}
-    all_tags["scd.profile"] = str(cfg.get("profile", "default"))
+    all_tags["scd.profile"] = job.profile
     if os.environ.get(PARENT_ENV):
         all_tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     run = client.create_run(exp_id, run_name=name, tags=all_tags)
     logger = RunLogger(client, run.info.run_id)
     try:
+        params = {k: to_dict(v) if is_dataclass(v) else v for k, v in params.items()}
         logger.params({**flatten(params), **{f"env.{k}": v for k, v in environment(device).items()}})
-        logger.artifact_json({"argv": sys.argv, "config": cfg}, "job.json")
+        logger.artifact_json({"argv": sys.argv, "config": to_dict(job)}, "job.json")
         yield logger
         logger.flush()
         client.set_terminated(run.info.run_id, "FINISHED")

@@ -19,6 +19,7 @@ import torch
 
 from scd.data import Encoded, batches
 from scd.runtime import autocast
+from scd.settings import Optimization
 from scd.tokens import response_mask
 
 
@@ -34,7 +35,7 @@ def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     return f
 
 
-def train(model: torch.nn.Module, data: list[Encoded], phase: dict, *, pad_id: int, seed: int,
+def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, pad_id: int, seed: int,
           loss_fn: Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict]],
           validate: Callable[[torch.nn.Module], float], log: Callable[[dict, int], None],
           log_every: int = 10, checkpoint_steps: dict[int, str] | None = None,
@@ -47,19 +48,18 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: dict, *, pad_id: i
     and picks its best over all stages). `extra_parameters` (e.g. a loss's projectors) train along with the
     model; `after_step(loss, step)` runs after every optimizer step. Returns a summary dict."""
     model.to(device)
-    bs = phase["batch_size"]
-    micro = phase.get("micro_batch_size") or bs
+    bs = phase.batch_size
+    micro = phase.micro_batch_size or bs
     steps_per_epoch = math.ceil(len(data) / bs)
-    total = phase["epochs"] * steps_per_epoch
+    total = phase.epochs * steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters or [])
-    opt = torch.optim.AdamW(params, lr=phase["lr"],
-                            betas=tuple(phase.get("betas", (0.9, 0.999))), weight_decay=phase.get("weight_decay", 0.0))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, phase.get("warmup_ratio", 0.0)))
+    opt = torch.optim.AdamW(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, phase.warmup_ratio))
     checkpoint_steps = checkpoint_steps or {}
 
     best_score, best_step, best_state = -math.inf, 0, None
     step, t0, tokens, val_seconds = 0, time.perf_counter(), 0, 0.0
-    for epoch in range(phase["epochs"]):
+    for epoch in range(phase.epochs):
         model.train()
         for batch in batches(data, bs, pad_id, shuffle=True, seed=seed * 100_003 + epoch):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -76,8 +76,8 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: dict, *, pad_id: i
                 # token-normalised terms add up over micro-batches; means (e.g. weight_mean) average
                 stats = {k: stats.get(k, 0.0) + (v / parts if k.endswith("_mean") else v)
                          for k, v in part_stats.items()}
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, phase["grad_clip"]) \
-                if phase.get("grad_clip") else torch.tensor(0.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, phase.grad_clip) \
+                if phase.grad_clip else torch.tensor(0.0)
             opt.step()
             sched.step()
             step += 1

@@ -2,6 +2,7 @@
 combines them. `resolve_spec` turns a config entry (or a registered preset) into a full spec with defaults."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 
@@ -18,13 +19,15 @@ from scd.distill.parts import (
     register_divergence,
 )
 from scd.distill.plugins import load_plugins
+from scd.settings import MethodSpec, SettingsError, build, to_dict
 from scd.tokens import CHUNK_TOKENS, at_positions, nll, response_mask, token_ce
 
 RESERVED = {"teacher_sft", "student_sft", "teacher_zero_shot", "student_zero_shot"}  # leaderboard rows that are not distillation methods
 
-# What a config entry inherits when it does not say: TD's schedule, no weighting, gold responses, vanilla KD's mix.
-DEFAULTS = {"schedule": "best", "weighting": "none", "responses": "gold", "alpha": 0.5, "temperature": 1.0,
-            "tau_squared": False}
+# What a config entry inherits when it does not say (scd.settings.MethodSpec's defaults): TD's schedule, no
+# weighting, gold responses, vanilla KD's mix.
+DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(MethodSpec) if f.name != "divergence"}
 
 
 @register_divergence("none", reference="no divergence: the loss is the CE term alone (e.g. sequence-level KD)")
@@ -125,7 +128,7 @@ def _build(cls, options: dict, what: str):
 
 def resolve_spec(name: str, spec: dict) -> dict:
     """A config entry with its preset (`preset:`, or a registered preset of the same name) and the defaults
-    filled in. The entry's own keys win; `enabled` and the staging keys pass through."""
+    filled in (every key of scd.settings.MethodSpec). The entry's own keys win."""
     load_plugins()
     preset_name = spec.get("preset", name if name in METHODS else None)
     preset = dict(METHODS.get(preset_name)) if preset_name is not None else {}
@@ -136,10 +139,27 @@ def resolve_spec(name: str, spec: dict) -> dict:
     return full
 
 
-def method_from_config(name: str, spec: dict) -> Method:
+def method_spec(name: str, spec: dict) -> MethodSpec:
+    """The resolved spec as its typed settings object."""
     if name in RESERVED:
         raise ValueError(f"{name!r} names a leaderboard row of its own; pick another method name")
-    spec = resolve_spec(name, spec)
+    try:
+        return build(MethodSpec, resolve_spec(name, spec), f"methods.{name}")
+    except SettingsError as e:
+        raise ValueError(str(e)) from None
+
+
+def explicit_options(spec: dict) -> dict:
+    """A resolved spec with its parts' declared option defaults made explicit (e.g. SCD's lam), so two specs
+    compare equal when they run the same."""
+    out = dict(spec)
+    for key, registry in (("schedule", SCHEDULES), ("weighting", WEIGHTINGS), ("responses", RESPONSES)):
+        out[f"{key}_options"] = hyperparameters(registry.get(spec[key])) | (spec.get(f"{key}_options") or {})
+    return out
+
+
+def method_from_config(name: str, spec: dict | MethodSpec) -> Method:
+    spec = to_dict(spec) if isinstance(spec, MethodSpec) else to_dict(method_spec(name, spec))
     div = DIVERGENCES.get(spec["divergence"])
     options = dict(spec.get("options", {}))
     if isinstance(div, type) and issubclass(div, Objective):

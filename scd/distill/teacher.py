@@ -279,5 +279,5 @@ def teacher_outputs(prep: Prepared, cfg: dict, teacher: Path, device, cache: Pat
         for p in prompts:  # only the prompt is used; the target is what the teacher generates
             p.answer_ids = []
     return TeacherOutputs(teacher, prep.encoded("train"), prompts, prep.tokenizer, len(prep.tokenizer), device,
-                          cfg.get("precision", "fp32"), cfg.get("evaluation", {}).get("batch_size", 256),
+                          cfg.precision, cfg.evaluation.batch_size,
                           prep.task.evaluation.get("max_new_tokens", 16), cache)

@@ -8,6 +8,7 @@ vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -18,14 +19,15 @@ import torch
 from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.context import StageContext
-from scd.distill.methods import method_from_config, resolve_spec
+from scd.distill.methods import method_from_config
 from scd.distill.probe import ProbeSet
 from scd.distill.teacher import teacher_outputs
 from scd.evaluate import validator
-from scd.models import build_model, enable_gradient_checkpointing, load_trained, model_spec, save_trained
+from scd.models import build_model, enable_gradient_checkpointing, load_trained, save_trained
 from scd.plots import histogram_svg
 from scd.prepared import Prepared
 from scd.runtime import setup
+from scd.settings import DistillJob
 from scd.tokens import response_columns, response_mask
 from scd.train import train
 
@@ -51,44 +53,42 @@ def weight_histogram(w: torch.Tensor, groups: list[str]) -> dict:
     return out
 
 
-def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
+def initial_student(job: DistillJob, prep: Prepared, student: Path, seed: int):
     """The student-SFT model (default), or with `training.distill.init: base` the base student that SFT started
     from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
-    if cfg["training"]["distill"].get("init", "student_sft") == "base":
-        return build_model(model_spec(cfg["models"], "student"), prep.tokenizer, prep.task.positions, seed)
+    if job.training.init == "base":
+        return build_model(job.student, prep.tokenizer, prep.task.positions, seed)
     model = load_trained(student / "best", trainable=True)
-    if cfg.get("models", {}).get("student", {}).get("gradient_checkpointing"):  # as build_model does for SFT
+    if (job.student or {}).get("gradient_checkpointing"):  # as build_model does for SFT
         enable_gradient_checkpointing(model)
     return model
 
 
-def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path,
+def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path, out: Path,
             teacher_cache: Path | None = None) -> dict:
     started = time.perf_counter()
-    device = setup(cfg, seed)
+    device = setup(seed, job.threads, job.device)
     prep = Prepared.open(data)
-    spec = cfg["methods"][method_name]
-    method = method_from_config(method_name, spec)
-    phase = cfg["training"]["distill"]
-    method.chunk_tokens = phase.get("chunk_tokens", method.chunk_tokens)
-    stages = spec.get("stages", phase.get("stages", 1))
-    model = initial_student(cfg, prep, student, seed).to(device)
+    method_name, phase, stages = job.method, job.training, job.stages
+    method = method_from_config(method_name, job.spec)
+    method.chunk_tokens = phase.chunk_tokens
+    model = initial_student(job, prep, student, seed).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
-    teachers = teacher_outputs(prep, cfg, teacher, device, teacher_cache, phase.get("transfer", True))
+    teachers = teacher_outputs(prep, job, teacher, device, teacher_cache, phase.transfer)
     train_set = teachers.train_rows
     subdomains = [r.get("subdomain") for r in prep.rows("train")]
-    trajectory = teachers.checkpoints(spec.get("checkpoints", phase.get("checkpoints")))
+    trajectory = teachers.checkpoints(job.trajectory)
     ctx = StageContext(trajectory, teachers, model, train_set, pad,
-                       probe=ProbeSet.sample(train_set, phase.get("probe_size", 256), seed, pad, vocab),
-                       student_sft_dir=student, batch_size=cfg.get("evaluation", {}).get("batch_size", 64),
+                       probe=ProbeSet.sample(train_set, phase.probe_size, seed, pad, vocab),
+                       student_sft_dir=student, batch_size=job.evaluation.batch_size,
                        n_stages=stages)
 
     objective = method.objective
     if objective is not None:
         objective.bind(model.config.hidden_size, teachers.head("best").shape[1])
         objective.to(device)
-    total_steps = stages * max(1, phase["epochs"] // stages) * math.ceil(
-        (len(train_set) + len(teachers.transfer_prompts)) / phase["batch_size"])
+    total_steps = stages * max(1, phase.epochs // stages) * math.ceil(
+        (len(train_set) + len(teachers.transfer_prompts)) / phase.batch_size)
 
     def loss_fn(model, batch, n_tokens):
         batch, live = method.responses.batch(batch, model, teachers)
@@ -120,15 +120,13 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
     def after_step(loss: float, step: int) -> None:
         if objective is not None:
             objective.after_step(loss, offset + step, total_steps)
-            if (offset + step) % cfg.get("log_every", 10) == 0:
+            if (offset + step) % job.log_every == 0:
                 log(objective.log_values(), offset + step)
 
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
-    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer", "init",
-                                                          "chunk_tokens")}
-    stage_phase["epochs"] = max(1, phase["epochs"] // stages)  # T = epochs // N, at least 1
-    params = {"config": cfg, "method": resolve_spec(method_name, spec), "seed": seed}  # the spec as it runs
-    with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags, params,
+    stage_phase = dataclasses.replace(phase, epochs=max(1, phase.epochs // stages))  # T = epochs // N, at least 1
+    params = {"config": job, "method": job.spec, "seed": seed}  # the spec as it runs
+    with atomic_dir(out) as tmp, tracking.job_run(job, f"{prep.task.name}/{method_name}/seed{seed}", tags, params,
                                                   str(device)) as log:
         summaries, offset, best, histograms = [], 0, (-math.inf, None, -1), []
         for stage in range(stages):
@@ -144,8 +142,9 @@ def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, s
             stage_data = method.responses.stage_rows(teachers, name, train_set, transfer)
             # Steps continue across stages in the logs; the optimizer and LR schedule restart (fresh per train()).
             s = train(model, stage_data, stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=loss_fn,
-                      validate=validator(prep, cfg, device), log=lambda m, step: log(m, offset + step),
-                      log_every=cfg.get("log_every", 10), precision=cfg.get("precision", "fp32"), device=device,
+                      validate=validator(prep, job.evaluation.batch_size, job.evaluation.mode, job.precision, device),
+                      log=lambda m, step: log(m, offset + step), log_every=job.log_every, precision=job.precision,
+                      device=device,
                       restore_best=False, after_step=after_step,
                       extra_parameters=list(objective.parameters()) if objective is not None else None)
             state = s.pop("best_state")

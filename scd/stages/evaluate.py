@@ -7,32 +7,34 @@ from pathlib import Path
 from scd import tracking
 from scd.data import write_json, write_jsonl
 from scd.evaluate import evaluation_mode, predict, summarize
-from scd.models import build_model, load_trained, model_spec
+from scd.models import build_model, load_trained
 from scd.prepared import Prepared
 from scd.runtime import autocast, setup
+from scd.settings import EvaluateJob, ZeroShotJob
 
 
-def evaluate_model(cfg: dict, model_dir, name: str, seed: int, data, out, zero_shot: str | None = None) -> dict:
+def evaluate_model(job: EvaluateJob | ZeroShotJob, model_dir, name: str, seed: int, data, out) -> dict:
     """Stage 5: score one trained model on the test split; write the summary JSON and per-sample JSON lines.
     `zero_shot` = teacher | student scores that role's model before any fine-tuning instead (built from its
     config spec: the pretrained weights, or the seeded random initialisation of the embedded default)."""
-    device = setup(cfg, seed)
+    device = setup(seed, job.threads, job.device)
+    zero_shot = job.role if isinstance(job, ZeroShotJob) else None
     prep = Prepared.open(data)
     if zero_shot:
-        model = build_model(model_spec(cfg["models"], zero_shot), prep.tokenizer, prep.task.positions, seed).to(device)
+        model = build_model(job.model, prep.tokenizer, prep.task.positions, seed).to(device)
     else:
         model = load_trained(Path(model_dir) / "best").to(device)
     rows = prep.rows("test")
-    mode = evaluation_mode(prep.task, cfg)
+    mode = evaluation_mode(prep.task, job.evaluation.mode)
     tags = {"task": prep.task.name, "method": name, "seed": seed, "stage": "evaluate"}
     out = Path(out)
-    with tracking.job_run(cfg, f"{prep.task.name}/{name}/seed{seed}/eval", tags,
+    with tracking.job_run(job, f"{prep.task.name}/{name}/seed{seed}/eval", tags,
                           {"model_dir": str(model_dir) if model_dir else f"{zero_shot} before fine-tuning",
                            "split": "test", "seed": seed, "evaluation": prep.task.evaluation | {"mode": mode},
                            "metrics": [m["key"] for m in prep.task.metric_specs]}, str(device)) as log:
-        with autocast(cfg.get("precision", "fp32"), device):  # bf16 matmuls; scores and softmax stay float32
+        with autocast(job.precision, device):  # bf16 matmuls; scores and softmax stay float32
             records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
-                              cfg.get("evaluation", {}).get("batch_size", 64), device, mode=mode)
+                              job.evaluation.batch_size, device, mode=mode)
         summary = summarize(prep.task, records, rows) | {"task": prep.task.name, "model": name, "seed": seed,
                                                          "split": "test", "run_id": log.run_id, "mode": mode}
         train_summary = Path(model_dir) / "summary.json" if model_dir else None

@@ -5,36 +5,35 @@ from collections import Counter
 from pathlib import Path
 
 from scd import tracking
-from scd.config import data_dir
 from scd.data import write_json, write_jsonl
 from scd.models import resolve_source
+from scd.settings import PrepareJob
 from scd.tokenizer import load_tokenizer, train_tokenizer
 from tasks import SPLITS, TRANSFER, get_task
+from tasks.datafiles import resolve_data_dir
 
 
-def prepare(cfg: dict, out: Path) -> dict:
-    task = get_task(cfg["task"])
-    options = task.check_options(cfg.get("task_options", {}))
-    splits = task.load(data_dir(cfg), options)
+def prepare(job: PrepareJob, out: Path) -> dict:
+    task = get_task(job.task)
+    options = task.check_options(job.task_options)
+    splits = task.load(resolve_data_dir(job.data_dir)[0], options)
     out.mkdir(parents=True, exist_ok=True)
     written = SPLITS + ((TRANSFER,) if splits.get(TRANSFER) else ())
     hashes = {s: write_jsonl(out / f"{s}.jsonl", splits[s]) for s in written}
 
-    tok_cfg = cfg.get("tokenizer", {})
-    if tok_cfg.get("source", "train") == "teacher":
-        spec = cfg["models"]["teacher"]
-        tokenizer = load_tokenizer(resolve_source(spec["pretrained"]), spec.get("gguf_file"))
+    if job.tokenizer.source == "teacher":
+        tokenizer = load_tokenizer(resolve_source(job.teacher["pretrained"]), job.teacher.get("gguf_file"))
     else:
         texts = [r["prompt"] + r["answer"] for r in splits["train"]]
-        tokenizer = train_tokenizer(task.tokenizer, texts, tok_cfg.get("vocab_size", 2000))
+        tokenizer = train_tokenizer(task.tokenizer, texts, job.tokenizer.vocab_size)
     tokenizer.save_pretrained(out / "tokenizer")
 
     labels = {s: dict(sorted(Counter(r["label"] for r in splits[s] if "label" in r).items())) for s in SPLITS}
     # a config's max_length (the paper's 512) replaces the task's declared one for every later stage
-    manifest = {"task": task.name, "options": options, "max_length": cfg.get("max_length") or task.max_length,
+    manifest = {"task": task.name, "options": options, "max_length": job.max_length or task.max_length,
                 "counts": {s: len(splits[s]) for s in written},
                 "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer)}
-    with tracking.job_run(cfg, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
+    with tracking.job_run(job, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:
         log.params({f"split.{s}.sha256": h for s, h in hashes.items()} |
                    {f"split.{s}.n": len(splits[s]) for s in written} | {"vocab_size": len(tokenizer)})

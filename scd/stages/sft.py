@@ -11,9 +11,10 @@ from pathlib import Path
 from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.evaluate import validator
-from scd.models import build_model, count_parameters, forward_responses, model_spec, save_trained
+from scd.models import build_model, count_parameters, forward_responses, save_trained
 from scd.prepared import Prepared
 from scd.runtime import setup
+from scd.settings import SFTJob
 from scd.tokens import masked_mean, response_mask, token_ce
 from scd.train import checkpoint_schedule, train
 
@@ -27,24 +28,24 @@ def ce_loss(model, batch, n_tokens: int | None = None):
     return (token_ce(out.logits, labels) * mask).sum() / max(n_tokens, 1), {}
 
 
-def sft(cfg: dict, role: str, seed: int, data: Path, out: Path) -> dict:
-    device = setup(cfg, seed)
+def sft(job: SFTJob, seed: int, data: Path, out: Path) -> dict:
+    device = setup(seed, job.threads, job.device)
     prep = Prepared.open(data)
-    phase = cfg["training"][role]
-    model = build_model(model_spec(cfg["models"], role), prep.tokenizer, prep.task.positions, seed)
+    role, phase = job.role, job.training
+    model = build_model(job.model, prep.tokenizer, prep.task.positions, seed)
     train_set = prep.encoded("train")
-    total = phase["epochs"] * math.ceil(len(train_set) / phase["batch_size"])
-    ckpts = checkpoint_schedule(total, cfg.get("checkpoints", 1)) if role == "teacher" else {}
+    total = phase.epochs * math.ceil(len(train_set) / phase.batch_size)
+    ckpts = checkpoint_schedule(total, job.save_checkpoints) if job.save_checkpoints else {}
 
     tags = {"task": prep.task.name, "method": f"{role}_sft", "seed": seed, "stage": f"{role}_sft"}
-    with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{role}_sft/seed{seed}", tags,
-                                                  {"config": cfg, "seed": seed, "parameters": count_parameters(model),
+    with atomic_dir(out) as tmp, tracking.job_run(job, f"{prep.task.name}/{role}_sft/seed{seed}", tags,
+                                                  {"config": job, "seed": seed, "parameters": count_parameters(model),
                                                    "trainable_parameters": count_parameters(model, trainable=True)},
                                                   str(device)) as log:
         summary = train(
             model, train_set, phase, pad_id=prep.tokenizer.pad_token_id, seed=seed, loss_fn=ce_loss,
-            validate=validator(prep, cfg, device), log=log, log_every=cfg.get("log_every", 10),
-            checkpoint_steps=ckpts, precision=cfg.get("precision", "fp32"), device=device,
+            validate=validator(prep, job.evaluation.batch_size, job.evaluation.mode, job.precision, device), log=log,
+            log_every=job.log_every, checkpoint_steps=ckpts, precision=job.precision, device=device,
             on_checkpoint=lambda name, step: save_trained(model, prep.tokenizer, tmp / "checkpoints" / name))
         save_trained(model, prep.tokenizer, tmp / "best")
         summary |= {"role": role, "seed": seed, "task": prep.task.name, "parameters": count_parameters(model),

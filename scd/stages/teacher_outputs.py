@@ -9,15 +9,15 @@ from scd.data import atomic_dir, write_json
 from scd.distill.teacher import teacher_outputs
 from scd.prepared import Prepared
 from scd.runtime import setup
+from scd.settings import TeacherOutputsJob
 
 
-def write_teacher_outputs(cfg: dict, seed: int, data: Path, teacher: Path, out: Path) -> dict:
+def write_teacher_outputs(job: TeacherOutputsJob, seed: int, data: Path, teacher: Path, out: Path) -> dict:
     """`scd teacher-outputs`: every checkpoint's outputs to `<out>/<name>.safetensors`, plus a manifest with the
     time and bytes each took (the cost side of the checkpoint-granularity ablation)."""
-    device = setup(cfg, seed)
+    device = setup(seed, job.threads, job.device)
     prep = Prepared.open(data)
-    transfer = cfg.get("training", {}).get("distill", {}).get("transfer", True)
-    teachers = teacher_outputs(prep, cfg, teacher, device, transfer=transfer)
+    teachers = teacher_outputs(prep, job, teacher, device, transfer=job.transfer)
     manifest = {"checkpoints": {}, "train_rows": len(teachers.train_rows),
                 "transfer_rows": len(teachers.transfer_prompts)}
     with atomic_dir(out) as tmp:
