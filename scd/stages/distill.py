@@ -5,31 +5,76 @@ learn from and the weighting computes its sample weights; each stage starts a fr
 `train` call each) and continues from the student's last state. The result is the best state on the validation
 split over all stages. TD, CD and SCD differ only in the schedule; with one stage and the `best` schedule this is
 vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` (or are computed here on first use).
+
+The job reads its configuration once (`DistillSettings`); the loss of a batch is `scd.distill.step.DistillStep`;
+the teacher side is a read-only `TeacherCache` of outputs and a `LiveTeacher` (scd/distill/teacher.py).
 """
 from __future__ import annotations
 
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.context import StageContext
-from scd.distill.methods import method_from_config, resolve_spec
+from scd.distill.methods import Method, method_from_config, resolve_spec
 from scd.distill.probe import ProbeSet
-from scd.distill.teacher import teacher_outputs
+from scd.distill.step import DistillStep, ObjectiveSteps
+from scd.distill.teacher import live_teacher, open_cache
 from scd.evaluate import validator
 from scd.models import build_model, enable_gradient_checkpointing, load_trained, model_spec, save_trained
 from scd.plots import histogram_svg
 from scd.prepared import Prepared
 from scd.runtime import setup
-from scd.tokens import response_columns, response_mask
+from scd.tokens import CHUNK_TOKENS
 from scd.train import train
 
 HIST_BINS = 20  # AW weight histograms over [0, 1]
+NOT_FOR_TRAIN = ("stages", "checkpoints", "probe_size", "transfer", "init", "chunk_tokens")  # training.distill keys
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """Every configuration value a distillation job reads, read once (`from_config`)."""
+    spec: dict                    # the method's config entry
+    stages: int                   # N: the teacher checkpoint is chosen anew at each stage's start
+    checkpoints: int | None       # the trajectory's size (evenly spaced, ending at T*); None: every saved checkpoint
+    stage_phase: dict             # what one stage's `train` call reads; its epochs: epochs // N, at least 1
+    probe_size: int               # SCD's probe rows
+    transfer: bool                # the task's transfer set, labelled by the teacher, joins the training rows
+    chunk_tokens: int | None      # positionwise divergences and CE run this many tokens at a time
+    init: str                     # the student's start: student_sft | base
+    student_spec: dict | None     # the student's model spec, for init: base
+    gradient_checkpointing: bool
+    precision: str
+    eval_batch_size: int          # teacher passes, gold losses
+    log_every: int
+
+    @classmethod
+    def from_config(cls, cfg: dict, method_name: str) -> "DistillSettings":
+        spec, phase = cfg["methods"][method_name], cfg["training"]["distill"]
+        stages = spec.get("stages", phase.get("stages", 1))
+        init = phase.get("init", "student_sft")
+        return cls(spec=spec, stages=stages, checkpoints=spec.get("checkpoints", phase.get("checkpoints")),
+                   stage_phase={k: v for k, v in phase.items() if k not in NOT_FOR_TRAIN}
+                   | {"epochs": max(1, phase["epochs"] // stages)},
+                   probe_size=phase.get("probe_size", 256), transfer=phase.get("transfer", True),
+                   chunk_tokens=phase.get("chunk_tokens", CHUNK_TOKENS), init=init,
+                   student_spec=model_spec(cfg["models"], "student") if init == "base" else None,
+                   gradient_checkpointing=bool(cfg.get("models", {}).get("student", {}).get("gradient_checkpointing")),
+                   precision=cfg.get("precision", "fp32"),
+                   eval_batch_size=cfg.get("evaluation", {}).get("batch_size", 256),
+                   log_every=cfg.get("log_every", 10))
+
+    def total_steps(self, n_rows: int) -> int:
+        """Optimizer steps over all stages, for `n_rows` training rows per stage."""
+        return self.stages * self.stage_phase["epochs"] * math.ceil(n_rows / self.stage_phase["batch_size"])
 
 
 def weight_stats(w: torch.Tensor) -> dict[str, float]:
@@ -51,13 +96,15 @@ def weight_histogram(w: torch.Tensor, groups: list[str]) -> dict:
     return out
 
 
-def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
-    """The student-SFT model (default), or with `training.distill.init: base` the base student that SFT started
-    from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
-    if cfg["training"]["distill"].get("init", "student_sft") == "base":
-        return build_model(model_spec(cfg["models"], "student"), prep.tokenizer, prep.task.positions, seed)
+def initial_student(prep: Prepared, student: Path, seed: int, init: str = "student_sft",
+                    student_spec: dict | None = None, gradient_checkpointing: bool = False):
+    """The student-SFT model (default), or with init `base` the base student that SFT started from (built from
+    `student_spec`: the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model
+    either way."""
+    if init == "base":
+        return build_model(student_spec, prep.tokenizer, prep.task.positions, seed)
     model = load_trained(student / "best", trainable=True)
-    if cfg.get("models", {}).get("student", {}).get("gradient_checkpointing"):  # as build_model does for SFT
+    if gradient_checkpointing:  # as build_model does for SFT
         enable_gradient_checkpointing(model)
     return model
 
@@ -65,123 +112,94 @@ def initial_student(cfg: dict, prep: Prepared, student: Path, seed: int):
 def distill(cfg: dict, method_name: str, seed: int, data: Path, teacher: Path, student: Path, out: Path,
             teacher_cache: Path | None = None) -> dict:
     started = time.perf_counter()
+    s = DistillSettings.from_config(cfg, method_name)
     device = setup(cfg, seed)
     prep = Prepared.open(data)
-    spec = cfg["methods"][method_name]
-    method = method_from_config(method_name, spec)
-    phase = cfg["training"]["distill"]
-    method.chunk_tokens = phase.get("chunk_tokens", method.chunk_tokens)
-    stages = spec.get("stages", phase.get("stages", 1))
-    model = initial_student(cfg, prep, student, seed).to(device)
+    method = method_from_config(method_name, s.spec)
+    method.chunk_tokens = s.chunk_tokens
+    model = initial_student(prep, student, seed, s.init, s.student_spec, s.gradient_checkpointing).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
-    teachers = teacher_outputs(prep, cfg, teacher, device, teacher_cache, phase.get("transfer", True))
-    train_set = teachers.train_rows
-    subdomains = [r.get("subdomain") for r in prep.rows("train")]
-    trajectory = teachers.checkpoints(spec.get("checkpoints", phase.get("checkpoints")))
-    ctx = StageContext(trajectory, teachers, model, train_set, pad,
-                       probe=ProbeSet.sample(train_set, phase.get("probe_size", 256), seed, pad, vocab),
-                       student_sft_dir=student, batch_size=cfg.get("evaluation", {}).get("batch_size", 64),
-                       n_stages=stages)
-
-    objective = method.objective
+    live = live_teacher(prep, teacher, device, s.precision, s.eval_batch_size)
+    cache = open_cache(prep, live, s.transfer, teacher_cache)
+    ctx = StageContext(live.checkpoints(s.checkpoints), cache, model, cache.train_rows, pad,
+                       probe=ProbeSet.sample(cache.train_rows, s.probe_size, seed, pad, vocab),
+                       student_sft_dir=student, batch_size=s.eval_batch_size, n_stages=s.stages)
+    step, objective = DistillStep(method, cache, live, vocab), method.objective
     if objective is not None:
-        objective.bind(model.config.hidden_size, teachers.head("best").shape[1])
+        objective.bind(model.config.hidden_size, live.head("best").shape[1])
         objective.to(device)
-    total_steps = stages * max(1, phase["epochs"] // stages) * math.ceil(
-        (len(train_set) + len(teachers.transfer_prompts)) / phase["batch_size"])
-
-    def loss_fn(model, batch, n_tokens):
-        batch, live = method.responses.batch(batch, model, teachers)
-        if live:  # sequences the cache has never seen: the checkpoint in use runs on them
-            n_tokens = int(response_mask(batch["labels"]).sum())
-        full = batch
-        if not method.uses_hidden:  # the output head at the response columns only (scd.models.forward_responses)
-            keep = response_columns(batch["labels"])
-            batch = dict(batch, labels=batch["labels"][:, keep])
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=method.uses_hidden, **({} if method.uses_hidden else {"logits_to_keep": keep}))
-        inputs, t_logits = {}, None
-        if method.needs_teacher:
-            # live: the teacher runs on the whole sequence, its logits cut to the same columns
-            t_logits, t_hidden = teachers.live(full) if live else (teachers.logits(batch), None)
-            if live and not method.uses_hidden:
-                t_logits = t_logits[:, keep]
-            if method.uses_hidden:
-                t_hidden = t_hidden if live else teachers.logits(batch, kind="hidden")
-                inputs = {"student_hidden": out.hidden_states[-1], "teacher_hidden": t_hidden,
-                          "student_head": model.get_output_embeddings().weight[:vocab],
-                          "student_embed": model.get_input_embeddings().weight[:vocab],
-                          "teacher_head": teachers.head(), "teacher_embed": teachers.head(kind="input"),
-                          "input_ids": batch["input_ids"]}
-        weights = method.weighting.weights(batch, method.alpha)
-        return method.loss(out.logits[..., :vocab], t_logits, batch["labels"], weights, batch["labelled"],
-                           n_tokens, **inputs)
-
-    def after_step(loss: float, step: int) -> None:
-        if objective is not None:
-            objective.after_step(loss, offset + step, total_steps)
-            if (offset + step) % cfg.get("log_every", 10) == 0:
-                log(objective.log_values(), offset + step)
-
+    validate, subdomains = validator(prep, cfg, device), [r.get("subdomain") for r in prep.rows("train")]
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
-    stage_phase = {k: v for k, v in phase.items() if k not in ("stages", "checkpoints", "probe_size", "transfer", "init",
-                                                          "chunk_tokens")}
-    stage_phase["epochs"] = max(1, phase["epochs"] // stages)  # T = epochs // N, at least 1
-    params = {"config": cfg, "method": resolve_spec(method_name, spec), "seed": seed}  # the spec as it runs
+    params = {"config": cfg, "method": resolve_spec(method_name, s.spec), "seed": seed}  # the spec as it runs
     with atomic_dir(out) as tmp, tracking.job_run(cfg, f"{prep.task.name}/{method_name}/seed{seed}", tags, params,
                                                   str(device)) as log:
-        summaries, offset, best, histograms = [], 0, (-math.inf, None, -1), []
-        for stage in range(stages):
-            ctx.stage = stage
-            name = method.schedule.choose(ctx)
-            ctx.history.append(name)
-            teachers.use(name)
-            method.weighting.begin_stage(ctx, name)
+        after_step = None if objective is None else ObjectiveSteps(
+            objective, s.total_steps(len(cache.train_rows) + len(cache.transfer_prompts)), log, s.log_every)
+        summaries, histograms, best = [], [], (-math.inf, None, -1)  # best: (score, state, stage)
+        for stage in range(s.stages):
+            name = begin_stage(stage, method, ctx, step)
             hist = log_stage_start(log, method, ctx, name, subdomains)
             if hist:
                 histograms.append(hist)
-            transfer = teachers.transfer_rows(name)
-            stage_data = method.responses.stage_rows(teachers, name, train_set, transfer)
+            transfer = cache.transfer_rows(name)
+            rows = method.responses.stage_rows(name, cache.train_rows, transfer, cache, live)
             # Steps continue across stages in the logs; the optimizer and LR schedule restart (fresh per train()).
-            s = train(model, stage_data, stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=loss_fn,
-                      validate=validator(prep, cfg, device), log=lambda m, step: log(m, offset + step),
-                      log_every=cfg.get("log_every", 10), precision=cfg.get("precision", "fp32"), device=device,
-                      restore_best=False, after_step=after_step,
-                      extra_parameters=list(objective.parameters()) if objective is not None else None)
-            state = s.pop("best_state")
-            if s["best_val_score"] > best[0]:
-                best = (s["best_val_score"], state, stage)
+            result = train(model, rows, s.stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=step,
+                           validate=validate, log=log, log_every=s.log_every, precision=s.precision, device=device,
+                           restore_best=False, after_step=after_step, step_offset=sum(r["steps"] for r in summaries),
+                           extra_parameters=list(objective.parameters()) if objective is not None else None)
+            state = result.pop("best_state")
+            if result["best_val_score"] > best[0]:
+                best = (result["best_val_score"], state, stage)
             if objective is not None:  # the loss's state (TAID's t, DSKD's projectors) at the end of the stage
                 save_objective(objective, tmp / f"objective_stage{stage}.safetensors")
-            offset += s["steps"]
-            summaries.append(s | {"checkpoint": name, "transfer_rows": len(transfer)})
-        model.load_state_dict(best[1])
-        save_trained(model, prep.tokenizer, tmp / "best")
-        if objective is not None:  # the state that belongs with the best student (the end of its stage)
-            shutil.copy(tmp / f"objective_stage{best[2]}.safetensors", tmp / "best" / "objective.safetensors")
-            log.artifact_file(tmp / "best" / "objective.safetensors")
-        scores = getattr(method.schedule, "scores", None)
-        summary = {"method": method_name, "seed": seed, "task": prep.task.name, "schedule": ctx.history,
-                   "checkpoints": ctx.checkpoints, "schedule_scores": scores, "aw_histograms": histograms,
-                   "stages": summaries, "best_val_score": best[0], "best_stage": best[2],
-                   "train_seconds": sum(s["train_seconds"] for s in summaries),
-                   "wall_seconds": time.perf_counter() - started, "run_id": log.run_id}
-        log.artifact_json({"schedule": ctx.history, "checkpoints": ctx.checkpoints, "scores": scores},
-                          "schedule.json")
+            summaries.append(result | {"checkpoint": name, "transfer_rows": len(transfer)})
+        save_best(model, prep.tokenizer, best, objective, tmp, log)
+        summary = summarise(method_name, seed, prep.task.name, method, ctx, histograms, summaries, best, started,
+                            log)
         write_json(tmp / "summary.json", summary)
     return summary
 
 
-def save_objective(objective, path: Path) -> None:
-    from safetensors.torch import save_file
+def begin_stage(stage: int, method: Method, ctx: StageContext, step: DistillStep) -> str:
+    """A stage's start: the schedule names the teacher checkpoint, the step learns from it, the weighting computes
+    the stage's weights. Returns the checkpoint's name."""
+    ctx.stage = stage
+    name = method.schedule.choose(ctx)
+    ctx.history.append(name)
+    step.use(name)
+    method.weighting.begin_stage(ctx, name)
+    return name
 
+
+def save_best(model, tokenizer, best: tuple, objective, tmp: Path, log) -> None:
+    """The best state over all stages into `<out>/best`, with the objective's state of the end of its stage."""
+    model.load_state_dict(best[1])
+    save_trained(model, tokenizer, tmp / "best")
+    if objective is not None:  # the state that belongs with the best student (the end of its stage)
+        shutil.copy(tmp / f"objective_stage{best[2]}.safetensors", tmp / "best" / "objective.safetensors")
+        log.artifact_file(tmp / "best" / "objective.safetensors")
+
+
+def summarise(method_name: str, seed: int, task: str, method: Method, ctx: StageContext, histograms: list,
+              stages: list[dict], best: tuple, started: float, log) -> dict:
+    """The run's summary (summary.json), and its schedule as an MLflow artifact."""
+    scores = getattr(method.schedule, "scores", None)
+    summary = {"method": method_name, "seed": seed, "task": task, "schedule": ctx.history,
+               "checkpoints": ctx.checkpoints, "schedule_scores": scores, "aw_histograms": histograms,
+               "stages": stages, "best_val_score": best[0], "best_stage": best[2],
+               "train_seconds": sum(s["train_seconds"] for s in stages),
+               "wall_seconds": time.perf_counter() - started, "run_id": log.run_id}
+    log.artifact_json({"schedule": ctx.history, "checkpoints": ctx.checkpoints, "scores": scores}, "schedule.json")
+    return summary
+
+
+def save_objective(objective, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}, str(path))
 
 
 def load_objective(objective, path: Path) -> None:
     """Restore a saved objective state into an objective built with the same options (safetensors only)."""
-    from safetensors.torch import load_file
-
     objective.load_state_dict(load_file(str(path)))
 
 

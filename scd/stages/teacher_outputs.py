@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from scd.data import atomic_dir, write_json
-from scd.distill.teacher import teacher_outputs
+from scd.distill.teacher import live_teacher, transfer_prompts
 from scd.prepared import Prepared
 from scd.runtime import setup
 
@@ -14,17 +14,18 @@ from scd.runtime import setup
 def write_teacher_outputs(cfg: dict, seed: int, data: Path, teacher: Path, out: Path) -> dict:
     """`scd teacher-outputs`: every checkpoint's outputs to `<out>/<name>.safetensors`, plus a manifest with the
     time and bytes each took (the cost side of the checkpoint-granularity ablation)."""
+    transfer = cfg.get("training", {}).get("distill", {}).get("transfer", True)
+    precision, batch_size = cfg.get("precision", "fp32"), cfg.get("evaluation", {}).get("batch_size", 256)
     device = setup(cfg, seed)
     prep = Prepared.open(data)
-    transfer = cfg.get("training", {}).get("distill", {}).get("transfer", True)
-    teachers = teacher_outputs(prep, cfg, teacher, device, transfer=transfer)
-    manifest = {"checkpoints": {}, "train_rows": len(teachers.train_rows),
-                "transfer_rows": len(teachers.transfer_prompts)}
+    live = live_teacher(prep, teacher, device, precision, batch_size)
+    prompts, train_rows = transfer_prompts(prep, transfer), prep.encoded("train")
+    manifest = {"checkpoints": {}, "train_rows": len(train_rows), "transfer_rows": len(prompts)}
     with atomic_dir(out) as tmp:
-        for name in teachers.checkpoints():
+        for name in live.checkpoints():
             start = time.perf_counter()
-            teachers.compute(name, generate_train=name == "best").save(tmp / f"{name}.safetensors")
-            ckpt_bytes = sum(f.stat().st_size for f in teachers.path(name).rglob("*") if f.is_file())
+            live.outputs(name, train_rows, prompts, generate_train=name == "best").save(tmp / f"{name}.safetensors")
+            ckpt_bytes = sum(f.stat().st_size for f in live.path(name).rglob("*") if f.is_file())
             manifest["checkpoints"][name] = {"seconds": time.perf_counter() - start,
                                              "cache_bytes": (tmp / f"{name}.safetensors").stat().st_size,
                                              "checkpoint_bytes": ckpt_bytes}
