@@ -15,6 +15,7 @@ import torch
 
 from scd.data import Encoded, collate
 from scd.distill.parts import register_method, register_responses
+from scd.distill.teacher import LiveTeacher, TeacherCache
 from scd.evaluate import generate_ids
 
 REFERENCE = "Agarwal et al., On-Policy Distillation of Language Models (GKD), ICLR 2024; TRL GKDTrainer"
@@ -33,7 +34,8 @@ class OnPolicy:
         self._coin: random.Random | None = None
         self._rows: list[Encoded] = []
 
-    def stage_rows(self, teachers, checkpoint: str, train: list[Encoded], transfer: list[Encoded]) -> list[Encoded]:
+    def stage_rows(self, checkpoint: str, train: list[Encoded], transfer: list[Encoded], cache: TeacherCache,
+                   live: LiveTeacher) -> list[Encoded]:
         if self._coin is None:  # its own stream, from the run's seed: the data order does not depend on it
             self._coin = random.Random(torch.initial_seed())
         self._rows = train + transfer
@@ -49,15 +51,17 @@ class OnPolicy:
         model.train(was_training)
         return samples
 
-    def batch(self, batch: dict, model, teachers) -> tuple[dict, bool]:
+    def batch(self, batch: dict, model, live: LiveTeacher) -> tuple[dict, bool]:
+        """Student samples up to the live teacher's max_new_tokens, in its (the shared) tokenizer."""
         if self._coin.random() >= self.lmbda:
             return batch, False
         index = batch["index"].tolist()
         prompts = [self._rows[i].prompt_ids for i in index]
-        samples = self.sample(model, prompts, teachers.tokenizer, teachers.max_new_tokens)
+        tokenizer = live.tokenizer
+        samples = self.sample(model, prompts, tokenizer, live.max_new_tokens)
         device = batch["input_ids"].device
-        rows = [Encoded(p, s or [teachers.tokenizer.eos_token_id], labelled=False) for p, s in zip(prompts, samples)]
-        new = {k: v.to(device) for k, v in collate(rows, teachers.tokenizer.pad_token_id).items()}
+        rows = [Encoded(p, s or [tokenizer.eos_token_id], labelled=False) for p, s in zip(prompts, samples)]
+        new = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
         new["index"] = batch["index"]
         return new, True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from scd.data import Encoded
 from scd.distill.parts import register_method, register_responses
+from scd.distill.teacher import LiveTeacher, TeacherCache
 
 REFERENCE = "Kim & Rush, Sequence-Level Knowledge Distillation, EMNLP 2016"
 
@@ -18,12 +19,24 @@ class TeacherResponses:
 
     live_teacher = False
 
-    def stage_rows(self, teachers, checkpoint: str, train: list[Encoded], transfer: list[Encoded]) -> list[Encoded]:
-        generated = teachers.generated(checkpoint)
+    def __init__(self):
+        self._generated: dict[str, list[list[int]]] = {}  # per checkpoint, generated once per run
+
+    def responses(self, checkpoint: str, train: list[Encoded], cache: TeacherCache,
+                  live: LiveTeacher) -> list[list[int]]:
+        """The checkpoint's greedy answers to the training prompts: from the cache (T*'s), else generated now."""
+        if checkpoint not in self._generated:
+            cached = cache.generated(checkpoint)
+            self._generated[checkpoint] = cached if cached is not None else live.generate(checkpoint, train)
+        return self._generated[checkpoint]
+
+    def stage_rows(self, checkpoint: str, train: list[Encoded], transfer: list[Encoded], cache: TeacherCache,
+                   live: LiveTeacher) -> list[Encoded]:
+        generated = self.responses(checkpoint, train, cache, live)
         return ([Encoded(r.prompt_ids, g) for r, g in zip(train, generated)]
                 + [Encoded(r.prompt_ids, r.answer_ids) for r in transfer])
 
-    def batch(self, batch: dict, model, teachers) -> tuple[dict, bool]:
+    def batch(self, batch: dict, model, live: LiveTeacher) -> tuple[dict, bool]:
         return batch, False
 
 

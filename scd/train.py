@@ -42,11 +42,14 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
           on_checkpoint: Callable[[str, int], None] | None = None,
           precision: str = "fp32", device: torch.device = torch.device("cpu"), restore_best: bool = True,
           extra_parameters: list[torch.nn.Parameter] | None = None,
-          after_step: Callable[[float, int], None] | None = None) -> dict:
+          after_step: Callable[[float, int], None] | None = None, step_offset: int = 0) -> dict:
     """Train `model` in place. With restore_best it ends in its best validated state; without, it keeps its last
     state and the summary carries the best one as `best_state` (staged training continues from the last state
     and picks its best over all stages). `extra_parameters` (e.g. a loss's projectors) train along with the
-    model; `after_step(loss, step)` runs after every optimizer step. Returns a summary dict."""
+    model; `after_step(loss, step)` runs after every optimizer step. Steps seen by `log` and `after_step` are
+    `step_offset + step`, so a staged run's steps continue across its `train` calls; everything else (the LR
+    schedule, `log_every`, `checkpoint_steps`, the summary's `best_step` and `steps`) counts this call's steps.
+    Returns a summary dict."""
     model.to(device)
     bs = phase.batch_size
     micro = phase.micro_batch_size or bs
@@ -82,19 +85,19 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
             sched.step()
             step += 1
             if after_step:
-                after_step(float(loss), step)
+                after_step(float(loss), step_offset + step)
             tokens += int(batch["attention_mask"].sum())
             if step % log_every == 0 or step == total:
                 log({"train/loss": float(loss.detach()), "train/grad_norm": float(grad_norm),
                      "train/lr": sched.get_last_lr()[0], "train/epoch": step / steps_per_epoch,
-                     **{f"train/{k}": v for k, v in stats.items()}}, step)
+                     **{f"train/{k}": v for k, v in stats.items()}}, step_offset + step)
             if step in checkpoint_steps and on_checkpoint:
                 on_checkpoint(checkpoint_steps[step], step)
         model.eval()
         val_start = time.perf_counter()
         score = validate(model)
         val_seconds += time.perf_counter() - val_start
-        log({"val/score": score}, step)
+        log({"val/score": score}, step_offset + step)
         if score > best_score:
             best_score, best_step = score, step
             best_state = copy.deepcopy(model.state_dict())
@@ -104,7 +107,7 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
     model.eval()
     summary = {"best_val_score": best_score, "best_step": best_step, "steps": total, "val_seconds": val_seconds,
                "train_seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0}
-    log({"train/seconds": seconds, "train/tokens_per_second": summary["tokens_per_second"]}, step)
+    log({"train/seconds": seconds, "train/tokens_per_second": summary["tokens_per_second"]}, step_offset + step)
     if not restore_best:
         summary["best_state"] = best_state
     return summary

@@ -15,7 +15,7 @@ from scd.distill.parts import DIVERGENCES, register_divergence
 from scd.distill import plugins
 from scd.distill.plugins import load_plugins
 from scd.stages.distill import distill, load_objective
-from scd.distill.teacher import greedy_targets, teacher_outputs
+from scd.distill.teacher import greedy_targets, live_teacher, open_cache
 from scd.models import load_pretrained
 from scd.prepared import Prepared
 
@@ -83,15 +83,16 @@ def test_seqkd_trains_on_the_teachers_greedy_responses(tiny_distill):
     root, config = tiny_distill
     cfg = stage_config(config(1, 1, {"seqkd": {}}), "synthetic_subdomains", "distill", "seqkd")
     prep = Prepared.open(root / "data")
-    teachers = teacher_outputs(prep, cfg, root / "teacher1", torch.device("cpu"))
+    live = live_teacher(prep, root / "teacher1", torch.device("cpu"), cfg["precision"], cfg["evaluation"]["batch_size"])
+    cache = open_cache(prep, live)
     method = method_from_config("seqkd", {})
-    rows = method.responses.stage_rows(teachers, "best", teachers.train_rows, [])
+    rows = method.responses.stage_rows("best", cache.train_rows, [], cache, live)
     model = load_pretrained(root / "teacher1" / "best")
-    expected = greedy_targets(model, prep.tokenizer, teachers.train_rows, teachers.max_new_tokens, 64,
+    expected = greedy_targets(model, prep.tokenizer, cache.train_rows, live.max_new_tokens, 64,
                               torch.device("cpu"))
     assert [r.answer_ids for r in rows] == expected
-    assert [r.prompt_ids for r in rows] == [r.prompt_ids for r in teachers.train_rows]
-    assert any(r.answer_ids != g.answer_ids for r, g in zip(rows, teachers.train_rows))  # not the gold answers
+    assert [r.prompt_ids for r in rows] == [r.prompt_ids for r in cache.train_rows]
+    assert any(r.answer_ids != g.answer_ids for r, g in zip(rows, cache.train_rows))  # not the gold answers
     assert all(r.labelled for r in rows) and method.alpha == 0.0 and not method.needs_teacher
 
 
@@ -99,22 +100,22 @@ def test_on_policy_batches_are_student_samples_scored_by_the_live_teacher(tiny_d
     root, config = tiny_distill
     cfg = stage_config(config(1, 1, {"gkd": {}}), "synthetic_subdomains", "distill", "gkd")
     prep = Prepared.open(root / "data")
-    teachers = teacher_outputs(prep, cfg, root / "teacher1", torch.device("cpu"))
-    teachers.use("best")
+    live = live_teacher(prep, root / "teacher1", torch.device("cpu"), cfg["precision"], cfg["evaluation"]["batch_size"])
+    cache = open_cache(prep, live)
     method = method_from_config("gkd", {"responses_options": {"lmbda": 1.0}})
-    rows = method.responses.stage_rows(teachers, "best", teachers.train_rows[:6], [])
+    rows = method.responses.stage_rows("best", cache.train_rows[:6], [], cache, live)
     batch = collate(rows, prep.tokenizer.pad_token_id) | {"index": torch.arange(6)}
     student = load_pretrained(root / "student" / "best")
-    new, live = method.responses.batch(batch, student, teachers)
-    assert live and not new["labelled"].any()
+    new, needs_live = method.responses.batch(batch, student, live)
+    assert needs_live and not new["labelled"].any()
     eos = prep.tokenizer.eos_token_id
     for i, row in enumerate(rows):  # the prompt is kept; the response is the student's, ending at EOS or the cap
         ids = new["input_ids"][i][new["attention_mask"][i].bool()].tolist()
         assert ids[:len(row.prompt_ids)] == row.prompt_ids
         response = ids[len(row.prompt_ids):]
-        assert response[-1] == eos or len(response) == teachers.max_new_tokens
+        assert response[-1] == eos or len(response) == live.max_new_tokens
     # the live teacher's logits are those of the teacher model on the sampled sequences
-    logits, _ = teachers.live(new)
+    logits, _ = live.forward("best", new)
     ref = load_pretrained(root / "teacher1" / "best")(input_ids=new["input_ids"],
                                                       attention_mask=new["attention_mask"]).logits
     assert torch.allclose(logits, ref[..., :logits.shape[-1]], atol=1e-5)
@@ -127,9 +128,9 @@ def test_on_policy_batches_are_student_samples_scored_by_the_live_teacher(tiny_d
     trl = GKDTrainer.generalized_jsd_loss(s_logits, logits, labels=new["labels"], beta=0.5)
     assert float(ours.detach()) == pytest.approx(float(trl.detach()), rel=1e-5)
     never = method_from_config("gkd", {"responses_options": {"lmbda": 0.0}})
-    never.responses.stage_rows(teachers, "best", teachers.train_rows[:6], [])
-    same, live = never.responses.batch(batch, student, teachers)
-    assert not live and same is batch
+    never.responses.stage_rows("best", cache.train_rows[:6], [], cache, live)
+    same, needs_live = never.responses.batch(batch, student, live)
+    assert not needs_live and same is batch
 
 
 def test_a_baseline_added_from_outside_needs_no_core_change(tiny_distill, capsys, monkeypatch):

@@ -8,8 +8,8 @@ from scd import tracking
 from scd.config import load_config, stage_config
 from scd.data import collate
 from scd.tokens import response_mask
-from scd.stages.distill import distill, initial_student
-from scd.distill.teacher import CheckpointOutputs, evenly_spaced, teacher_outputs
+from scd.stages.distill import DistillSettings, distill, initial_student
+from scd.distill.teacher import CheckpointOutputs, TeacherCache, evenly_spaced, live_teacher, open_cache
 from scd.stages.teacher_outputs import write_teacher_outputs
 from scd.evaluate import gold_nll
 from scd.models import build_model, load_pretrained
@@ -123,24 +123,37 @@ def test_trajectory_subsets_are_evenly_spaced_and_end_at_best():
 def test_teacher_outputs_are_the_teachers_logits_and_losses(trained):
     root, config = trained
     prep = Prepared.open(root / "data")
-    teachers = teacher_outputs(prep, stage_config(config(3, 1), "synthetic_subdomains", "teacher_outputs"),
-                               root / "teacher3", torch.device("cpu"))
-    assert teachers.checkpoints() == ["ckpt-1", "ckpt-2", "best"]
-    model = teachers.model("ckpt-2")
-    teachers.use("ckpt-2")
+    live = live_teacher(prep, root / "teacher3", torch.device("cpu"))
+    cache = open_cache(prep, live)  # no cache directory: computed in memory by the live teacher on first use
+    assert live.checkpoints() == ["ckpt-1", "ckpt-2", "best"]
+    model = live.load("ckpt-2")
     rows = [7, 3, 150, 42]  # any order, as a shuffled batch has them
-    batch = collate([teachers.train_rows[i] for i in rows], prep.tokenizer.pad_token_id) | {"index": torch.tensor(rows)}
+    batch = collate([cache.train_rows[i] for i in rows], prep.tokenizer.pad_token_id) | {"index": torch.tensor(rows)}
     mask = response_mask(batch["labels"])
     with torch.no_grad():
-        live = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    cached = teachers.logits(batch)
-    assert torch.allclose(cached[mask], live[..., :cached.shape[-1]][mask], atol=1e-5)
+        reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    cached = cache.logits("ckpt-2", batch)
+    assert torch.allclose(cached[mask], reference[..., :cached.shape[-1]][mask], atol=1e-5)
     assert torch.all(cached[~mask] == 0)
+    forward, _ = live.forward("ckpt-2", batch)  # the live teacher on the same batch: the same logits everywhere
+    assert torch.allclose(forward, reference[..., :forward.shape[-1]], atol=1e-5)
     probe = [3, 7, 42]
-    assert torch.allclose(teachers.probe_logits("ckpt-1", probe), teachers.rows_logits("ckpt-1", probe), atol=1e-5)
-    losses = teachers.gold_losses("ckpt-2")
-    expected = gold_nll(model, teachers.train_rows, prep.tokenizer.pad_token_id, 64, torch.device("cpu"))
+    assert torch.allclose(cache.probe_logits("ckpt-1", probe), cache.rows_logits("ckpt-1", probe), atol=1e-5)
+    losses = cache.gold_losses("ckpt-2")
+    expected = gold_nll(model, cache.train_rows, prep.tokenizer.pad_token_id, 64, torch.device("cpu"))
     assert torch.allclose(losses, torch.tensor(expected), atol=1e-5)
+
+
+def test_a_cache_reads_a_directory_or_computes_with_a_live_teacher_never_both(trained, tmp_path):
+    root, _ = trained
+    prep = Prepared.open(root / "data")
+    live = live_teacher(prep, root / "teacher1", torch.device("cpu"))
+    rows = prep.encoded("train")
+    with pytest.raises(ValueError, match="one of the two"):
+        TeacherCache(rows, [], live.vocab_size)
+    with pytest.raises(ValueError, match="one of the two"):
+        TeacherCache(rows, [], live.vocab_size, cache_dir=tmp_path, live=live)
+    assert isinstance(open_cache(prep, live, cache_dir=tmp_path), TeacherCache)
 
 
 def test_cached_teacher_outputs_train_exactly_like_in_memory_ones(trained):
@@ -174,13 +187,17 @@ def test_student_starts_from_student_sft_or_from_the_base_student(trained):
     prep = Prepared.open(root / "data")
     cfg = stage_config(config(1, 1), "synthetic_subdomains", "distill", "td")
     assert "models" not in cfg  # the default start needs no model spec: the job's params stay as they were
-    sft_start = initial_student(cfg, prep, root / "student", 0).state_dict()
+    settings = DistillSettings.from_config(cfg, "td")
+    assert settings.init == "student_sft" and settings.student_spec is None
+    sft_start = initial_student(prep, root / "student", 0).state_dict()
     saved = load_pretrained(root / "student" / "best").state_dict()
     assert all(torch.equal(sft_start[k], saved[k]) for k in saved)
     base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {"synthetic_subdomains": {
         "task_options": TINY_SYNTHETIC, "training": {"distill": {"init": "base"}}}}})
     cfg = stage_config(base_cfg, "synthetic_subdomains", "distill", "td")
-    base = initial_student(cfg, prep, root / "student", 0).state_dict()
+    settings = DistillSettings.from_config(cfg, "td")
+    assert settings.init == "base" and settings.student_spec == cfg["models"]["student"]
+    base = initial_student(prep, root / "student", 0, settings.init, settings.student_spec).state_dict()
     fresh = build_model(cfg["models"]["student"], prep.tokenizer, prep.task.max_length, 0).state_dict()
     assert all(torch.equal(base[k], fresh[k]) for k in fresh)
     assert not all(torch.equal(base[k], saved[k]) for k in saved)

@@ -10,7 +10,7 @@ import torch
 from conftest import require
 from scd.config import stage_config
 from scd.data import collate
-from scd.stages.distill import distill, initial_student
+from scd.stages.distill import DistillSettings, distill, initial_student
 from scd.models import ADAPTER_BASE, add_lora, build_model, count_parameters, load_trained
 from scd.stages.prepare import prepare
 from scd.prepared import Prepared
@@ -124,9 +124,11 @@ def test_distillation_trains_the_student_sft_model_with_gradient_checkpointing(t
     job = stage_config(cfg, TASK, "distill", "td")
     assert job["models"]["student"]["gradient_checkpointing"] is True
     prep = Prepared.open(root / "data")
-    assert initial_student(job, prep, root / "student", 0).is_activation_checkpointing
-    assert not initial_student(stage_config(config(1, 1), TASK, "distill", "td"), prep, root / "student",
-                               0).is_activation_checkpointing
+    for job, gc in ((job, True), (stage_config(config(1, 1), TASK, "distill", "td"), False)):
+        s = DistillSettings.from_config(job, "td")
+        assert s.gradient_checkpointing == gc
+        student = initial_student(prep, root / "student", 0, s.init, s.student_spec, s.gradient_checkpointing)
+        assert student.is_activation_checkpointing == gc
 
 
 def test_config_max_length_replaces_the_tasks_own(tiny_distill, tmp_path):

@@ -126,3 +126,37 @@ def test_pretrained_directory_loads_through_the_same_path(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match="either `pretrained`, `derive_from` or the sizes"):
         build_model({"hidden_size": 16}, tok, 16, seed=0)
+
+
+def test_a_step_offset_shifts_the_logged_steps_and_nothing_else():
+    """A staged run's later stages pass `step_offset`: log and after_step see steps continuing the run's count;
+    the LR schedule, the logging cadence, the weights and the summary are those of the call's own steps."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from scd.data import Encoded
+    from scd.stages.sft import ce_loss
+    from scd.train import train
+
+    g = torch.Generator().manual_seed(0)
+    data = [Encoded(torch.randint(3, 11, (4,), generator=g).tolist(),
+                    torch.randint(3, 11, (2,), generator=g).tolist() + [2]) for _ in range(12)]
+
+    def run(offset):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=11, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32, max_position_embeddings=32))
+        logged, after = [], []
+        summary = train(model, data, {"epochs": 2, "batch_size": 4, "lr": 1e-2, "warmup_ratio": 0.2}, pad_id=0,
+                        seed=0, loss_fn=ce_loss, validate=lambda m: 0.5, log=lambda m, s: logged.append((m, s)),
+                        log_every=2, after_step=lambda loss, s: after.append((loss, s)), step_offset=offset)
+        timing = ("train/seconds", "train/tokens_per_second")
+        logged = [({k: v for k, v in m.items() if k not in timing}, s) for m, s in logged]
+        return model.state_dict(), logged, after, {k: v for k, v in summary.items() if "second" not in k}
+
+    w0, log0, after0, s0 = run(0)
+    w7, log7, after7, s7 = run(7)
+    assert all(torch.equal(w0[k], w7[k]) for k in w0)
+    assert [m for m, _ in log0] == [m for m, _ in log7] and [s + 7 for _, s in log0] == [s for _, s in log7]
+    assert [s for _, s in after0] == list(range(1, 7)) and [s for _, s in after7] == list(range(8, 14))
+    assert [v for v, _ in after0] == [v for v, _ in after7]
+    assert s0 == s7 and s0["best_step"] == 3 and s0["steps"] == 6

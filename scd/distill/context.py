@@ -11,7 +11,7 @@ import torch
 
 from scd.data import Encoded
 from scd.distill.probe import ProbeSet
-from scd.distill.teacher import TeacherOutputs
+from scd.distill.teacher import TeacherCache
 from scd.evaluate import gold_nll, response_logits
 from scd.models import load_trained
 
@@ -19,7 +19,7 @@ from scd.models import load_trained
 @dataclass
 class StageContext:
     checkpoints: list[str]                 # training order, "best" (T*) last
-    teachers: TeacherOutputs
+    cache: TeacherCache                    # the teacher checkpoints' outputs (read-only)
     student: torch.nn.Module               # the model being trained
     train_set: list[Encoded]
     pad_id: int
@@ -38,7 +38,7 @@ class StageContext:
 
     def teacher_logprobs(self, name: str) -> torch.Tensor:
         if name not in self._teacher_probe:
-            logits = self.teachers.probe_logits(name, self.probe.indices)
+            logits = self.cache.probe_logits(name, self.probe.indices)
             self._teacher_probe[name] = torch.log_softmax(logits.float(), -1)
         return self._teacher_probe[name]
 
@@ -57,7 +57,7 @@ class StageContext:
 
     def teacher_losses(self, name: str) -> torch.Tensor:
         if name not in self._teacher_losses:
-            self._teacher_losses[name] = self.teachers.gold_losses(name)
+            self._teacher_losses[name] = self.cache.gold_losses(name)
         return self._teacher_losses[name]
 
     def student_sft_losses(self) -> torch.Tensor:

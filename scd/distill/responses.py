@@ -1,13 +1,17 @@
 """Response sources: the sequences a distillation loss is computed on.
 
-A source decides, when a stage starts, the stage's training rows (`stage_rows`), and may replace a batch's
-responses at each step (`batch`, e.g. on-policy samples). The core source is `gold`: teacher-forced on the gold
-responses (plus the transfer set's teacher outputs). Baselines add others (baselines/seqkd.py, baselines/gkd.py).
+A source decides, when a stage starts, the stage's training rows (`stage_rows`, given the checkpoint in use, the
+training rows, the transfer rows that checkpoint labelled, the teacher cache and the live teacher), and may replace
+a batch's responses at each step (`batch`, given the batch, the student and the live teacher, e.g. on-policy
+samples; it says whether the new sequences need the live teacher's logits). The core source is `gold`:
+teacher-forced on the gold responses (plus the transfer set's teacher outputs). Baselines add others
+(baselines/seqkd.py, baselines/gkd.py).
 """
 from __future__ import annotations
 
 from scd.data import Encoded
 from scd.distill.parts import register_responses
+from scd.distill.teacher import LiveTeacher, TeacherCache
 
 
 @register_responses("gold", reference="teacher forcing on the task's gold responses (off-policy KD)")
@@ -16,9 +20,10 @@ class GoldResponses:
 
     live_teacher = False  # teacher logits come from the cached teacher outputs of these rows
 
-    def stage_rows(self, teachers, checkpoint: str, train: list[Encoded], transfer: list[Encoded]) -> list[Encoded]:
+    def stage_rows(self, checkpoint: str, train: list[Encoded], transfer: list[Encoded], cache: TeacherCache,
+                   live: LiveTeacher) -> list[Encoded]:
         return train + transfer  # indices past len(train) are transfer rows
 
-    def batch(self, batch: dict, model, teachers) -> tuple[dict, bool]:
+    def batch(self, batch: dict, model, live: LiveTeacher) -> tuple[dict, bool]:
         """The batch to compute the loss on, and whether its teacher logits need a live teacher forward."""
         return batch, False

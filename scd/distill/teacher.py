@@ -3,17 +3,22 @@
 Per checkpoint, distillation needs the teacher's logits at the response positions of every training row and, for
 the task's transfer set, the teacher's greedy outputs (the rows' targets) with its logits on them. `scd
 teacher-outputs` computes these once per task and seed for all checkpoints (a Snakemake job of its own), so six
-methods over eight checkpoints cost eight teacher passes, not forty-eight epochs of teacher forwards. Without a
-cache directory the same function computes them in memory on first use. Everything schedules and weightings read
-(probe distributions for SCD, per-row gold losses for AW) derives from these logits: no schedule or weighting runs
-a teacher model itself.
+methods over eight checkpoints cost eight teacher passes, not forty-eight epochs of teacher forwards. Everything
+schedules and weightings read (probe distributions for SCD, per-row gold losses for AW) derives from these logits:
+no schedule or weighting runs a teacher model itself.
+
+Two objects share the work. `LiveTeacher` is the checkpoints as models: it loads them, computes a checkpoint's
+outputs, runs a forward pass on a batch, generates greedily and hands out the embedding matrices. `TeacherCache` is
+read-only: a run's view of the outputs, from the cache directory (`TeacherCache.on_disk`) or, without one, computed
+in memory by the live teacher on first use (`TeacherCache.in_memory`); it answers logits by rows or by batch, the
+transfer set's rows, per-row gold losses and the probe's logits.
 
 Logits are stored in float32 over the shared real vocabulary (embedding rows past it are padding), in row order,
 response positions only: row i owns `len(answer_ids)` consecutive rows of the [positions, vocab] matrix; the last
 layer's hidden states at the same positions beside them (DSKD's projectors read them). For T* the job also keeps
 its greedy responses to the training prompts (sequence-level KD's targets); other checkpoints' are generated in the
 distillation job when a method asks for them. Methods that need the teacher on sequences known only during
-training (on-policy samples) run the checkpoint itself (`live_logits`).
+training (on-policy samples) run the checkpoint itself (`LiveTeacher.forward`).
 """
 from __future__ import annotations
 
@@ -119,24 +124,18 @@ def evenly_spaced(names: list[str], n: int | None) -> list[str]:
     return [names[round((k + 1) * len(names) / n) - 1] for k in range(n)]
 
 
-class TeacherOutputs:
-    """The teacher side of a distillation run: which checkpoints exist, and their outputs on the run's rows."""
+class LiveTeacher:
+    """The teacher's saved checkpoints as frozen models: the trajectory, a checkpoint's outputs on the run's rows,
+    its forward pass on a batch, its greedy answers and its embedding matrices."""
 
-    def __init__(self, teacher_dir: Path, train_rows: list[Encoded], transfer_prompts: list[Encoded], tokenizer,
-                 vocab_size: int, device, precision: str = "fp32", batch_size: int = 256,
-                 max_new_tokens: int = 16, cache_dir: Path | None = None):
+    def __init__(self, teacher_dir: Path, tokenizer, vocab_size: int, device, precision: str = "fp32",
+                 batch_size: int = 256, max_new_tokens: int = 16):
         self.dir = Path(teacher_dir)
-        self.train_rows, self.transfer_prompts = train_rows, transfer_prompts
         self.tokenizer, self.vocab_size = tokenizer, vocab_size
-        self.device, self.precision, self.batch_size, self.max_new_tokens = device, precision, batch_size, max_new_tokens
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self._outputs: dict[str, CheckpointOutputs] = {}
-        self._name: str | None = None
-        self._train_offsets = _offsets(len(r.answer_ids) for r in train_rows)
-        self._starts = self._train_offsets.tolist()  # python ints: per-row slicing in the training loop
-        self._transfer_starts: dict[str, list[int]] = {}
-        self._live: tuple[str | None, object] = (None, None)
-        self._heads: dict[str, torch.Tensor] = {}
+        self.device, self.precision = device, precision
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self._in_use: tuple[str | None, object] = (None, None)
+        self._heads: dict[tuple[str, str], torch.Tensor] = {}
 
     def checkpoints(self, n: int | None = None) -> list[str]:
         return evenly_spaced(saved_checkpoints(self.dir), n)
@@ -144,7 +143,7 @@ class TeacherOutputs:
     def path(self, name: str) -> Path:
         return self.dir / "best" if name == "best" else self.dir / "checkpoints" / name
 
-    def model(self, name: str):
+    def load(self, name: str):
         """A frozen teacher checkpoint, loaded from disk."""
         path = self.path(name)
         if not path.is_dir():
@@ -154,24 +153,85 @@ class TeacherOutputs:
             p.requires_grad_(False)
         return model
 
-    def compute(self, name: str, generate_train: bool = False) -> CheckpointOutputs:
-        return compute_outputs(self._model(name), self.train_rows, self.transfer_prompts, self.tokenizer,
-                               self.vocab_size, self.max_new_tokens, self.batch_size, self.device, self.precision,
-                               generate_train)
-
-    def _model(self, name: str):
+    def model(self, name: str):
         """The checkpoint's model, kept while it is the one in use (on-policy methods query it every step)."""
-        if self._live[0] != name:
-            self._live = (name, self.model(name))
-        return self._live[1]
+        if self._in_use[0] != name:
+            self._in_use = (name, self.load(name))
+        return self._in_use[1]
+
+    def outputs(self, name: str, train_rows: list[Encoded], transfer_prompts: list[Encoded],
+                generate_train: bool = False) -> CheckpointOutputs:
+        """The checkpoint's outputs on the rows, what `scd teacher-outputs` caches."""
+        return compute_outputs(self.model(name), train_rows, transfer_prompts, self.tokenizer, self.vocab_size,
+                               self.max_new_tokens, self.batch_size, self.device, self.precision, generate_train)
+
+    def generate(self, name: str, prompts: list[Encoded]) -> list[list[int]]:
+        """The checkpoint's greedy answers to the prompts, EOS appended."""
+        return greedy_targets(self.model(name), self.tokenizer, prompts, self.max_new_tokens, self.batch_size,
+                              self.device)
+
+    def response_logits(self, name: str, rows: list[Encoded]) -> torch.Tensor:
+        """Response-position logits of a few rows, by a forward pass of a fresh load of the checkpoint."""
+        return response_logits(self.load(name), rows, self.tokenizer.pad_token_id, self.vocab_size,
+                               self.batch_size, self.device, self.precision)
+
+    @torch.no_grad()
+    def forward(self, name: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, T, vocab] and last hidden states [B, T, H] of the checkpoint on the batch (for sequences not
+        in the cache, e.g. on-policy samples)."""
+        with autocast(self.precision, self.device):
+            out = self.model(name)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   output_hidden_states=True)
+        return out.logits[..., :self.vocab_size].float(), out.hidden_states[-1].float()
+
+    def head(self, name: str, kind: str = "output") -> torch.Tensor:
+        """The checkpoint's output (or `kind="input"`) embedding matrix over the real vocabulary, [vocab, hidden],
+        frozen."""
+        if (name, kind) not in self._heads:  # one load of the checkpoint serves both matrices
+            model = load_trained(self.path(name))
+            for k, emb in (("output", model.get_output_embeddings()), ("input", model.get_input_embeddings())):
+                self._heads[name, k] = emb.weight.detach()[:self.vocab_size].float().to(self.device)
+        return self._heads[name, kind]
+
+
+class TeacherCache:
+    """Read-only: every checkpoint's outputs on a run's training rows and transfer prompts, from a cache directory
+    that `scd teacher-outputs` wrote (`on_disk`), or computed in memory by the live teacher on first use
+    (`in_memory`). Indices past the training rows are transfer rows (as in a stage's `train + transfer` data)."""
+
+    def __init__(self, train_rows: list[Encoded], transfer_prompts: list[Encoded], vocab_size: int,
+                 cache_dir: Path | None = None, live: LiveTeacher | None = None):
+        if (cache_dir is None) == (live is None):
+            raise ValueError("teacher outputs come from a cache directory or from a live teacher, one of the two")
+        self.train_rows, self.transfer_prompts, self.vocab_size = train_rows, transfer_prompts, vocab_size
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._live = live
+        self._outputs: dict[str, CheckpointOutputs] = {}
+        self._train_offsets = _offsets(len(r.answer_ids) for r in train_rows)
+        self._starts = self._train_offsets.tolist()  # python ints: per-row slicing in the training loop
+        self._transfer_starts: dict[str, list[int]] = {}
+
+    @classmethod
+    def on_disk(cls, cache_dir: Path, train_rows: list[Encoded], transfer_prompts: list[Encoded],
+                vocab_size: int) -> "TeacherCache":
+        return cls(train_rows, transfer_prompts, vocab_size, cache_dir=cache_dir)
+
+    @classmethod
+    def in_memory(cls, live: LiveTeacher, train_rows: list[Encoded],
+                  transfer_prompts: list[Encoded]) -> "TeacherCache":
+        return cls(train_rows, transfer_prompts, live.vocab_size, live=live)
 
     def outputs(self, name: str) -> CheckpointOutputs:
+        """The checkpoint's outputs, read (or computed) once and checked against the run's rows."""
         if name not in self._outputs:
-            cached = self.cache_dir / f"{name}.safetensors" if self.cache_dir else None
-            if cached is not None and not cached.exists():
-                raise FileNotFoundError(f"no cached teacher outputs for {name!r} in {self.cache_dir}; "
-                                        f"re-run `scd teacher-outputs` for this teacher")
-            out = CheckpointOutputs.load(cached) if cached else self.compute(name)
+            if self.cache_dir is not None:
+                cached = self.cache_dir / f"{name}.safetensors"
+                if not cached.exists():
+                    raise FileNotFoundError(f"no cached teacher outputs for {name!r} in {self.cache_dir}; "
+                                            f"re-run `scd teacher-outputs` for this teacher")
+                out = CheckpointOutputs.load(cached)
+            else:
+                out = self._live.outputs(name, self.train_rows, self.transfer_prompts)
             expected = int(self._train_offsets[-1])
             if out.train_logits.shape != (expected, self.vocab_size) or len(out.transfer_targets) != len(
                     self.transfer_prompts):
@@ -182,40 +242,25 @@ class TeacherOutputs:
             self._outputs[name] = out
         return self._outputs[name]
 
-    def generated(self, name: str) -> list[list[int]]:
-        """The checkpoint's greedy responses to the training prompts (cached for T*; otherwise generated now)."""
-        out = self.outputs(name)
-        if out.train_generated is None:
-            out.train_generated = greedy_targets(self._model(name), self.tokenizer, self.train_rows,
-                                                 self.max_new_tokens, self.batch_size, self.device)
-        return out.train_generated
+    def generated(self, name: str) -> list[list[int]] | None:
+        """The checkpoint's greedy responses to the training prompts where the cache holds them (T*'s), else None."""
+        return self.outputs(name).train_generated
 
     def transfer_rows(self, name: str) -> list[Encoded]:
         """The transfer set labelled by checkpoint `name`: its greedy outputs are the rows' targets."""
         return [Encoded(p.prompt_ids, t, labelled=False)
                 for p, t in zip(self.transfer_prompts, self.outputs(name).transfer_targets)]
 
-    def use(self, name: str) -> None:
-        """Make `name` the checkpoint whose logits `logits()` returns."""
-        self.outputs(name)
-        self._name = name
-
-    @property
-    def current(self) -> str | None:
-        return self._name
-
     def probe_logits(self, name: str, indices: list[int]) -> torch.Tensor:
         """Response-position logits of a few training rows (SCD's probe). From the outputs when they are cached
-        or already computed; otherwise from a forward pass over these rows alone, so that scoring every
-        checkpoint does not cost every checkpoint's full outputs."""
-        if name in self._outputs or self.cache_dir is not None:
+        or already computed; otherwise from the live teacher's forward pass over these rows alone, so that
+        scoring every checkpoint does not cost every checkpoint's full outputs."""
+        if name in self._outputs or self._live is None:
             return self.rows_logits(name, indices)
-        return response_logits(self.model(name), [self.train_rows[i] for i in indices], self.tokenizer.pad_token_id,
-                               self.vocab_size, self.batch_size, self.device, self.precision)
+        return self._live.response_logits(name, [self.train_rows[i] for i in indices])
 
     def rows_logits(self, name: str, indices: list[int], kind: str = "logits") -> torch.Tensor:
-        """Response-position logits (or `kind="hidden"` states) of the given rows, concatenated in order. Indices
-        past the training rows are transfer rows (as in a stage's `train + transfer` data)."""
+        """Response-position logits (or `kind="hidden"` states) of the given rows, concatenated in order."""
         out, n_train = self.outputs(name), len(self.train_rows)
         train, transfer = getattr(out, f"train_{kind}"), getattr(out, f"transfer_{kind}")
         if name not in self._transfer_starts:
@@ -229,36 +274,17 @@ class TeacherOutputs:
                 parts.append(transfer[off[j]: off[j + 1]])
         return torch.cat(parts) if parts else train[:0]
 
-    def logits(self, batch: dict, kind: str = "logits") -> torch.Tensor:
-        """Teacher logits (or hidden states) [B, T, *] for a training batch (its `index` and `labels`), zero off
-        the response positions, which every loss masks out."""
+    def logits(self, name: str, batch: dict, kind: str = "logits") -> torch.Tensor:
+        """Checkpoint `name`'s logits (or hidden states) [B, T, *] for a training batch (its `index` and `labels`),
+        zero off the response positions, which every loss masks out."""
         mask = response_mask(batch["labels"])
-        flat = self.rows_logits(self._name, batch["index"].tolist(), kind)
+        flat = self.rows_logits(name, batch["index"].tolist(), kind)
         if flat.shape[0] != int(mask.sum()):
             raise ValueError("cached teacher logits do not line up with the batch's response tokens; "
                              "re-run `scd teacher-outputs`")
         out = torch.zeros(*mask.shape, flat.shape[-1], device=mask.device)
         out[mask] = flat.to(mask.device)
         return out
-
-    @torch.no_grad()
-    def live(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [B, T, vocab] and last hidden states [B, T, H] of the checkpoint in use, by a forward pass on
-        the batch (for sequences not in the cache, e.g. on-policy samples)."""
-        with autocast(self.precision, self.device):
-            out = self._model(self._name)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                          output_hidden_states=True)
-        return out.logits[..., :self.vocab_size].float(), out.hidden_states[-1].float()
-
-    def head(self, name: str | None = None, kind: str = "output") -> torch.Tensor:
-        """The checkpoint's output (or `kind="input"`) embedding matrix over the real vocabulary, [vocab, hidden],
-        frozen."""
-        name = name or self._name
-        if (name, kind) not in self._heads:  # one load of the checkpoint serves both matrices
-            model = load_trained(self.path(name))
-            for k, emb in (("output", model.get_output_embeddings()), ("input", model.get_input_embeddings())):
-                self._heads[name, k] = emb.weight.detach()[:self.vocab_size].float().to(self.device)
-        return self._heads[name, kind]
 
     def gold_losses(self, name: str) -> torch.Tensor:
         """Per training row: the checkpoint's gold-answer NLL, mean over the row's response tokens."""
@@ -270,14 +296,30 @@ class TeacherOutputs:
         return sums / self._train_offsets.diff().clamp(min=1)
 
 
-def teacher_outputs(prep: Prepared, cfg: dict, teacher: Path, device, cache: Path | None = None,
-                    transfer: bool = True) -> TeacherOutputs:
-    """The teacher side of a run on a task's prepared data, with the task's transfer set unless `transfer` is off."""
-    prompts = []
-    if transfer and (prep.dir / "transfer.jsonl").exists():
-        prompts = encode([dict(r, answer="") for r in prep.rows("transfer")], prep.tokenizer, prep.task.max_length)
-        for p in prompts:  # only the prompt is used; the target is what the teacher generates
-            p.answer_ids = []
-    return TeacherOutputs(teacher, prep.encoded("train"), prompts, prep.tokenizer, len(prep.tokenizer), device,
-                          cfg.precision, cfg.evaluation.batch_size,
-                          prep.task.evaluation.get("max_new_tokens", 16), cache)
+def transfer_prompts(prep: Prepared, transfer: bool = True) -> list[Encoded]:
+    """The task's transfer prompts (none when `transfer` is off or the task has no transfer set); their targets
+    are what a teacher checkpoint generates."""
+    if not transfer or not (prep.dir / "transfer.jsonl").exists():
+        return []
+    prompts = encode([dict(r, answer="") for r in prep.rows("transfer")], prep.tokenizer, prep.task.max_length)
+    for p in prompts:  # only the prompt is used
+        p.answer_ids = []
+    return prompts
+
+
+def live_teacher(prep: Prepared, teacher_dir: Path, device, precision: str = "fp32",
+                 batch_size: int = 256) -> LiveTeacher:
+    """The teacher's checkpoints over a task's shared vocabulary, generating up to the task's max_new_tokens."""
+    return LiveTeacher(teacher_dir, prep.tokenizer, len(prep.tokenizer), device, precision, batch_size,
+                       prep.task.evaluation.get("max_new_tokens", 16))
+
+
+def open_cache(prep: Prepared, live: LiveTeacher, transfer: bool = True,
+               cache_dir: Path | None = None) -> TeacherCache:
+    """The teacher outputs of a run on a task's prepared data (training rows, and the transfer set unless
+    `transfer` is off): read from `cache_dir`, or without one computed in memory by `live` on first use."""
+    prompts = transfer_prompts(prep, transfer)
+    rows = prep.encoded("train")
+    if cache_dir:
+        return TeacherCache.on_disk(cache_dir, rows, prompts, live.vocab_size)
+    return TeacherCache.in_memory(live, rows, prompts)

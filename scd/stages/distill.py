@@ -5,6 +5,9 @@ learn from and the weighting computes its sample weights; each stage starts a fr
 `train` call each) and continues from the student's last state. The result is the best state on the validation
 split over all stages. TD, CD and SCD differ only in the schedule; with one stage and the `best` schedule this is
 vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` (or are computed here on first use).
+
+The job reads its settings (scd.settings.DistillJob); the loss of a batch is `scd.distill.step.DistillStep`;
+the teacher side is a read-only `TeacherCache` of outputs and a `LiveTeacher` (scd/distill/teacher.py).
 """
 from __future__ import annotations
 
@@ -15,20 +18,21 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from scd import tracking
 from scd.data import atomic_dir, write_json
 from scd.distill.context import StageContext
-from scd.distill.methods import method_from_config
+from scd.distill.methods import Method, method_from_config
 from scd.distill.probe import ProbeSet
-from scd.distill.teacher import teacher_outputs
+from scd.distill.step import DistillStep, ObjectiveSteps
+from scd.distill.teacher import live_teacher, open_cache
 from scd.evaluate import validator
 from scd.models import build_model, enable_gradient_checkpointing, load_trained, save_trained
 from scd.plots import histogram_svg
 from scd.prepared import Prepared
 from scd.runtime import setup
 from scd.settings import DistillJob
-from scd.tokens import response_columns, response_mask
 from scd.train import train
 
 HIST_BINS = 20  # AW weight histograms over [0, 1]
@@ -53,13 +57,15 @@ def weight_histogram(w: torch.Tensor, groups: list[str]) -> dict:
     return out
 
 
-def initial_student(job: DistillJob, prep: Prepared, student: Path, seed: int):
-    """The student-SFT model (default), or with `training.distill.init: base` the base student that SFT started
-    from (the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model either way."""
-    if job.training.init == "base":
-        return build_model(job.student, prep.tokenizer, prep.task.positions, seed)
+def initial_student(prep: Prepared, student: Path, seed: int, init: str = "student_sft",
+                    student_spec: dict | None = None, gradient_checkpointing: bool = False):
+    """The student-SFT model (default), or with init `base` the base student that SFT started from (built from
+    `student_spec`: the same seeded init, or the pretrained weights). AW's anchor stays the student-SFT model
+    either way."""
+    if init == "base":
+        return build_model(student_spec, prep.tokenizer, prep.task.positions, seed)
     model = load_trained(student / "best", trainable=True)
-    if (job.student or {}).get("gradient_checkpointing"):  # as build_model does for SFT
+    if gradient_checkpointing:  # as build_model does for SFT
         enable_gradient_checkpointing(model)
     return model
 
@@ -67,120 +73,98 @@ def initial_student(job: DistillJob, prep: Prepared, student: Path, seed: int):
 def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path, out: Path,
             teacher_cache: Path | None = None) -> dict:
     started = time.perf_counter()
+    method_name, phase, stages, batch_size = job.method, job.training, job.stages, job.evaluation.batch_size
+    stage_phase = dataclasses.replace(phase, epochs=max(1, phase.epochs // stages))  # T = epochs // N, at least 1
     device = setup(seed, job.threads, job.device)
     prep = Prepared.open(data)
-    method_name, phase, stages = job.method, job.training, job.stages
     method = method_from_config(method_name, job.spec)
     method.chunk_tokens = phase.chunk_tokens
-    model = initial_student(job, prep, student, seed).to(device)
+    model = initial_student(prep, student, seed, phase.init, job.student,
+                            bool((job.student or {}).get("gradient_checkpointing"))).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
-    teachers = teacher_outputs(prep, job, teacher, device, teacher_cache, phase.transfer)
-    train_set = teachers.train_rows
-    subdomains = [r.get("subdomain") for r in prep.rows("train")]
-    trajectory = teachers.checkpoints(job.trajectory)
-    ctx = StageContext(trajectory, teachers, model, train_set, pad,
-                       probe=ProbeSet.sample(train_set, phase.probe_size, seed, pad, vocab),
-                       student_sft_dir=student, batch_size=job.evaluation.batch_size,
-                       n_stages=stages)
-
-    objective = method.objective
+    live = live_teacher(prep, teacher, device, job.precision, batch_size)
+    cache = open_cache(prep, live, phase.transfer, teacher_cache)
+    ctx = StageContext(live.checkpoints(job.trajectory), cache, model, cache.train_rows, pad,
+                       probe=ProbeSet.sample(cache.train_rows, phase.probe_size, seed, pad, vocab),
+                       student_sft_dir=student, batch_size=batch_size, n_stages=stages)
+    step, objective = DistillStep(method, cache, live, vocab), method.objective
     if objective is not None:
-        objective.bind(model.config.hidden_size, teachers.head("best").shape[1])
+        objective.bind(model.config.hidden_size, live.head("best").shape[1])
         objective.to(device)
-    total_steps = stages * max(1, phase.epochs // stages) * math.ceil(
-        (len(train_set) + len(teachers.transfer_prompts)) / phase.batch_size)
-
-    def loss_fn(model, batch, n_tokens):
-        batch, live = method.responses.batch(batch, model, teachers)
-        if live:  # sequences the cache has never seen: the checkpoint in use runs on them
-            n_tokens = int(response_mask(batch["labels"]).sum())
-        full = batch
-        if not method.uses_hidden:  # the output head at the response columns only (scd.models.forward_responses)
-            keep = response_columns(batch["labels"])
-            batch = dict(batch, labels=batch["labels"][:, keep])
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=method.uses_hidden, **({} if method.uses_hidden else {"logits_to_keep": keep}))
-        inputs, t_logits = {}, None
-        if method.needs_teacher:
-            # live: the teacher runs on the whole sequence, its logits cut to the same columns
-            t_logits, t_hidden = teachers.live(full) if live else (teachers.logits(batch), None)
-            if live and not method.uses_hidden:
-                t_logits = t_logits[:, keep]
-            if method.uses_hidden:
-                t_hidden = t_hidden if live else teachers.logits(batch, kind="hidden")
-                inputs = {"student_hidden": out.hidden_states[-1], "teacher_hidden": t_hidden,
-                          "student_head": model.get_output_embeddings().weight[:vocab],
-                          "student_embed": model.get_input_embeddings().weight[:vocab],
-                          "teacher_head": teachers.head(), "teacher_embed": teachers.head(kind="input"),
-                          "input_ids": batch["input_ids"]}
-        weights = method.weighting.weights(batch, method.alpha)
-        return method.loss(out.logits[..., :vocab], t_logits, batch["labels"], weights, batch["labelled"],
-                           n_tokens, **inputs)
-
-    def after_step(loss: float, step: int) -> None:
-        if objective is not None:
-            objective.after_step(loss, offset + step, total_steps)
-            if (offset + step) % job.log_every == 0:
-                log(objective.log_values(), offset + step)
-
+    validate = validator(prep, batch_size, job.evaluation.mode, job.precision, device)
+    subdomains = [r.get("subdomain") for r in prep.rows("train")]
     tags = {"task": prep.task.name, "method": method_name, "seed": seed, "stage": "distill"}
-    stage_phase = dataclasses.replace(phase, epochs=max(1, phase.epochs // stages))  # T = epochs // N, at least 1
     params = {"config": job, "method": job.spec, "seed": seed}  # the spec as it runs
     with atomic_dir(out) as tmp, tracking.job_run(job, f"{prep.task.name}/{method_name}/seed{seed}", tags, params,
                                                   str(device)) as log:
-        summaries, offset, best, histograms = [], 0, (-math.inf, None, -1), []
+        n_rows = len(cache.train_rows) + len(cache.transfer_prompts)
+        total_steps = stages * stage_phase.epochs * math.ceil(n_rows / stage_phase.batch_size)
+        after_step = None if objective is None else ObjectiveSteps(objective, total_steps, log, job.log_every)
+        summaries, histograms, best = [], [], (-math.inf, None, -1)  # best: (score, state, stage)
         for stage in range(stages):
-            ctx.stage = stage
-            name = method.schedule.choose(ctx)
-            ctx.history.append(name)
-            teachers.use(name)
-            method.weighting.begin_stage(ctx, name)
+            name = begin_stage(stage, method, ctx, step)
             hist = log_stage_start(log, method, ctx, name, subdomains)
             if hist:
                 histograms.append(hist)
-            transfer = teachers.transfer_rows(name)
-            stage_data = method.responses.stage_rows(teachers, name, train_set, transfer)
+            transfer = cache.transfer_rows(name)
+            rows = method.responses.stage_rows(name, cache.train_rows, transfer, cache, live)
             # Steps continue across stages in the logs; the optimizer and LR schedule restart (fresh per train()).
-            s = train(model, stage_data, stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=loss_fn,
-                      validate=validator(prep, job.evaluation.batch_size, job.evaluation.mode, job.precision, device),
-                      log=lambda m, step: log(m, offset + step), log_every=job.log_every, precision=job.precision,
-                      device=device,
-                      restore_best=False, after_step=after_step,
-                      extra_parameters=list(objective.parameters()) if objective is not None else None)
-            state = s.pop("best_state")
-            if s["best_val_score"] > best[0]:
-                best = (s["best_val_score"], state, stage)
+            result = train(model, rows, stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=step,
+                           validate=validate, log=log, log_every=job.log_every, precision=job.precision, device=device,
+                           restore_best=False, after_step=after_step, step_offset=sum(r["steps"] for r in summaries),
+                           extra_parameters=list(objective.parameters()) if objective is not None else None)
+            state = result.pop("best_state")
+            if result["best_val_score"] > best[0]:
+                best = (result["best_val_score"], state, stage)
             if objective is not None:  # the loss's state (TAID's t, DSKD's projectors) at the end of the stage
                 save_objective(objective, tmp / f"objective_stage{stage}.safetensors")
-            offset += s["steps"]
-            summaries.append(s | {"checkpoint": name, "transfer_rows": len(transfer)})
-        model.load_state_dict(best[1])
-        save_trained(model, prep.tokenizer, tmp / "best")
-        if objective is not None:  # the state that belongs with the best student (the end of its stage)
-            shutil.copy(tmp / f"objective_stage{best[2]}.safetensors", tmp / "best" / "objective.safetensors")
-            log.artifact_file(tmp / "best" / "objective.safetensors")
-        scores = getattr(method.schedule, "scores", None)
-        summary = {"method": method_name, "seed": seed, "task": prep.task.name, "schedule": ctx.history,
-                   "checkpoints": ctx.checkpoints, "schedule_scores": scores, "aw_histograms": histograms,
-                   "stages": summaries, "best_val_score": best[0], "best_stage": best[2],
-                   "train_seconds": sum(s["train_seconds"] for s in summaries),
-                   "wall_seconds": time.perf_counter() - started, "run_id": log.run_id}
-        log.artifact_json({"schedule": ctx.history, "checkpoints": ctx.checkpoints, "scores": scores},
-                          "schedule.json")
+            summaries.append(result | {"checkpoint": name, "transfer_rows": len(transfer)})
+        save_best(model, prep.tokenizer, best, objective, tmp, log)
+        summary = summarise(method_name, seed, prep.task.name, method, ctx, histograms, summaries, best, started,
+                            log)
         write_json(tmp / "summary.json", summary)
     return summary
 
 
-def save_objective(objective, path: Path) -> None:
-    from safetensors.torch import save_file
+def begin_stage(stage: int, method: Method, ctx: StageContext, step: DistillStep) -> str:
+    """A stage's start: the schedule names the teacher checkpoint, the step learns from it, the weighting computes
+    the stage's weights. Returns the checkpoint's name."""
+    ctx.stage = stage
+    name = method.schedule.choose(ctx)
+    ctx.history.append(name)
+    step.use(name)
+    method.weighting.begin_stage(ctx, name)
+    return name
 
+
+def save_best(model, tokenizer, best: tuple, objective, tmp: Path, log) -> None:
+    """The best state over all stages into `<out>/best`, with the objective's state of the end of its stage."""
+    model.load_state_dict(best[1])
+    save_trained(model, tokenizer, tmp / "best")
+    if objective is not None:  # the state that belongs with the best student (the end of its stage)
+        shutil.copy(tmp / f"objective_stage{best[2]}.safetensors", tmp / "best" / "objective.safetensors")
+        log.artifact_file(tmp / "best" / "objective.safetensors")
+
+
+def summarise(method_name: str, seed: int, task: str, method: Method, ctx: StageContext, histograms: list,
+              stages: list[dict], best: tuple, started: float, log) -> dict:
+    """The run's summary (summary.json), and its schedule as an MLflow artifact."""
+    scores = getattr(method.schedule, "scores", None)
+    summary = {"method": method_name, "seed": seed, "task": task, "schedule": ctx.history,
+               "checkpoints": ctx.checkpoints, "schedule_scores": scores, "aw_histograms": histograms,
+               "stages": stages, "best_val_score": best[0], "best_stage": best[2],
+               "train_seconds": sum(s["train_seconds"] for s in stages),
+               "wall_seconds": time.perf_counter() - started, "run_id": log.run_id}
+    log.artifact_json({"schedule": ctx.history, "checkpoints": ctx.checkpoints, "scores": scores}, "schedule.json")
+    return summary
+
+
+def save_objective(objective, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}, str(path))
 
 
 def load_objective(objective, path: Path) -> None:
     """Restore a saved objective state into an objective built with the same options (safetensors only)."""
-    from safetensors.torch import load_file
-
     objective.load_state_dict(load_file(str(path)))
 
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from scd.data import atomic_dir, write_json
-from scd.distill.teacher import teacher_outputs
+from scd.distill.teacher import live_teacher, transfer_prompts
 from scd.prepared import Prepared
 from scd.runtime import setup
 from scd.settings import TeacherOutputsJob
@@ -17,14 +17,14 @@ def write_teacher_outputs(job: TeacherOutputsJob, seed: int, data: Path, teacher
     time and bytes each took (the cost side of the checkpoint-granularity ablation)."""
     device = setup(seed, job.threads, job.device)
     prep = Prepared.open(data)
-    teachers = teacher_outputs(prep, job, teacher, device, transfer=job.transfer)
-    manifest = {"checkpoints": {}, "train_rows": len(teachers.train_rows),
-                "transfer_rows": len(teachers.transfer_prompts)}
+    live = live_teacher(prep, teacher, device, job.precision, job.evaluation.batch_size)
+    prompts, train_rows = transfer_prompts(prep, job.transfer), prep.encoded("train")
+    manifest = {"checkpoints": {}, "train_rows": len(train_rows), "transfer_rows": len(prompts)}
     with atomic_dir(out) as tmp:
-        for name in teachers.checkpoints():
+        for name in live.checkpoints():
             start = time.perf_counter()
-            teachers.compute(name, generate_train=name == "best").save(tmp / f"{name}.safetensors")
-            ckpt_bytes = sum(f.stat().st_size for f in teachers.path(name).rglob("*") if f.is_file())
+            live.outputs(name, train_rows, prompts, generate_train=name == "best").save(tmp / f"{name}.safetensors")
+            ckpt_bytes = sum(f.stat().st_size for f in live.path(name).rglob("*") if f.is_file())
             manifest["checkpoints"][name] = {"seconds": time.perf_counter() - start,
                                              "cache_bytes": (tmp / f"{name}.safetensors").stat().st_size,
                                              "checkpoint_bytes": ckpt_bytes}
