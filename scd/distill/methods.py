@@ -25,6 +25,7 @@ def no_divergence(student_logits, teacher_logits, mask, temperature=1.0):
 
 
 no_divergence.needs_teacher = False
+no_divergence.trains_student = False  # constant: no gradient (scd/distill/checks.py leaves that property out)
 
 
 @dataclass
