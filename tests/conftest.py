@@ -40,23 +40,28 @@ def resources_by_rule(out: str) -> dict[str, set[str]]:
     return found
 
 
+def unavailable(why: str) -> None:
+    """Skip the test for a missing part of its set-up, or fail it in CI ($CI set), where everything is installed
+    and fetched: there a missing part must not silently turn tests off."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{why} (CI: nothing may skip)", pytrace=False)
+    pytest.skip(why)
+
+
 def require(*modules: str, install: str) -> None:
-    """Skip the test when an optional package is missing, or fail it in CI ($CI set), where the README's test
-    command installs every one of them: there a missing package must not silently turn tests off."""
+    """An optional package the test needs: a skip when it is missing, a failure in CI (see `unavailable`)."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        why = f"{', '.join(missing)} not installed: {install}"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(f"{', '.join(missing)} not installed: {install}")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real task data: $SCD_DATA_DIR, else ../shared/data beside the clone (as in CI)."""
+    """The real task data: $SCD_DATA_DIR, else ../shared/data beside the clone (as in CI). Missing: a skip, a
+    failure in CI."""
     path = Path(os.environ.get("SCD_DATA_DIR") or REPO.parent / "shared" / "data")
     if not (path / "pubmedqa").is_dir():
-        pytest.skip(f"task data not found at {path}; set SCD_DATA_DIR")
+        unavailable(f"task data not found at {path}; set SCD_DATA_DIR or run `scd data fetch`")
     return path
 
 

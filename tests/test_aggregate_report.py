@@ -115,4 +115,13 @@ def test_schedules_aw_and_ablations_reach_the_report(tmp_path):
     page = render(lb)
     for text in ("Teacher schedules", "Adaptive weights", "checkpoints N", "lambda", "scd+aw.lam0"):
         assert text in page
-    assert page.count("<svg") == 1 + 1 + 1 + 2  # score bars, schedule, AW histogram, two ablation plots
+    # a plot in every section with data: the task's scores, the changing schedule, the AW histogram, one plot per
+    # ablation axis
+    assert section(page, "Scores by task").count("<svg") == len(lb["tasks"])
+    assert "<svg" in section(page, "Teacher schedules") and "<svg" in section(page, "Adaptive weights")
+    assert section(page, "Ablations").count("<svg") == len(plan["axes"]) * len(plan["tasks"])
+
+
+def section(page: str, title: str) -> str:
+    """The report's text from the heading `title` to the next <h2>."""
+    return page.split(f"<h2>{title}</h2>", 1)[1].split("<h2>", 1)[0]

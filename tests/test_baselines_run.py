@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from scd import tracking
 from scd.config import ConfigError, load_config, stage_config
 from scd.data import Encoded, collate
+from scd.distill.checks import check_divergence
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.parts import DIVERGENCES, register_divergence
 from scd.distill import plugins
@@ -145,6 +146,7 @@ def test_a_baseline_added_from_outside_needs_no_core_change(tiny_distill, capsys
         return torch.where(mask, scale * ((p - q) ** 2).sum(-1), torch.zeros(mask.shape))
 
     try:
+        assert check_divergence("throwaway_l2") == []  # the generic property check runs on a plugin's divergence too
         spec = {"divergence": "throwaway_l2", "options": {"scale": 2.0}}
         summary, client, cfg = run(tiny_distill, "mine", spec, "throwaway")
         assert cfg["methods"]["mine"] == spec

@@ -13,21 +13,30 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dry_run
+from conftest import dry_run, unavailable
 from scd.cli import main
 from scd.config import data_dir
 from tasks import TaskDataError, get_task
 from tasks.datafiles import (ChecksumError, declared_files, ensure_files, fetch, resolve_data_dir, sha256_file,
                              upstream_url, verify)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO, COMMIT = "example/bench-data", "0123456789abcdef0123456789abcdef01234567"
-ORIGINALS = {  # local path under the subdir -> (upstream path, real file)
-    "pubmedqa/test_ground_truth.json": ("data/test_ground_truth.json", SHARED / "pubmedqa" / "test_ground_truth.json"),
-    "sib200/labels.txt": ("data/labels.txt", SHARED / "sib200" / "labels.txt"),
-    "sib200/eng_Latn/dev.tsv": ("data/annotated/eng_Latn/dev.tsv", SHARED / "sib200" / "eng_Latn" / "dev.tsv"),
+UPSTREAM = {  # local path under the data directory -> upstream path (the real files come from `shared_data`)
+    "pubmedqa/test_ground_truth.json": "data/test_ground_truth.json",
+    "sib200/labels.txt": "data/labels.txt",
+    "sib200/eng_Latn/dev.tsv": "data/annotated/eng_Latn/dev.tsv",
 }
 CORRUPT = "sib200/eng_Latn/dev.tsv"  # the server holds a copy with changed bytes
+
+
+@pytest.fixture(scope="module")
+def originals(shared_data) -> dict[str, Path]:
+    """Local path -> the real file in the task data ($SCD_DATA_DIR); a missing file skips, or fails in CI."""
+    files = {local: shared_data / local for local in UPSTREAM}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        unavailable(f"real data files not found: {missing}")
+    return files
 
 
 @dataclass
@@ -42,13 +51,11 @@ def _sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, originals):
     """A threaded HTTP server on a free port serving tmp/www; yields (base URL, list of requested paths)."""
-    missing = [str(p) for _, p in ORIGINALS.values() if not p.is_file()]
-    if missing:
-        pytest.skip(f"real data files not found: {missing}")
     www = tmp_path / "www"
-    for local, (upstream, src) in ORIGINALS.items():
+    for local, upstream in UPSTREAM.items():
+        src = originals[local]
         dst = www / REPO / COMMIT / upstream
         dst.parent.mkdir(parents=True, exist_ok=True)
         data = src.read_bytes()
@@ -80,15 +87,18 @@ def _serve(www: Path):
     thread.join(5)
 
 
-def _task(name: str, subdir: str, locals_: list[str], extra: dict | None = None) -> StandIn:
-    """A stand-in task declaring the given files (of ORIGINALS, keys without the subdir) with their true sha256."""
-    files = {}
-    for local in locals_:
-        upstream, src = ORIGINALS[f"{subdir}/{local}"]
-        files[local] = {"upstream": upstream, "sha256": sha256_file(src)}
-    files.update(extra or {})
-    return StandIn(name, {"subdir": subdir, "source": {"repo": REPO, "commit": COMMIT, "licence": "MIT"},
-                          "files": files})
+@pytest.fixture
+def make_task(originals):
+    def _task(name: str, subdir: str, locals_: list[str], extra: dict | None = None) -> StandIn:
+        """A stand-in task declaring the given files (of UPSTREAM, keys without the subdir) with their true
+        sha256."""
+        files = {local: {"upstream": UPSTREAM[f"{subdir}/{local}"],
+                         "sha256": sha256_file(originals[f"{subdir}/{local}"])} for local in locals_}
+        files.update(extra or {})
+        return StandIn(name, {"subdir": subdir, "source": {"repo": REPO, "commit": COMMIT, "licence": "MIT"},
+                              "files": files})
+
+    return _task
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -110,14 +120,14 @@ def test_upstream_url_base_precedence(monkeypatch):
     assert upstream_url("o/r", "abc", "d/a b.csv", "http://x") == "http://x/o/r/abc/d/a%20b.csv"
 
 
-def test_fetch_writes_good_files_and_refetch_downloads_nothing(server, tmp_path):
+def test_fetch_writes_good_files_and_refetch_downloads_nothing(server, tmp_path, make_task, originals):
     base, requests = server
     data = tmp_path / "data"
-    task = _task("pubmedqa_like", "pubmedqa", ["test_ground_truth.json"])
+    task = make_task("pubmedqa_like", "pubmedqa", ["test_ground_truth.json"])
     got = fetch(task, data, base_url=base)
     target = data / "pubmedqa" / "test_ground_truth.json"
     assert got == [target]
-    assert target.read_bytes() == ORIGINALS["pubmedqa/test_ground_truth.json"][1].read_bytes()
+    assert target.read_bytes() == originals["pubmedqa/test_ground_truth.json"].read_bytes()
     assert requests == [f"/{REPO}/{COMMIT}/data/test_ground_truth.json"]
 
     seen = []
@@ -127,23 +137,23 @@ def test_fetch_writes_good_files_and_refetch_downloads_nothing(server, tmp_path)
     assert _leftovers(data) == []
 
 
-def test_fetch_uses_env_base_url(server, tmp_path, monkeypatch):
+def test_fetch_uses_env_base_url(server, tmp_path, monkeypatch, make_task, originals):
     base, requests = server
     monkeypatch.setenv("SCD_FETCH_BASE_URL", base)
-    fetch(_task("sib_labels", "sib200", ["labels.txt"]), tmp_path / "data")
-    assert (tmp_path / "data" / "sib200" / "labels.txt").read_bytes() == ORIGINALS["sib200/labels.txt"][1].read_bytes()
+    fetch(make_task("sib_labels", "sib200", ["labels.txt"]), tmp_path / "data")
+    assert (tmp_path / "data" / "sib200" / "labels.txt").read_bytes() == originals["sib200/labels.txt"].read_bytes()
     assert len(requests) == 1
 
 
-def test_corrupted_download_raises_and_leaves_nothing(server, tmp_path):
+def test_corrupted_download_raises_and_leaves_nothing(server, tmp_path, make_task, originals):
     base, requests = server
     data = tmp_path / "data"
     # sorted order: eng_Latn/dev.tsv (corrupt) comes before labels.txt, so labels.txt is never reached
-    task = _task("sib200_eng_latn", "sib200", ["eng_Latn/dev.tsv", "labels.txt"])
+    task = make_task("sib200_eng_latn", "sib200", ["eng_Latn/dev.tsv", "labels.txt"])
     with pytest.raises(ChecksumError) as err:
         fetch(task, data, base_url=base)
     msg = str(err.value)
-    expected = sha256_file(ORIGINALS[CORRUPT][1])
+    expected = sha256_file(originals[CORRUPT])
     assert "sib200_eng_latn" in msg and "eng_Latn/dev.tsv" in msg and expected in msg
     assert f"{base}/{REPO}/{COMMIT}/data/annotated/eng_Latn/dev.tsv" in msg
     served = (tmp_path / "www" / REPO / COMMIT / "data/annotated/eng_Latn/dev.tsv").read_bytes()
@@ -155,13 +165,13 @@ def test_corrupted_download_raises_and_leaves_nothing(server, tmp_path):
     assert len(requests) == 1
 
 
-def test_corrupted_download_names_actual_sha_and_keeps_existing_file(server, tmp_path):
+def test_corrupted_download_names_actual_sha_and_keeps_existing_file(server, tmp_path, originals):
     base, _ = server
     data = tmp_path / "data"
     target = data / "sib200" / "eng_Latn" / "dev.tsv"
     target.parent.mkdir(parents=True)
     # an existing good file (declared with a different sha256, so fetch must try to replace it) stays untouched
-    good = ORIGINALS[CORRUPT][1].read_bytes()
+    good = originals[CORRUPT].read_bytes()
     target.write_bytes(good)
     stale = "0" * 64
     task = StandIn("t", {"subdir": "sib200", "source": {"repo": REPO, "commit": COMMIT},
@@ -174,14 +184,14 @@ def test_corrupted_download_names_actual_sha_and_keeps_existing_file(server, tmp
     assert _leftovers(data) == []
 
 
-def test_failure_keeps_files_already_fetched(server, tmp_path):
+def test_failure_keeps_files_already_fetched(server, tmp_path, make_task, originals):
     base, _ = server
     data = tmp_path / "data"
-    task = _task("sib", "sib200", ["labels.txt"],
+    task = make_task("sib", "sib200", ["labels.txt"],
                  extra={"zz_missing.txt": {"upstream": "data/nope.txt", "sha256": "1" * 64}})
     with pytest.raises(TaskDataError):
         fetch(task, data, base_url=base)
-    assert sha256_file(data / "sib200" / "labels.txt") == sha256_file(ORIGINALS["sib200/labels.txt"][1])
+    assert sha256_file(data / "sib200" / "labels.txt") == sha256_file(originals["sib200/labels.txt"])
 
 
 def test_404_gives_clear_error(server, tmp_path):
@@ -218,15 +228,15 @@ def test_declarations_are_checked(tmp_path):
         fetch(StandIn("synthetic"), tmp_path)
 
 
-def test_verify_ok_missing_mismatch_and_shared_files(tmp_path):
+def test_verify_ok_missing_mismatch_and_shared_files(tmp_path, make_task, originals):
     data = tmp_path / "data"
     (data / "sib200" / "eng_Latn").mkdir(parents=True)
-    shutil.copy(ORIGINALS["sib200/labels.txt"][1], data / "sib200" / "labels.txt")
-    dev = ORIGINALS[CORRUPT][1].read_bytes()
+    shutil.copy(originals["sib200/labels.txt"], data / "sib200" / "labels.txt")
+    dev = originals[CORRUPT].read_bytes()
     (data / "sib200" / "eng_Latn" / "dev.tsv").write_bytes(dev[:-1])
-    a = _task("sib_a", "sib200", ["labels.txt", "eng_Latn/dev.tsv"])
-    b = _task("sib_b", "sib200", ["labels.txt"])  # shares labels.txt: checked once, reported for sib_a
-    p = _task("pub", "pubmedqa", ["test_ground_truth.json"])
+    a = make_task("sib_a", "sib200", ["labels.txt", "eng_Latn/dev.tsv"])
+    b = make_task("sib_b", "sib200", ["labels.txt"])  # shares labels.txt: checked once, reported for sib_a
+    p = make_task("pub", "pubmedqa", ["test_ground_truth.json"])
     checks = verify([StandIn("generated"), a, b, p], data)
     got = {(c.task, c.path.relative_to(data).as_posix()): c for c in checks}
     assert sorted(got) == [("pub", "pubmedqa/test_ground_truth.json"), ("sib_a", "sib200/eng_Latn/dev.tsv"),
@@ -239,20 +249,20 @@ def test_verify_ok_missing_mismatch_and_shared_files(tmp_path):
             got["pub", "pubmedqa/test_ground_truth.json"].actual) == ("missing", None)
 
 
-def test_verify_rejects_conflicting_declarations(tmp_path):
-    a = _task("a", "sib200", ["labels.txt"])
-    b = _task("b", "sib200", [], extra={"labels.txt": {"upstream": "data/labels.txt", "sha256": "b" * 64}})
+def test_verify_rejects_conflicting_declarations(tmp_path, make_task):
+    a = make_task("a", "sib200", ["labels.txt"])
+    b = make_task("b", "sib200", [], extra={"labels.txt": {"upstream": "data/labels.txt", "sha256": "b" * 64}})
     with pytest.raises(TaskDataError, match="different sha256"):
         verify([a, b], tmp_path)
 
 
 @pytest.fixture
-def registered(monkeypatch):
+def registered(monkeypatch, make_task):
     """Stand-in tasks behind `get_task` / `list_tasks` as the CLI sees them."""
     import tasks
 
-    reg = {t.name: t for t in (_task("sib_labels", "sib200", ["labels.txt"]),
-                               _task("pub", "pubmedqa", ["test_ground_truth.json"]), StandIn("generated"))}
+    reg = {t.name: t for t in (make_task("sib_labels", "sib200", ["labels.txt"]),
+                               make_task("pub", "pubmedqa", ["test_ground_truth.json"]), StandIn("generated"))}
 
     def get_task(name):
         from scd.registry import Registry

@@ -70,7 +70,14 @@ def test_cd_follows_the_trajectory_and_each_stage_gets_a_fresh_optimizer(trained
 
 def test_scd_aw_logs_schedule_scores_and_weights(trained):
     summary, losses = run(trained, "scd+aw", 3, 2, "scdaw")
-    assert all(c in ("ckpt-1", "ckpt-2", "best") for c in summary["schedule"])
+    # the 3-checkpoint trajectory, and at every stage the checkpoint of the lowest score (ties: the earlier one)
+    assert summary["checkpoints"] == ["ckpt-1", "ckpt-2", "best"]
+    assert len(summary["schedule"]) == len(summary["schedule_scores"]) == 2
+    for chosen, scores in zip(summary["schedule"], summary["schedule_scores"]):
+        assert list(scores) == summary["checkpoints"]
+        assert chosen == min(scores, key=lambda c: scores[c]["score"])
+        for terms in scores.values():  # lambda = 1
+            assert terms["score"] == pytest.approx(terms["performance"] + terms["learnability"])
     assert all(torch.isfinite(torch.tensor(losses)))
     root, config = trained
     client = MlflowClient(tracking.tracking_uri(config(3, 2)))

@@ -1,7 +1,8 @@
 """The token-level divergences of the baseline zoo (baselines/*.py): golden values computed here with numpy (float64)
 from the formulas in docs/baselines.md, hand-derived closed forms, agreement with TRL's generalized JSD, and the
-properties every registered divergence must have (zero at equality, non-negative, finite on degenerate batches and
--inf logits, gradient only into the student, padding- and temperature-consistent)."""
+properties every registered divergence must have, whoever registered it: the generic check of
+scd/distill/checks.py (finite, zero at equality, non-negative, gradient only into the student, masked and empty
+batches) and, here, finite on -inf logits, padding- and temperature-consistent, float32 for bf16 logits."""
 import math
 import os
 
@@ -10,28 +11,53 @@ import pytest
 import torch
 
 from baselines.akl import head_mask, head_tail_weights
+from scd.distill.checks import NotCheckable, check_divergence, divergences, main as check_main, not_checkable
 from scd.distill.losses import LOG_FLOOR
+from scd.distill.parts import hyperparameters
+from scd.registry import Registry
 from scd.tokens import masked_mean
-from scd.distill.parts import DIVERGENCES, hyperparameters
-from scd.distill.plugins import load_plugins
 
-load_plugins()
+DIVERGENCES = divergences()  # the registry with every baseline module and plugin loaded
+ALL = sorted(DIVERGENCES)
+UNCHECKED = {n: not_checkable(n) for n in ALL if not_checkable(n)}  # name -> why the generic check cannot call it
+CHECKABLE = [n for n in ALL if n not in UNCHECKED]
 
-NAMES = ["fkl", "rkl", "jsd", "tvd", "sym_kl", "skew_kl", "skew_rkl", "akl"]
+# The divergences with an independent numpy reference (np_divergence below), their hyperparameters' defaults, and
+# other values of those hyperparameters, the ends included.
+GOLDEN = ["fkl", "rkl", "jsd", "tvd", "sym_kl", "skew_kl", "skew_rkl", "akl"]
 HYPERPARAMETERS = {"fkl": {}, "rkl": {}, "jsd": {"beta": 0.5}, "tvd": {}, "sym_kl": {}, "skew_kl": {"skew": 0.1},
                    "skew_rkl": {"skew": 0.1}, "akl": {"mu": 0.5}}
-# every divergence at its defaults, plus the ends and some other values of the hyperparameters
-CASES = [(n, {}) for n in NAMES] + [
+VARIANTS = [
     ("jsd", {"beta": 0.0}), ("jsd", {"beta": 1.0}), ("jsd", {"beta": 0.1}), ("jsd", {"beta": 0.9}),
     ("skew_kl", {"skew": 0.0}), ("skew_kl", {"skew": 0.5}), ("skew_rkl", {"skew": 0.0}), ("skew_rkl", {"skew": 0.5}),
     ("akl", {"mu": 0.1}), ("akl", {"mu": 0.9}),
 ]
-CASE_IDS = [n + "".join(f"-{k}{v}" for k, v in o.items()) for n, o in CASES]
-cases = pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
+
+
+def case_ids(cases):
+    return [n + "".join(f"-{k}{v}" for k, v in o.items()) for n, o in cases]
+
+
+GOLDEN_CASES = [(n, {}) for n in GOLDEN] + VARIANTS
+golden_cases = pytest.mark.parametrize("name,opts", GOLDEN_CASES, ids=case_ids(GOLDEN_CASES))
+# every registered divergence the generic check can call, at its defaults, plus the variants above
+CASES = [(n, {}) for n in CHECKABLE] + VARIANTS
+cases = pytest.mark.parametrize("name,opts", CASES, ids=case_ids(CASES))
 
 
 def div(name):
     return DIVERGENCES.get(name)
+
+
+def built(name, opts):
+    """(callable, keyword options): a divergence function with its options, or an Objective built with them."""
+    obj = div(name)
+    return (obj(**opts), {}) if isinstance(obj, type) else (obj, opts)
+
+
+def declares(name, prop):
+    """A property the divergence does not disclaim (`fn.nonnegative = False` etc., see scd/distill/checks.py)."""
+    return bool(getattr(div(name), prop, True))
 
 
 # ---- independent float64 references --------------------------------------------------------------------------------
@@ -107,7 +133,7 @@ STUDENT = [[[0.5, 0.5, 1.0, -1.0], [1.0, -0.2, 0.0, 1.5], [0.0, 0.0, 0.0, 0.0]],
 MASK = [[True, True, False], [True, True, True]]  # (0, 2) is padding
 
 
-@cases
+@golden_cases
 @pytest.mark.parametrize("tau", [1.0, 0.7, 2.5])
 def test_golden_values_against_numpy(name, opts, tau):
     s, t, m = torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(MASK)
@@ -165,8 +191,9 @@ def test_rkl_reads_zero_teacher_probability_as_log_floor():
 @pytest.fixture(scope="module")
 def trl_gjsd():
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    gkd = pytest.importorskip("trl.experimental.gkd")
-    return gkd.GKDTrainer.generalized_jsd_loss
+    from trl.experimental.gkd import GKDTrainer  # TRL is a dependency: no skip when it is missing
+
+    return GKDTrainer.generalized_jsd_loss
 
 
 @pytest.mark.parametrize("tau", [1.0, 2.0])
@@ -186,7 +213,138 @@ def test_jsd_matches_trl(trl_gjsd, beta, tau):
         assert torch.equal(div("jsd")(s, t, mask, tau, beta=beta), other)
 
 
-# ---- properties of every divergence ----------------------------------------------------------------------------------
+# ---- the registry --------------------------------------------------------------------------------------------------
+
+def test_registry_lists_every_divergence_with_its_hyperparameters_reference_and_doc():
+    assert set(GOLDEN) <= set(ALL) and set(HYPERPARAMETERS) == set(GOLDEN)
+    for name in GOLDEN:
+        assert hyperparameters(div(name)) == HYPERPARAMETERS[name], name
+    for name in ALL:
+        assert isinstance(hyperparameters(div(name)), dict), name
+        assert DIVERGENCES.meta(name).get("reference"), name
+        assert (div(name).__doc__ or "").strip().splitlines()[0], name
+
+
+# ---- the generic property check (scd/distill/checks.py), on every registered divergence --------------------------
+
+@cases
+def test_every_registered_divergence_passes_the_property_check(name, opts):
+    for seed in range(3):
+        assert check_divergence(name, seed, options=opts) == [], seed
+
+
+def test_only_a_few_divergences_escape_the_generic_check_and_each_says_why():
+    assert CHECKABLE and 4 * len(UNCHECKED) <= len(ALL), UNCHECKED
+    for name, reason in UNCHECKED.items():
+        assert isinstance(reason, str) and len(reason) > 20, name
+        with pytest.raises(NotCheckable, match="not checkable by the generic check: " + reason[:20]):
+            check_divergence(name)
+
+
+# Deliberately broken divergences, each with the one problem the check must name.
+def _kl(s, t, mask, temperature=1.0):
+    logq, logp = torch.log_softmax(s.float() / temperature, -1), torch.log_softmax(t.detach().float() / temperature, -1)
+    return torch.where(mask, (logp.exp() * (logp - logq)).sum(-1), torch.zeros(mask.shape))
+
+
+def _nan_somewhere(s, t, mask, temperature=1.0):
+    out = _kl(s, t, mask, temperature)
+    return torch.where(out > out[mask].median(), torch.full_like(out, math.nan), out)
+
+
+def _negative(s, t, mask, temperature=1.0):
+    return -_kl(s, t, mask, temperature)
+
+
+def _declared_negative(s, t, mask, temperature=1.0):
+    return -_kl(s, t, mask, temperature)
+
+
+_declared_negative.nonnegative = False
+
+
+def _offset(s, t, mask, temperature=1.0):
+    return torch.where(mask, _kl(s, t, mask, temperature) + 0.3, torch.zeros(mask.shape))
+
+
+def _leaks_padding(s, t, mask, temperature=1.0):
+    return _kl(s, t, torch.ones_like(mask), temperature)
+
+
+def _trains_the_teacher(s, t, mask, temperature=1.0):
+    logq, logp = torch.log_softmax(s.float(), -1), torch.log_softmax(t.float(), -1)
+    return torch.where(mask, (logp.exp() * (logp - logq)).sum(-1), torch.zeros(mask.shape))
+
+
+def _detached(s, t, mask, temperature=1.0):
+    return _kl(s.detach(), t, mask, temperature)
+
+
+def _crashes_when_empty(s, t, mask, temperature=1.0):
+    if not mask.any():
+        raise RuntimeError("no tokens")
+    return _kl(s, t, mask, temperature)
+
+
+def _half_precision(s, t, mask, temperature=1.0):
+    return _kl(s, t, mask, temperature).half()
+
+
+BROKEN = {
+    "nan": (_nan_somewhere, "not finite"),
+    "negative": (_negative, "negative"),
+    "offset": (_offset, "value at equal distributions is 0.3, expected 0"),
+    "leaks_padding": (_leaks_padding, "value at masked positions"),
+    "trains_the_teacher": (_trains_the_teacher, "gradient reaches the teacher logits"),
+    "detached": (_detached, "no gradient reaches the student logits"),
+    "crashes_when_empty": (_crashes_when_empty, "raises RuntimeError on an all-masked batch: no tokens"),
+    "half_precision": (_half_precision, "expected torch.float32"),
+}
+
+
+@pytest.fixture
+def broken():
+    reg = Registry("divergence")
+    for name, (fn, _) in BROKEN.items():
+        reg.register(name, reference="a test")(fn)
+    reg.register("declared_negative", reference="a test")(_declared_negative)
+    reg.register("kl", reference="a test")(_kl)
+    return reg
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_the_check_catches_a_broken_divergence(broken, name):
+    problems = check_divergence(name, registry=broken)
+    assert any(p.startswith(f"{name}: ") and BROKEN[name][1] in p for p in problems), problems
+
+
+def test_the_check_passes_a_correct_one_and_honours_declared_exceptions(broken):
+    assert check_divergence("kl", registry=broken) == []
+    assert check_divergence("declared_negative", registry=broken) == []  # declares nonnegative = False
+
+
+def test_check_command(capsys, monkeypatch):
+    unchecked = sorted(UNCHECKED)[:1]
+    assert check_main(["fkl", *unchecked]) == 0  # a divergence the check cannot call is named, not a failure
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ok fkl" and len(out) == 1 + len(unchecked)
+    for name, line in zip(unchecked, out[1:]):
+        assert line.startswith(f"skip {name}: not checkable by the generic check: ")
+    assert check_main([]) == 0  # every registered divergence
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[1].rstrip(":") for line in out) == ALL
+    # a plugin's divergence, registered under a temporary name: checked like the others, and its failure named
+    monkeypatch.setitem(DIVERGENCES._items, "tmp_negative", _negative)
+    monkeypatch.setitem(DIVERGENCES._meta, "tmp_negative", {"reference": "a test"})
+    assert check_main(["fkl", "tmp_negative"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ok fkl" and out[1].startswith("FAIL tmp_negative: value is negative")
+    assert check_main(["fkl", "fk"]) == 2  # an unknown name: nothing checked, one line naming the closest
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "unknown divergence 'fk'" in err and "Did you mean 'fkl'" in err
+
+
+# ---- further properties of every registered divergence -------------------------------------------------------------
 
 def random_batch(seed, b=3, t=5, v=13, scale=3.0):
     g = torch.Generator().manual_seed(seed)
@@ -196,93 +354,51 @@ def random_batch(seed, b=3, t=5, v=13, scale=3.0):
     return s, te, mask
 
 
-def test_registry_lists_every_divergence_with_its_hyperparameters_reference_and_doc():
-    for name in NAMES:
-        fn = div(name)
-        assert hyperparameters(fn) == HYPERPARAMETERS[name], name
-        assert DIVERGENCES.meta(name).get("reference"), name
-        assert (fn.__doc__ or "").strip().splitlines()[0], name
-
-
-@cases
-def test_zero_when_teacher_equals_student(name, opts):
-    z, _, mask = random_batch(1)
-    out = div(name)(z, z.clone(), mask, 1.0, **opts)
-    assert torch.allclose(out, torch.zeros_like(out), atol=1e-5)
-
-
-@cases
-def test_non_negative_and_positive_where_distributions_differ(name, opts):
-    for seed in range(3):
-        s, t, mask = random_batch(seed)
-        out = div(name)(s, t, mask, 1.0, **opts)
-        assert torch.isfinite(out).all()
-        assert out.min() >= -1e-6
-        assert (out[mask] > 1e-4).all()  # random distributions differ at every valid token
-
-
-@cases
-def test_all_masked_and_empty_batches_give_finite_zeros_with_finite_gradients(name, opts):
-    for shape in [(2, 4, 7), (0, 3, 5)]:
-        s = torch.randn(*shape, requires_grad=True)
-        t = torch.randn(*shape)
-        mask = torch.zeros(shape[:2], dtype=torch.bool)
-        out = div(name)(s, t, mask, 1.0, **opts)
-        assert out.shape == shape[:2] and (out == 0).all()
-        loss = masked_mean(out, mask)
-        assert torch.isfinite(loss) and float(loss.detach()) == 0.0
-        loss.backward()
-        assert s.grad is not None and torch.isfinite(s.grad).all()
-
-
 @cases
 def test_finite_with_minus_inf_teacher_logits(name, opts):
+    fn, kw = built(name, opts)
     s, t, mask = random_batch(2, v=6)
     t[..., 0] = -INF
     t[0, 0, 2:] = -INF  # a position where the teacher allows only token 1
     t[1, 1, :] = torch.tensor([-INF, 5.0, -INF, -INF, -INF, -INF])
     mask[1, 1] = True
     s.requires_grad_(True)
-    out = div(name)(s, t, mask, 1.0, **opts)
-    assert torch.isfinite(out).all() and out.min() >= -1e-6
-    masked_mean(out, mask).backward()
-    assert torch.isfinite(s.grad).all()
+    out = fn(s, t, mask, 1.0, **kw)
+    assert torch.isfinite(out).all()
+    if declares(name, "nonnegative"):
+        assert out.min() >= -1e-6
+    if out.requires_grad:
+        masked_mean(out, mask).backward()
+        assert torch.isfinite(s.grad).all()
 
 
 @cases
 def test_finite_when_both_models_have_minus_inf_at_the_same_entries(name, opts):
     # e.g. padded vocabulary entries masked out in both models
+    fn, kw = built(name, opts)
     s, t, mask = random_batch(3, v=6)
     s[..., -2:] = -INF
     t[..., -2:] = -INF
     s.requires_grad_(True)
-    out = div(name)(s, t, mask, 1.0, **opts)
-    ref = div(name)(s[..., :-2].detach(), t[..., :-2], mask, 1.0, **opts)
+    out = fn(s, t, mask, 1.0, **kw)
+    ref = fn(s[..., :-2].detach(), t[..., :-2], mask, 1.0, **kw)
     assert torch.allclose(out, ref, atol=1e-6)
-    masked_mean(out, mask).backward()
-    assert torch.isfinite(s.grad).all()
-
-
-@cases
-def test_gradient_flows_only_into_the_student(name, opts):
-    s, t, mask = random_batch(4)
-    s.requires_grad_(True)
-    t.requires_grad_(True)
-    masked_mean(div(name)(s, t, mask, 1.0, **opts), mask).backward()
-    assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
-    assert t.grad is None
+    if out.requires_grad:
+        masked_mean(out, mask).backward()
+        assert torch.isfinite(s.grad).all()
 
 
 @cases
 def test_invariant_to_padding_length(name, opts):
+    fn, kw = built(name, opts)
     s, t, mask = random_batch(5, t=4)
-    base = div(name)(s, t, mask, 1.0, **opts)
+    base = fn(s, t, mask, 1.0, **kw)
     g = torch.Generator().manual_seed(99)
     pad_s, pad_t = 50 * torch.randn(3, 3, 13, generator=g), 50 * torch.randn(3, 3, 13, generator=g)
     pad_t[..., :5] = -INF
     s2, t2 = torch.cat([s, pad_s], 1), torch.cat([t, pad_t], 1)
     mask2 = torch.cat([mask, torch.zeros(3, 3, dtype=torch.bool)], 1)
-    padded = div(name)(s2, t2, mask2, 1.0, **opts)
+    padded = fn(s2, t2, mask2, 1.0, **kw)
     assert torch.equal(padded[:, 4:], torch.zeros(3, 3))
     assert torch.allclose(padded[:, :4], base, rtol=1e-6, atol=1e-7)
     assert torch.allclose(masked_mean(padded, mask2), masked_mean(base, mask), rtol=1e-6)
@@ -291,19 +407,22 @@ def test_invariant_to_padding_length(name, opts):
 @cases
 @pytest.mark.parametrize("tau", [0.5, 2.0])
 def test_temperature_is_logits_over_tau(name, opts, tau):
+    fn, kw = built(name, opts)
     s, t, mask = random_batch(6)
-    at_tau = div(name)(s, t, mask, tau, **opts)
-    scaled = div(name)(s / tau, t / tau, mask, 1.0, **opts)
+    at_tau = fn(s, t, mask, tau, **kw)
+    scaled = fn(s / tau, t / tau, mask, 1.0, **kw)
     assert torch.allclose(at_tau, scaled, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(at_tau, div(name)(s, t, mask, 1.0, **opts), atol=1e-3)
+    if declares(name, "trains_student"):  # a constant is the same at every temperature
+        assert not torch.allclose(at_tau, fn(s, t, mask, 1.0, **kw), atol=1e-3)
 
 
 @cases
 def test_float32_for_bf16_logits(name, opts):
+    fn, kw = built(name, opts)
     s, t, mask = random_batch(8)
-    out = div(name)(s.to(torch.bfloat16), t.to(torch.bfloat16), mask, 1.0, **opts)
+    out = fn(s.to(torch.bfloat16), t.to(torch.bfloat16), mask, 1.0, **kw)
     assert out.dtype == torch.float32
-    ref = div(name)(s.to(torch.bfloat16).float(), t.to(torch.bfloat16).float(), mask, 1.0, **opts)
+    ref = fn(s.to(torch.bfloat16).float(), t.to(torch.bfloat16).float(), mask, 1.0, **kw)
     assert torch.equal(out, ref)
 
 

@@ -10,7 +10,8 @@ import torch
 from conftest import require
 from scd.config import stage_config
 from scd.data import collate
-from scd.stages.distill import DistillSettings, distill, initial_student
+from scd.stages.distill import distill, initial_student
+from scd.distill.teacher import saved_checkpoints
 from scd.models import ADAPTER_BASE, add_lora, build_model, count_parameters, load_trained
 from scd.stages.prepare import prepare
 from scd.prepared import Prepared
@@ -84,7 +85,10 @@ def test_distillation_from_a_lora_teacher_into_a_lora_student(lora_runs, tiny_di
     cfg = with_lora(tiny_distill[1](3, 2, methods), "teacher", "student")
     summary = distill(stage_config(cfg, TASK, "distill", "scd+aw"), "scd+aw", 0, root / "data", out / "teacher",
                       out / "student", out / "scd+aw")
-    assert len(summary["schedule"]) == 2 and set(summary["schedule"]) <= {"ckpt-1", "ckpt-2", "ckpt-3"}
+    # the LoRA teacher's trajectory (its last checkpoint stood in for by `best`), and SCD's choices from it
+    assert summary["checkpoints"] == saved_checkpoints(out / "teacher") == ["ckpt-1", "ckpt-2", "best"]
+    assert len(summary["schedule"]) == 2 and set(summary["schedule"]) <= set(summary["checkpoints"])
+    assert summary["schedule"] == [min(s, key=lambda c: s[c]["score"]) for s in summary["schedule_scores"]]
     assert (out / "scd+aw" / "best" / "adapter_model.safetensors").is_file()
     after, before = load_trained(out / "scd+aw" / "best"), load_trained(out / "student" / "best")
     assert max(float((a - b).abs().max()) for a, b in zip(after.state_dict().values(),

@@ -204,43 +204,33 @@ def test_check_label():
 
 # -- the real files -------------------------------------------------------------------------------------------------
 
-DATA = Path("/work/shared/data")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
-
-
-@needs_data
 @pytest.mark.parametrize("name, columns, n", [
     ("JMMLU-Med", ["tag", "question", "optionA", "optionB", "optionC", "optionD", "answer"], 681),
     ("CRADE", ["tag", "question", "optionA", "optionB", "optionC", "optionD", "answer"], 1630),
     ("RRTNM", ["tag", "question", "optionA", "optionB", "optionC", "optionD", "optionE", "answer"], 324),
     ("NRNER", ["tag", "question", "answer"], 1539),
 ])
-def test_real_jmed_llm(name, columns, n):
-    path = DATA / "jmed_llm" / "all" / f"{name}.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
+def test_real_jmed_llm(shared_data, name, columns, n):
+    path = shared_data / "jmed_llm" / "all" / f"{name}.csv"
     rows = read_table(path, columns)
     assert len(rows) == n
     lines = read_text(path).split("\n")
     assert all(lines[r["_line"] - 1].startswith(r["tag"] + ",") for r in rows)  # _line is where the row starts
 
 
-@needs_data
-def test_real_sib200():
-    counts = [len(read_table(DATA / "sib200" / "eng_Latn" / f"{s}.tsv", ["index_id", "category", "text"],
+def test_real_sib200(shared_data):
+    counts = [len(read_table(shared_data / "sib200" / "eng_Latn" / f"{s}.tsv", ["index_id", "category", "text"],
                              delimiter="\t")) for s in ("train", "dev", "test")]
     assert counts == [701, 99, 204]
 
 
-@needs_data
-def test_real_ncbi_disease():
-    counts = [len(read_conll(DATA / "ncbi_disease" / f"{s}.tsv", LABELS)) for s in ("train", "devel", "test")]
+def test_real_ncbi_disease(shared_data):
+    counts = [len(read_conll(shared_data / "ncbi_disease" / f"{s}.tsv", LABELS)) for s in ("train", "devel", "test")]
     assert counts == [5432, 923, 940]
 
 
-@needs_data
-def test_real_tweets():
-    folder = DATA / "tweet_sentiment_multilingual" / "english"
+def test_real_tweets(shared_data):
+    folder = shared_data / "tweet_sentiment_multilingual" / "english"
     counts = [len(read_lines(folder / f"{s}_text.txt")) for s in ("train", "val", "test")]
     assert counts == [1839, 324, 870]
     assert counts == [len(read_lines(folder / f"{s}_labels.txt")) for s in ("train", "val", "test")]

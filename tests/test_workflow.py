@@ -6,10 +6,13 @@ import shutil
 import pytest
 
 from conftest import dry_run, snakemake
+from scd.config import enabled_methods, load_config
+from tasks import get_task, task_groups
 
 pytestmark = pytest.mark.integration
-TASKS, SEEDS = ("synthetic_subdomains", "pubmedqa", "nrner", "ncbi_disease"), (0, 1)
-METHODS = ("td", "scd+aw")  # the smoke profile's enabled methods
+SMOKE = load_config("smoke")
+TASKS, SEEDS = tuple(SMOKE["tasks"]), tuple(SMOKE["seeds"])
+METHODS = tuple(enabled_methods(SMOKE))
 MODELS = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft", *METHODS)
 
 
@@ -28,19 +31,27 @@ def test_report_and_leaderboard(smoke_run):
     # every metric of a task, with its direction: NRNER's two set F1s, NCBI-disease's seqeval P/R/F1
     assert lb["metrics"]["nrner"] == {"exact_f1": "max", "partial_f1": "max"}
     assert set(lb["cells"]["td"]["ncbi_disease"]["scores"]) == {"f1", "precision", "recall"}
-    assert lb["groups"]["biomed"] == ["ncbi_disease", "nrner", "pubmedqa"]
+    # the registry's groups with at least two of the run's tasks, restricted to them
+    assert lb["groups"] and "biomed" in lb["groups"]
+    for group, members in lb["groups"].items():
+        assert len(members) >= 2 and members == [t for t in task_groups()[group] if t in TASKS], group
     for row in MODELS:
         for col in (*TASKS, "average"):
             c = lb["cells"][row][col]
             assert c["n"] == len(SEEDS) and 0.0 <= c["mean"] <= 1.0 and c["std"] >= 0.0
     assert set(lb["subdomains"]["synthetic_subdomains"]["td"]) == {"tfs", "sfs"}
     page = (results / "report.html").read_text()
-    assert "teacher-SFT" in page and "student-SFT" in page and "<svg" in page and "(n=2)" in page
+    assert "teacher-SFT" in page and "student-SFT" in page and "<svg" in page and f"(n={len(SEEDS)})" in page
     assert "teacher (zero-shot)" in page and "partial_f1" in page and "Task groups" in page
     # SCD+AW's inspection data: a schedule per seed over the smoke trajectory, AW histograms per subdomain
     entry = lb["schedules"]["synthetic_subdomains"]["scd+aw"]
-    assert [len(r["schedule"]) for r in entry["runs"]] == [2, 2]
-    assert all(c in ("ckpt-1", "best") for r in entry["runs"] for c in r["schedule"])
+    assert [r["seed"] for r in entry["runs"]] == list(SEEDS)
+    for r in entry["runs"]:  # each seed's own run: the smoke trajectory, and SCD's lowest score at each stage
+        summary = json.loads((results / "synthetic_subdomains" / f"seed{r['seed']}" / "distill" / "scd+aw" /
+                              "summary.json").read_text())
+        assert r["schedule"] == summary["schedule"] and r["checkpoints"] == summary["checkpoints"] == ["ckpt-1", "best"]
+        assert len(r["schedule"]) == 2
+        assert r["schedule"] == [min(s, key=lambda c: s[c]["score"]) for s in summary["schedule_scores"]]
     assert {"tfs", "sfs"} <= set(entry["aw"][0]["hist"]) and 0 < entry["aw"][0]["mean"]["sfs"]["mean"] < 1
     assert "SCD+AW" in page and "<svg" in page.split("<h2>Adaptive weights")[1].split("<h2>")[0]
 
@@ -71,8 +82,7 @@ def test_mlflow_records_every_job_under_one_parent(smoke_run):
         assert len(history) >= 2 and all(0 < m.value < 20 for m in history)
         assert "env.version.torch" in r.data.params and r.data.params["env.torch_threads"] == "1"
     for r in stages["evaluate"]:
-        headline = {"synthetic_subdomains": "exact_match", "pubmedqa": "accuracy", "nrner": "exact_f1",
-                    "ncbi_disease": "f1"}[r.data.tags["scd.task"]]
+        headline = get_task(r.data.tags["scd.task"]).metric_specs[0]["key"]
         assert 0.0 <= r.data.metrics[f"test/{headline}"] <= 1.0
         assert r.data.tags["scd.method"] in MODELS
 

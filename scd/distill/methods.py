@@ -16,7 +16,6 @@ from scd.distill.parts import (
     WEIGHTINGS,
     Objective,
     hyperparameters,
-    register_divergence,
 )
 from scd.distill.plugins import load_plugins
 from scd.settings import MethodSpec, SettingsError, build, to_dict
@@ -28,15 +27,6 @@ RESERVED = {"teacher_sft", "student_sft", "teacher_zero_shot", "student_zero_sho
 # weighting, gold responses, vanilla KD's mix.
 DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(MethodSpec) if f.name != "divergence"}
-
-
-@register_divergence("none", reference="no divergence: the loss is the CE term alone (e.g. sequence-level KD)")
-def no_divergence(student_logits, teacher_logits, mask, temperature=1.0):
-    """Zero everywhere: pure CE on the rows' targets; needs no teacher logits."""
-    return torch.zeros(mask.shape, device=mask.device)
-
-
-no_divergence.needs_teacher = False
 
 
 @dataclass

@@ -6,7 +6,8 @@ import importlib
 import importlib.metadata
 import pkgutil
 
-import scd.distill.responses  # noqa: F401  (core parts: the gold response source,
+import scd.distill.divergences  # noqa: F401  (core parts: the `none` divergence,
+import scd.distill.responses  # noqa: F401   the gold response source,
 import scd.distill.schedules  # noqa: F401   the teacher schedules,
 import scd.distill.weighting  # noqa: F401   the sample weightings)
 
