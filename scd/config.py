@@ -127,12 +127,23 @@ def _overlay(profile: str, seen: tuple = ()) -> dict:
     return deep_merge(_overlay(parent, seen + (profile,)), overlay) if parent else overlay
 
 
+def _lineage(profile: str) -> list[str]:
+    """The profiles `profile` extends, nearest first."""
+    parent = read_yaml(CONFIG_DIR / f"{profile}.yaml").get("extends")
+    return [parent] + _lineage(parent) if parent else []
+
+
 def load_config(profile: str | None = None, overrides: dict | None = None) -> dict:
     """config/config.yaml <- config/<profile>.yaml (over the profile it extends) <- overrides, then validated."""
     cfg = read_yaml(CONFIG_DIR / "config.yaml")
     profile = profile or (overrides or {}).get("profile") or cfg.get("profile", "default")
     cfg = deep_merge(cfg, _overlay(profile))
-    cfg = deep_merge(cfg, overrides or {})
+    overrides = dict(overrides or {})
+    extends = overrides.pop("extends", None)  # an overlay given as --configfile names the profile it builds on
+    if extends is not None and extends != profile and extends not in _lineage(profile):
+        raise ConfigError(f"the overrides say `extends: {extends}` but the profile is {profile!r}: run them with "
+                          f"`--config profile={extends}` (or the workflow profile that sets it)")
+    cfg = deep_merge(cfg, overrides)
     cfg["profile"] = profile
     validate(cfg)
     for name in cfg["run_methods"]:  # a preset run under its own name needs no entry of its own

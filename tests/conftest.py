@@ -81,16 +81,17 @@ def tiny_distill(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
 
     def config(checkpoints, stages, methods=None):
-        return load_config("smoke", {"results_dir": str(root), "checkpoints": checkpoints, "methods": methods or {},
+        return load_config("smoke", {"results_dir": str(root), "methods": methods or {},
+                                     "training": {"teacher": {"save_checkpoints": checkpoints}},
                                      "task_overrides": {"synthetic_subdomains": {"task_options": TINY_SYNTHETIC, "training": {
                                          "teacher": {"epochs": 3, "batch_size": 32},
-                                         "distill": {"epochs": stages, "stages": stages, "checkpoints": checkpoints,
+                                         "distill": {"epochs": stages, "stages": stages, "trajectory": checkpoints,
                                                      "batch_size": 32, "probe_size": 32}}}}})
 
     base = config(1, 1)
     prepare(stage_config(base, "synthetic_subdomains", "prepare"), root / "data")
     for n in (1, 3):
-        sft(stage_config(config(n, 1), "synthetic_subdomains", "sft", "teacher"), "teacher", 0, root / "data",
+        sft(stage_config(config(n, 1), "synthetic_subdomains", "sft", "teacher"), 0, root / "data",
             root / f"teacher{n}")
-    sft(stage_config(base, "synthetic_subdomains", "sft", "student"), "student", 0, root / "data", root / "student")
+    sft(stage_config(base, "synthetic_subdomains", "sft", "student"), 0, root / "data", root / "student")
     return root, config

@@ -9,16 +9,16 @@ from mlflow.tracking import MlflowClient
 
 from scd import tracking
 from scd.config import ConfigError, load_config, stage_config
-from scd.data import Encoded, collate
+from scd.data import collate
+from scd.distill import plugins
 from scd.distill.checks import check_divergence
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.parts import DIVERGENCES, register_divergence
-from scd.distill import plugins
 from scd.distill.plugins import load_plugins
-from scd.stages.distill import distill, load_objective
 from scd.distill.teacher import greedy_targets, live_teacher, open_cache
 from scd.models import load_pretrained
 from scd.prepared import Prepared
+from scd.stages.distill import distill, load_objective
 
 DEFAULT_METHODS = list(load_config("default")["methods"])
 
@@ -26,7 +26,7 @@ DEFAULT_METHODS = list(load_config("default")["methods"])
 def run(tiny_distill, name, spec, out, stages=1, checkpoints=1):
     root, config = tiny_distill
     cfg = stage_config(config(checkpoints, stages, {name: spec}), "synthetic_subdomains", "distill", name)
-    summary = distill(cfg, name, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out)
+    summary = distill(cfg, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out)
     client = MlflowClient(tracking.tracking_uri(cfg))
     return summary, client, cfg
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from scd.data import IGNORE
-from scd.tokens import by_chunks, token_ce
 from scd.distill.methods import method_from_config
 from scd.distill.parts import DIVERGENCES, Objective
 from scd.distill.plugins import load_plugins
+from scd.tokens import by_chunks, token_ce
 
 load_plugins()
 POSITIONWISE = [n for n in DIVERGENCES

@@ -1,25 +1,25 @@
 """Configuration errors name the offending key or value; stage configs isolate what each job reads."""
-import json
 
 import pytest
 
+from scd.config import CONFIG_DIR, ConfigError, ablation_plan, enabled_methods, load_config, read_yaml, stage_config
+from scd.config import _overlay as overlay_of
+from scd.dicts import flatten
 from scd.distill.checks import divergences
 from scd.distill.methods import resolve_spec
 from scd.distill.parts import RESPONSES
-
-from scd.config import CONFIG_DIR, ConfigError, ablation_plan, enabled_methods, load_config, read_yaml, stage_config
-from scd.dicts import flatten
+from scd.settings import DistillJob, SettingsError, job_from_json, to_json
 from tasks import get_task
 
 
 def test_every_profile_overlay_is_valid_and_applied():
     base = flatten(read_yaml(CONFIG_DIR / "config.yaml"))
-    profiles = ["default"] + sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "config")
-    assert {"smoke", "paper", "smollm2", "ablations"} <= set(profiles)
+    profiles = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "config")
+    assert {"default", "smoke", "paper", "smollm2", "ablations"} <= set(profiles)
     for profile in profiles:
         cfg = load_config(profile)
         got = flatten({k: v for k, v in cfg.items() if k not in ("profile", "tasks")}) | {"tasks": cfg["task_selection"]}
-        overlay = flatten(read_yaml(CONFIG_DIR / f"{profile}.yaml")) if profile != "default" else {}
+        overlay = flatten(overlay_of(profile))  # the profile's file over the profile it extends
         for key, value in overlay.items():  # every setting of the overlay reaches the config ...
             assert got.get(key, "<missing>") == value, (profile, key)
         for key, value in base.items():  # ... and every default it does not replace stays
@@ -78,12 +78,20 @@ def test_stage_config_ignores_what_the_stage_does_not_read():
                                                          "weighting": "none", "temperature": 2.0}}})
     for stage, name in (("prepare", None), ("sft", "teacher"), ("sft", "student"), ("teacher_outputs", None),
                         ("evaluate", None)):
-        assert json.dumps(stage_config(cfg, "pubmedqa", stage, name)) == json.dumps(stage_config(more, "pubmedqa", stage, name))
+        assert to_json(stage_config(cfg, "pubmedqa", stage, name)) == to_json(stage_config(more, "pubmedqa", stage, name))
+    # a key a stage reads does change its params
+    slower = load_config("default", {"training": {"teacher": {"lr": 5e-4}}})
+    assert to_json(stage_config(cfg, "pubmedqa", "sft", "teacher")) != \
+        to_json(stage_config(slower, "pubmedqa", "sft", "teacher"))
+    assert to_json(stage_config(cfg, "pubmedqa", "sft", "student")) == \
+        to_json(stage_config(slower, "pubmedqa", "sft", "student"))
     # task overrides apply to their task only
-    assert stage_config(cfg, "pubmedqa", "sft", "teacher")["training"]["teacher"]["epochs"] == 8
-    assert stage_config(cfg, "synthetic_subdomains", "sft", "teacher")["training"]["teacher"]["epochs"] == 25
-    # the student's job does not see the teacher's settings
-    assert "teacher" not in stage_config(cfg, "pubmedqa", "sft", "student")["training"]
+    assert stage_config(cfg, "pubmedqa", "sft", "teacher").training.epochs == 8
+    assert stage_config(cfg, "synthetic_subdomains", "sft", "teacher").training.epochs == 25
+    # the student's job does not see the teacher's settings, nor saves a trajectory
+    student = stage_config(cfg, "pubmedqa", "sft", "student")
+    assert student.role == "student" and student.save_checkpoints == 0
+    assert stage_config(cfg, "pubmedqa", "sft", "teacher").save_checkpoints == 8
 
 
 def test_task_option_types_are_checked():
@@ -122,9 +130,11 @@ def test_ablations_expand_into_variant_methods_and_reuse_identical_ones():
     assert plan["axes"]["granularity"]["scd+aw"] == {1: "scd+aw.n1", 2: "scd+aw.n2", 4: "scd+aw", 8: "scd+aw.n8"}
     assert plan["axes"]["lam"]["scd+aw"] == {0: "scd+aw.lam0", 0.5: "scd+aw.lam0.5", 1: "scd+aw", 2: "scd+aw.lam2"}
     # a variant is its base, resolved (defaults and preset filled in), with the axis's keys changed
-    assert plan["variants"]["cd.n8"] == resolve_spec("cd", cfg["methods"]["cd"]) | {"checkpoints": 8, "stages": 8}
+    assert plan["variants"]["cd.n8"] == resolve_spec("cd", cfg["methods"]["cd"]) | {"trajectory": 8, "stages": 8}
     assert plan["variants"]["cd.n8"]["responses"] == "gold"
     assert plan["variants"]["scd+aw.lam0.5"]["schedule_options"] == {"lam": 0.5}
+    with_variants = load_config("default", abl | {"methods": plan["variants"]})  # as the Snakefile adds them
+    assert stage_config(with_variants, "synthetic_subdomains", "distill", "cd.n8").trajectory == 8
     assert ablation_plan(load_config("default")) == {"tasks": [], "variants": {}, "axes": {}}
     # the variants' jobs see their own spec only: the main methods' jobs are untouched by the ablations
     assert stage_config(cfg, "synthetic_subdomains", "distill", "cd") == \
@@ -140,6 +150,26 @@ def test_ablation_of_an_unknown_method_or_task_is_named():
         load_config("default", {"ablations": {"lam": {"methods": ["scd"], "values": [-1]}}})
 
 
-def test_disabled_methods_stay_defined_but_do_not_run():
+def test_profiles_name_the_methods_they_run():
     cfg = load_config("smoke")
-    assert "cd" in cfg["methods"] and "cd" not in enabled_methods(cfg)
+    assert enabled_methods(cfg) == cfg["run_methods"] == ["td", "scd+aw"]
+    assert "cd" in cfg["methods"] and "cd" not in enabled_methods(cfg)  # defined, not run
+    # a method added to the shared definitions runs in no profile that does not name it
+    more = load_config("smoke", {"methods": {"new_kd": {"divergence": "rkl"}}})
+    assert enabled_methods(more) == ["td", "scd+aw"]
+    # a preset runs under its own name without an entry; an unknown name is refused with a suggestion
+    assert enabled_methods(load_config("smoke", {"run_methods": ["td", "seqkd"]})) == ["td", "seqkd"]
+    with pytest.raises(ConfigError, match=r"run_methods: 'scd\+ew'.*Did you mean 'scd\+aw'"):
+        load_config("smoke", {"run_methods": ["scd+ew"]})
+
+
+def test_job_settings_are_typed_and_refuse_what_they_do_not_know():
+    job = stage_config(load_config("smoke"), "pubmedqa", "distill", "scd+aw")
+    assert isinstance(job, DistillJob) and job.spec.schedule == "scd" and job.spec.weighting == "aw"
+    assert job_from_json("distill", to_json(job)) == job  # what the Snakefile passes is what the job reads
+    with pytest.raises(SettingsError, match=r"distill.training: unknown key\(s\) 'epoch'.*Did you mean 'epochs'"):
+        job_from_json("distill", to_json(job).replace('"epochs"', '"epoch"'))
+    with pytest.raises(SettingsError, match=r"distill.training.batch_size: expected int"):
+        job_from_json("distill", to_json(job).replace('"batch_size": 16', '"batch_size": "16"'))
+    with pytest.raises(ConfigError, match=r"overrides say `extends: smoke` but the profile is 'paper'"):
+        load_config("paper", {"extends": "smoke"})

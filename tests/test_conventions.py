@@ -1,14 +1,14 @@
 """The loss conventions of baselines/CONVENTIONS.md that are not a single divergence's value: normalisation under
 gradient accumulation, vocabulary padding, the CE mix. (Golden values and per-divergence properties:
 tests/test_divergences.py; label shift: tests/test_training.py; temperature and tau^2: tests/test_losses.py.)"""
-import copy
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from scd.data import Encoded, IGNORE
+from scd.data import IGNORE, Encoded
 from scd.distill.methods import method_from_config
+from scd.settings import Optimization
 from scd.train import train
 
 
@@ -42,7 +42,7 @@ def test_gradient_accumulation_equals_the_full_batch(divergence):
             s = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             return method.loss(s, t, batch["labels"], torch.full((len(s),), 0.5), batch["labelled"], n_tokens)
 
-        phase = {"epochs": 1, "batch_size": 7, "micro_batch_size": micro, "lr": 1e-2}
+        phase = Optimization(epochs=1, batch_size=7, micro_batch_size=micro, lr=1e-2)
         train(model, data, phase, pad_id=0, seed=0, loss_fn=loss_fn, validate=lambda m: 0.0,
               log=lambda m, s: None)
         return model.state_dict()

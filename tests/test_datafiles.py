@@ -12,13 +12,21 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
 from conftest import dry_run, unavailable
+
 from scd.cli import main
 from scd.config import data_dir
 from tasks import TaskDataError, get_task
-from tasks.datafiles import (ChecksumError, declared_files, ensure_files, fetch, resolve_data_dir, sha256_file,
-                             upstream_url, verify)
+from tasks.datafiles import (
+    ChecksumError,
+    declared_files,
+    ensure_files,
+    fetch,
+    resolve_data_dir,
+    sha256_file,
+    upstream_url,
+    verify,
+)
 
 REPO, COMMIT = "example/bench-data", "0123456789abcdef0123456789abcdef01234567"
 UPSTREAM = {  # local path under the data directory -> upstream path (the real files come from `shared_data`)
@@ -309,20 +317,20 @@ def test_cli_verify_and_fetch(server, tmp_path, monkeypatch, capsys, registered)
 # -- a run's start-up on a machine without the data: the per-user cache, filled from upstream ------------------
 
 @pytest.fixture
-def upstream(tmp_path, monkeypatch):
+def upstream(tmp_path, monkeypatch, shared_data):
     """The real pubmedqa task's upstream files (copies from the shared data), served as raw.githubusercontent.com
     lays them out, with $SCD_FETCH_BASE_URL pointing at it, no $SCD_DATA_DIR and $XDG_CACHE_HOME in tmp.
     Yields (base URL, requested paths, the cache's data directory)."""
 
     files = declared_files(get_task("pubmedqa"))
-    missing = [str(SHARED / f.subdir / f.name) for f in files if not (SHARED / f.subdir / f.name).is_file()]
+    missing = [str(shared_data / f.subdir / f.name) for f in files if not (shared_data / f.subdir / f.name).is_file()]
     if missing:
-        pytest.skip(f"real data files not found: {missing}")
+        unavailable(f"real data files not found: {missing}")
     www = tmp_path / "upstream"
     for f in files:
         dst = www / f.repo / f.commit / f.upstream
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SHARED / f.subdir / f.name, dst)
+        shutil.copy(shared_data / f.subdir / f.name, dst)
     monkeypatch.delenv("SCD_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     serving = _serve(www)
@@ -376,12 +384,12 @@ def test_startup_fetches_missing_data_into_the_cache(upstream):
     assert [c.status for c in verify([task], cache)] == ["ok", "ok"] and len(requests) == 3
 
 
-def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch):
+def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch, make_task):
     base, requests = server
     monkeypatch.delenv("SCD_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("SCD_FETCH_BASE_URL", base)
-    task = _task("sib200_eng_latn", "sib200", ["eng_Latn/dev.tsv", "labels.txt"])  # the server's dev.tsv is corrupt
+    task = make_task("sib200_eng_latn", "sib200", ["eng_Latn/dev.tsv", "labels.txt"])  # the server's dev.tsv is corrupt
     root, fetch_allowed = resolve_data_dir(None)
     said = []
     with pytest.raises(ChecksumError) as err:
@@ -392,7 +400,7 @@ def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch)
     assert _files(root) == [] and said == [] and len(requests) == 1
 
 
-def test_explicit_data_dir_is_never_written(upstream, tmp_path, monkeypatch):
+def test_explicit_data_dir_is_never_written(upstream, tmp_path, monkeypatch, shared_data):
     _, requests, cache = upstream
     task = get_task("pubmedqa")
     given = tmp_path / "given"
@@ -412,7 +420,7 @@ def test_explicit_data_dir_is_never_written(upstream, tmp_path, monkeypatch):
     # a file that differs from the pinned one is reported, not replaced
     (given / "pubmedqa").mkdir()
     for f in ("ori_pqal.json", "test_ground_truth.json"):
-        shutil.copy(SHARED / "pubmedqa" / f, given / "pubmedqa" / f)
+        shutil.copy(shared_data / "pubmedqa" / f, given / "pubmedqa" / f)
     (given / "pubmedqa" / "ori_pqal.json").write_text("{}")
     with pytest.raises(TaskDataError, match=r"differ from the pinned ones: ori_pqal\.json has sha256 "
                                             + _sha(b"{}")) as err:

@@ -1,22 +1,21 @@
 """The distillation stage end to end on a tiny synthetic task: TD/CD/SCD/AW runs, staged training details."""
 import pytest
 import torch
+from conftest import TINY_SYNTHETIC
 from mlflow.tracking import MlflowClient
 
 import scd.train
 from scd import tracking
 from scd.config import load_config, stage_config
 from scd.data import collate
-from scd.tokens import response_mask
-from scd.stages.distill import DistillSettings, distill, initial_student
 from scd.distill.teacher import CheckpointOutputs, TeacherCache, evenly_spaced, live_teacher, open_cache
-from scd.stages.teacher_outputs import write_teacher_outputs
 from scd.evaluate import gold_nll
 from scd.models import build_model, load_pretrained
-from scd.stages.prepare import prepare
 from scd.prepared import Prepared
-from scd.stages.sft import sft
-from conftest import TINY_SYNTHETIC
+from scd.stages.distill import distill, initial_student
+from scd.stages.prepare import prepare
+from scd.stages.teacher_outputs import write_teacher_outputs
+from scd.tokens import response_mask
 
 METHODS = {
     "td": {"schedule": "best", "divergence": "fkl", "weighting": "none"},
@@ -35,7 +34,7 @@ def trained(tiny_distill):
 def run(trained, method, checkpoints, stages, out, cache=None):
     root, config = trained
     cfg = stage_config(config(checkpoints, stages), "synthetic_subdomains", "distill", method)
-    summary = distill(cfg, method, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out,
+    summary = distill(cfg, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out,
                       teacher_cache=cache)
     losses = [m.value for m in MlflowClient(tracking.tracking_uri(cfg)).get_metric_history(summary["run_id"],
                                                                                            "train/loss")]
@@ -99,21 +98,21 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
 def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
     root, config = trained
     opts = {**TINY_SYNTHETIC, "n_transfer_tfs": 40, "n_transfer_sfs": 30}
-    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS, "task_overrides": {
+    cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {
         "synthetic_subdomains": {"task_options": opts,
                                  "training": {"distill": {"epochs": 1, "batch_size": 32, "probe_size": 16}}}}})
     prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), root / "data_t")
     assert (root / "data_t" / "tokenizer" / "tokenizer.json").read_text() == \
         (root / "data" / "tokenizer" / "tokenizer.json").read_text()  # the transfer set leaves the vocabulary alone
     dcfg = stage_config(cfg, "synthetic_subdomains", "distill", "td")
-    summary = distill(dcfg, "td", 0, root / "data_t", root / "teacher1", root / "student", root / "td_t")
+    summary = distill(dcfg, 0, root / "data_t", root / "teacher1", root / "student", root / "td_t")
     assert summary["stages"][0]["transfer_rows"] == 70
-    off = distill(stage_config(load_config("smoke", {"results_dir": str(root), "checkpoints": 1, "methods": METHODS,
+    off = distill(stage_config(load_config("smoke", {"results_dir": str(root), "methods": METHODS,
                                                      "task_overrides": {"synthetic_subdomains": {"task_options": opts,
                                                                "training": {"distill": {"epochs": 1, "batch_size": 32,
                                                                                         "transfer": False}}}}}),
                                "synthetic_subdomains", "distill", "td"),
-                  "td", 0, root / "data_t", root / "teacher1", root / "student", root / "td_off")
+                  0, root / "data_t", root / "teacher1", root / "student", root / "td_off")
     assert off["stages"][0]["transfer_rows"] == 0
 
 
@@ -193,18 +192,16 @@ def test_student_starts_from_student_sft_or_from_the_base_student(trained):
     root, config = trained
     prep = Prepared.open(root / "data")
     cfg = stage_config(config(1, 1), "synthetic_subdomains", "distill", "td")
-    assert "models" not in cfg  # the default start needs no model spec: the job's params stay as they were
-    settings = DistillSettings.from_config(cfg, "td")
-    assert settings.init == "student_sft" and settings.student_spec is None
+    assert cfg.student is None  # the default start needs no model spec: the job's params stay as they were
+    assert cfg.training.init == "student_sft"
     sft_start = initial_student(prep, root / "student", 0).state_dict()
     saved = load_pretrained(root / "student" / "best").state_dict()
     assert all(torch.equal(sft_start[k], saved[k]) for k in saved)
     base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {"synthetic_subdomains": {
         "task_options": TINY_SYNTHETIC, "training": {"distill": {"init": "base"}}}}})
     cfg = stage_config(base_cfg, "synthetic_subdomains", "distill", "td")
-    settings = DistillSettings.from_config(cfg, "td")
-    assert settings.init == "base" and settings.student_spec == cfg["models"]["student"]
-    base = initial_student(prep, root / "student", 0, settings.init, settings.student_spec).state_dict()
-    fresh = build_model(cfg["models"]["student"], prep.tokenizer, prep.task.max_length, 0).state_dict()
+    assert cfg.training.init == "base" and cfg.student == base_cfg["models"]["student"]
+    base = initial_student(prep, root / "student", 0, cfg.training.init, cfg.student).state_dict()
+    fresh = build_model(cfg.student, prep.tokenizer, prep.task.max_length, 0).state_dict()
     assert all(torch.equal(base[k], fresh[k]) for k in fresh)
     assert not all(torch.equal(base[k], saved[k]) for k in saved)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from baselines.akl import head_mask, head_tail_weights
-from scd.distill.checks import NotCheckable, check_divergence, divergences, main as check_main, not_checkable
+from scd.distill.checks import NotCheckable, check_divergence, divergences, not_checkable
+from scd.distill.checks import main as check_main
 from scd.distill.losses import LOG_FLOOR
 from scd.distill.parts import hyperparameters
 from scd.registry import Registry

@@ -10,10 +10,10 @@ import torch
 
 from baselines.dskd import DSKD, DSKDCMA, cross_model_attention
 from baselines.uld import uld, uld_aligned, uld_cross
-from scd.tokens import token_ce
 from scd.distill.methods import method_from_config, resolve_spec
 from scd.distill.parts import DIVERGENCES, METHODS, hyperparameters
 from scd.distill.plugins import load_plugins
+from scd.tokens import token_ce
 
 load_plugins()
 

@@ -5,8 +5,8 @@ import torch
 
 from baselines.kd import forward_kl
 from scd.data import IGNORE
-from scd.tokens import masked_mean, per_sample_mean, token_ce
 from scd.distill.methods import method_from_config
+from scd.tokens import masked_mean, per_sample_mean, token_ce
 
 LN3 = math.log(3.0)
 

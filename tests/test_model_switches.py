@@ -6,17 +6,17 @@ import json
 
 import pytest
 import torch
-
 from conftest import require
+
 from scd.config import stage_config
 from scd.data import collate
-from scd.stages.distill import distill, initial_student
 from scd.distill.teacher import saved_checkpoints
-from scd.models import ADAPTER_BASE, add_lora, build_model, count_parameters, load_trained
-from scd.stages.prepare import prepare
-from scd.prepared import Prepared
-from scd.stages.sft import ce_loss, sft
 from scd.evaluate import validator
+from scd.models import ADAPTER_BASE, add_lora, build_model, count_parameters, load_trained
+from scd.prepared import Prepared
+from scd.stages.distill import distill, initial_student
+from scd.stages.prepare import prepare
+from scd.stages.sft import ce_loss, sft
 
 TASK = "synthetic_subdomains"
 
@@ -39,7 +39,7 @@ def lora_runs(tiny_distill, tmp_path_factory):
     root, config = tiny_distill
     out = tmp_path_factory.mktemp("lora")
     cfg = with_lora(config(3, 1), "teacher", "student")
-    summaries = {role: sft(stage_config(cfg, TASK, "sft", role), role, 0, root / "data", out / role)
+    summaries = {role: sft(stage_config(cfg, TASK, "sft", role), 0, root / "data", out / role)
                  for role in ("teacher", "student")}
     return root, out, cfg, summaries
 
@@ -83,7 +83,7 @@ def test_distillation_from_a_lora_teacher_into_a_lora_student(lora_runs, tiny_di
     root, out, _, _ = lora_runs
     methods = {"scd+aw": {"schedule": "scd", "divergence": "fkl", "weighting": "aw"}}
     cfg = with_lora(tiny_distill[1](3, 2, methods), "teacher", "student")
-    summary = distill(stage_config(cfg, TASK, "distill", "scd+aw"), "scd+aw", 0, root / "data", out / "teacher",
+    summary = distill(stage_config(cfg, TASK, "distill", "scd+aw"), 0, root / "data", out / "teacher",
                       out / "student", out / "scd+aw")
     # the LoRA teacher's trajectory (its last checkpoint stood in for by `best`), and SCD's choices from it
     assert summary["checkpoints"] == saved_checkpoints(out / "teacher") == ["ckpt-1", "ckpt-2", "best"]
@@ -126,12 +126,11 @@ def test_distillation_trains_the_student_sft_model_with_gradient_checkpointing(t
     cfg = config(1, 1)
     cfg["models"]["student"]["gradient_checkpointing"] = True
     job = stage_config(cfg, TASK, "distill", "td")
-    assert job["models"]["student"]["gradient_checkpointing"] is True
+    assert job.student["gradient_checkpointing"] is True
     prep = Prepared.open(root / "data")
     for job, gc in ((job, True), (stage_config(config(1, 1), TASK, "distill", "td"), False)):
-        s = DistillSettings.from_config(job, "td")
-        assert s.gradient_checkpointing == gc
-        student = initial_student(prep, root / "student", 0, s.init, s.student_spec, s.gradient_checkpointing)
+        assert bool((job.student or {}).get("gradient_checkpointing")) == gc
+        student = initial_student(prep, root / "student", 0, job.training.init, job.student, gc)
         assert student.is_activation_checkpointing == gc
 
 

@@ -4,8 +4,8 @@ import json
 import re
 
 import pytest
-
 from conftest import dry_run, job_stats, resources_by_rule
+
 from scd.config import enabled_methods, load_config
 
 MODEL_RULES = ("sft", "teacher_outputs", "distill", "evaluate", "zero_shot")

@@ -6,7 +6,6 @@ The plan is the paper's reproduction (`--config profile=paper`); the sbatch call
 import os
 
 import pytest
-
 from conftest import dry_run, job_stats, require, resources_by_rule, snakemake
 
 GPU_RULES = {"sft", "teacher_outputs", "distill", "evaluate", "zero_shot"}

@@ -8,10 +8,18 @@ import json
 
 import pytest
 import torch
-
 from conftest import require
+
 from scd.config import load_config, stage_config
-from scd.models import (build_model, count_parameters, derive_student, kept_layers, load_pretrained, model_spec, resolve_source)
+from scd.models import (
+    build_model,
+    count_parameters,
+    derive_student,
+    kept_layers,
+    load_pretrained,
+    model_spec,
+    resolve_source,
+)
 
 TASK = "tweet_sentiment_english"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,13 +35,13 @@ def slice_cfg(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("smollm2")
     tiny = {"epochs": 1, "batch_size": 4}
     cfg = load_config("smollm2", {
-        "results_dir": str(root), "data_dir": str(shared_data), "seeds": [0], "checkpoints": 2,
+        "results_dir": str(root), "data_dir": str(shared_data), "seeds": [0],
         "tasks": [TASK], "evaluation": {"batch_size": 8},
         "methods": {"scd+aw": {"schedule": "scd", "divergence": "fkl", "weighting": "aw"}},
         "task_overrides": {"multilingual": {
             "task_options": {"max_train": 8, "max_validation": 4, "max_test": 6},
-            "training": {"teacher": tiny, "student": tiny,
-                         "distill": {"epochs": 2, "stages": 2, "checkpoints": 2, "batch_size": 4,
+            "training": {"teacher": tiny | {"save_checkpoints": 2}, "student": tiny,
+                         "distill": {"epochs": 2, "stages": 2, "trajectory": 2, "batch_size": 4,
                                      "probe_size": 4}}}}})
     return root, cfg
 
@@ -42,18 +50,18 @@ def slice_cfg(tmp_path_factory, shared_data):
 def pipeline(slice_cfg):
     """Every stage once, in-process, as the workflow's jobs would run them."""
     from scd.stages.distill import distill
-    from scd.stages.teacher_outputs import write_teacher_outputs
     from scd.stages.evaluate import evaluate_model
     from scd.stages.prepare import prepare
     from scd.stages.sft import sft
+    from scd.stages.teacher_outputs import write_teacher_outputs
 
     root, cfg = slice_cfg
     prepare(stage_config(cfg, TASK, "prepare"), root / "data")
-    out = {role: sft(stage_config(cfg, TASK, "sft", role), role, 0, root / "data", root / role)
+    out = {role: sft(stage_config(cfg, TASK, "sft", role), 0, root / "data", root / role)
            for role in ("teacher", "student")}
     write_teacher_outputs(stage_config(cfg, TASK, "teacher_outputs"), 0, root / "data", root / "teacher",
                           root / "teacher_outputs")
-    out["distill"] = distill(stage_config(cfg, TASK, "distill", "scd+aw"), "scd+aw", 0, root / "data",
+    out["distill"] = distill(stage_config(cfg, TASK, "distill", "scd+aw"), 0, root / "data",
                              root / "teacher", root / "student", root / "distilled", root / "teacher_outputs")
     (root / "eval").mkdir()
     out["eval"] = evaluate_model(stage_config(cfg, TASK, "evaluate"), root / "distilled", "scd+aw", 0, root / "data",

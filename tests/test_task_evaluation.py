@@ -1,12 +1,14 @@
 """Evaluation over the registry's tasks: zero-shot rows, per-row choices, generation vs option scoring, and every
 declared metric in the summary (on tiny prepared copies of real tasks)."""
+import dataclasses
 import json
 
 import pytest
 
 from scd.config import load_config, stage_config
-from scd.stages.evaluate import evaluate_model
 from scd.evaluate import evaluation_mode
+from scd.settings import Evaluation
+from scd.stages.evaluate import evaluate_model
 from scd.stages.prepare import prepare
 from tasks import get_task
 
@@ -33,7 +35,7 @@ def monkeypatch_module():
 def test_zero_shot_scores_the_untrained_model_with_every_metric(prepared):
     root, cfg = prepared
     job = stage_config(cfg, "rrtnm", "zero_shot", "student")
-    s = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs.json", zero_shot="student")
+    s = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs.json")
     assert s["model"] == "student_zero_shot" and s["n"] == 30 and s["mode"] == "choices"
     assert set(s["scores"]) == {"accuracy", "kappa"} and s["score"] == s["scores"]["accuracy"]
     assert -1.0 <= s["scores"]["kappa"] <= 1.0 and s["directions"] == {"accuracy": "max", "kappa": "max"}
@@ -43,19 +45,20 @@ def test_zero_shot_scores_the_untrained_model_with_every_metric(prepared):
     assert all(r["pred"] in row["choices"] for r, row in zip(records, rows))
     assert any(len(row["choices"]) < 5 for row in rows)
     # seeded: the same untrained model twice gives the same predictions; another seed another model
-    again = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs2.json", zero_shot="student")
+    again = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs2.json")
     assert again["scores"] == s["scores"]
 
 
 def test_generation_mode_parses_letters_and_lists(prepared):
     root, cfg = prepared
-    gen = dict(stage_config(cfg, "rrtnm", "zero_shot", "teacher"), evaluation={"batch_size": 16, "mode": "generate"})
-    s = evaluate_model(gen, None, "teacher_zero_shot", 0, root / "rrtnm", root / "gen.json", zero_shot="teacher")
+    gen = dataclasses.replace(stage_config(cfg, "rrtnm", "zero_shot", "teacher"),
+                              evaluation=Evaluation(batch_size=16, mode="generate"))
+    s = evaluate_model(gen, None, "teacher_zero_shot", 0, root / "rrtnm", root / "gen.json")
     assert s["mode"] == "generate"
     records = [json.loads(line) for line in (root / "gen.samples.jsonl").read_text().splitlines()]
     assert all(r["pred"] in ("", "A", "B", "C", "D", "E") for r in records)
     ner = evaluate_model(stage_config(cfg, "nrner", "zero_shot", "student"), None, "student_zero_shot", 0,
-                         root / "nrner", root / "ner.json", zero_shot="student")
+                         root / "nrner", root / "ner.json")
     assert set(ner["scores"]) == {"exact_f1", "partial_f1"} and ner["mode"] == "generate"
     records = [json.loads(line) for line in (root / "ner.samples.jsonl").read_text().splitlines()]
     assert all(isinstance(r["pred"], list) and isinstance(r["gold"], list) and r["gold"] for r in records)

@@ -9,8 +9,15 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from tasks import metrics, parsers
-from tasks.metrics import (METRICS, cohen_kappa, entities_to_bio, entity_f1_exact, entity_f1_partial, exact_match,
-                           macro_f1)
+from tasks.metrics import (
+    METRICS,
+    cohen_kappa,
+    entities_to_bio,
+    entity_f1_exact,
+    entity_f1_partial,
+    exact_match,
+    macro_f1,
+)
 
 SEQEVAL = ("seqeval_f1", "seqeval_precision", "seqeval_recall")
 

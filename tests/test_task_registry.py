@@ -162,7 +162,8 @@ def test_jmed_label_outside_the_declared_set(shared_data, tmp_path):
 
 
 def test_rrtnm_answer_naming_an_empty_option(shared_data, tmp_path):
-    import csv, io
+    import csv
+    import io
 
     folder = _copy(shared_data, tmp_path, "jmed_llm")
     path = folder / "all" / "RRTNM.csv"

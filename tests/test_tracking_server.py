@@ -11,9 +11,9 @@ import time
 import urllib.request
 
 import pytest
+from conftest import TINY_SYNTHETIC
 from mlflow import MlflowClient
 
-from conftest import TINY_SYNTHETIC
 from scd import tracking
 from scd.config import load_config, stage_config
 
@@ -93,7 +93,7 @@ def test_stages_log_to_the_server_named_in_the_config(server, tmp_path, monkeypa
     parent = tracking.start_invocation(cfg)
     monkeypatch.setenv(tracking.PARENT_ENV, parent)
     prepare(stage_config(cfg, TASK, "prepare"), tmp_path / "data")
-    summary = sft(stage_config(cfg, TASK, "sft", "student"), "student", 0, tmp_path / "data", tmp_path / "student")
+    summary = sft(stage_config(cfg, TASK, "sft", "student"), 0, tmp_path / "data", tmp_path / "student")
     tracking.end_invocation(cfg, parent, ok=True)
 
     runs = runs_named(server, "via-config")

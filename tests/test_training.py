@@ -60,7 +60,8 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    cfg = load_config("smoke", {"results_dir": str(root), "checkpoints": 3, "task_overrides": {"synthetic_subdomains": {
+    cfg = load_config("smoke", {"results_dir": str(root), "training": {"teacher": {"save_checkpoints": 3}},
+                                "task_overrides": {"synthetic_subdomains": {
         "task_options": TINY, "training": {"teacher": {"epochs": 3, "batch_size": 32}}}}})
     prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), root / "data")
     return cfg, root
@@ -68,7 +69,7 @@ def tiny_run(tmp_path_factory):
 
 def test_teacher_sft_saves_checkpoints_and_best(tiny_run):
     cfg, root = tiny_run
-    summary = sft(stage_config(cfg, "synthetic_subdomains", "sft", "teacher"), "teacher", 0, root / "data",
+    summary = sft(stage_config(cfg, "synthetic_subdomains", "sft", "teacher"), 0, root / "data",
                   root / "teacher")
     assert sorted(p.name for p in (root / "teacher" / "checkpoints").iterdir()) == ["ckpt-1", "ckpt-2", "ckpt-3"]
     # 200 TFS + 2 x 50 SFS rows, batch 32 -> 10 steps per epoch, 3 epochs -> 30 steps, thirds at 10, 20, 30
@@ -82,9 +83,9 @@ def test_teacher_sft_saves_checkpoints_and_best(tiny_run):
 def test_same_seed_same_model(tiny_run):
     cfg, root = tiny_run
     scfg = stage_config(cfg, "synthetic_subdomains", "sft", "student")
-    a = sft(scfg, "student", 3, root / "data", root / "s_a")
-    b = sft(scfg, "student", 3, root / "data", root / "s_b")
-    c = sft(scfg, "student", 4, root / "data", root / "s_c")
+    a = sft(scfg, 3, root / "data", root / "s_a")
+    b = sft(scfg, 3, root / "data", root / "s_b")
+    c = sft(scfg, 4, root / "data", root / "s_c")
     wa, wb, wc = (load_pretrained(root / d / "best").state_dict() for d in ("s_a", "s_b", "s_c"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)

@@ -4,8 +4,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import dry_run, snakemake
+
 from scd.config import enabled_methods, load_config
 from tasks import get_task, task_groups
 

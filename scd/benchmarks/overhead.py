@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         for setting, cache_dir in (("shared", cache), ("in-job", None)):
             for method in ("td", "scd+aw"):
                 start = time.perf_counter()
-                s = distill(stage_config(cfg, TASK, "distill", method), method, 0, data, seed / "teacher",
+                s = distill(stage_config(cfg, TASK, "distill", method), 0, data, seed / "teacher",
                             seed / "student", work / f"{method}-{setting}-{r}", cache_dir)
                 times.setdefault((setting, method), []).append(time.perf_counter() - start)
                 steps[method] = sum(st["steps"] for st in s["stages"])

@@ -32,7 +32,7 @@ def seed_dir(work: Path, cfg: dict, run_dir: Path | None) -> Path:
     out = work / TASK / "seed0"
     prepare(stage_config(cfg, TASK, "prepare"), work / TASK / "data")
     for role in ("teacher", "student"):
-        sft(stage_config(cfg, TASK, "sft", role), role, 0, work / TASK / "data", out / role)
+        sft(stage_config(cfg, TASK, "sft", role), 0, work / TASK / "data", out / role)
     return out
 
 

@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> None:
 
     # One untimed run first: the first distillation in a process pays one-off costs (lazy imports, allocator
     # growth, the MLflow store's first writes) that would otherwise be charged to TD, the reference.
-    distill(stage_config(cfg, TASK, "distill", "td"), "td", 0, seed.parent / "data", seed / "teacher",
+    distill(stage_config(cfg, TASK, "distill", "td"), 0, seed.parent / "data", seed / "teacher",
             seed / "student", work / "warm-up", cache)
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     wall: dict[str, list[float]] = {m: [] for m in methods}
     steps: dict[str, int] = {}
     for r in range(args.repeats):
         for method in methods:
-            s = distill(stage_config(cfg, TASK, "distill", method), method, 0, seed.parent / "data", seed / "teacher",
+            s = distill(stage_config(cfg, TASK, "distill", method), 0, seed.parent / "data", seed / "teacher",
                         seed / "student", work / f"{method}-{r}", cache)
             seconds[method].append(sum(st["train_seconds"] - st["val_seconds"] for st in s["stages"]))
             wall[method].append(s["wall_seconds"])
