@@ -384,7 +384,7 @@ def test_startup_fetches_missing_data_into_the_cache(upstream):
     assert [c.status for c in verify([task], cache)] == ["ok", "ok"] and len(requests) == 3
 
 
-def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch, make_task):
+def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch, make_task, originals):
     base, requests = server
     monkeypatch.delenv("SCD_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -394,7 +394,7 @@ def test_startup_refuses_a_tampered_upstream_file(server, tmp_path, monkeypatch,
     said = []
     with pytest.raises(ChecksumError) as err:
         ensure_files(task, root, fetch_allowed, say=said.append)
-    expected = sha256_file(ORIGINALS[CORRUPT][1])
+    expected = sha256_file(originals[CORRUPT])
     served = (tmp_path / "www" / REPO / COMMIT / "data/annotated/eng_Latn/dev.tsv").read_bytes()
     assert expected in str(err.value) and _sha(served) in str(err.value) and "sha256" in str(err.value)
     assert _files(root) == [] and said == [] and len(requests) == 1
