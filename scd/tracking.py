@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from scd.dicts import flatten  # noqa: E402
+from scd.layout import Layout  # noqa: E402
 
 PARENT_ENV = "SCD_MLFLOW_PARENT_RUN"
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "trl", "mlflow", "snakemake", "scd-bench")
@@ -32,7 +33,7 @@ def tracking_uri(cfg: dict) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if (cfg.get("mlflow") or {}).get("tracking_uri"):
         return cfg["mlflow"]["tracking_uri"]
-    return f"sqlite:///{(Path(cfg['results_dir']) / 'mlflow.db').resolve()}"
+    return f"sqlite:///{Layout(cfg['results_dir']).mlflow_db().resolve()}"
 
 
 def init_store(cfg: dict) -> str:
@@ -40,12 +41,12 @@ def init_store(cfg: dict) -> str:
     # A client bound to the URI, never mlflow.set_tracking_uri: that also sets $MLFLOW_TRACKING_URI for this
     # process and every job it starts, which would then ignore their own configuration.
     client = MlflowClient(tracking_uri(cfg))
-    Path(cfg["results_dir"]).mkdir(parents=True, exist_ok=True)
+    Layout(cfg["results_dir"]).root.mkdir(parents=True, exist_ok=True)
     name = (cfg.get("mlflow") or {}).get("experiment", "scd-bench")
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (Path(cfg["results_dir"]) / "mlartifacts").resolve().as_uri()
+    artifacts = Layout(cfg["results_dir"]).mlflow_artifacts().resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifacts)
 
 
