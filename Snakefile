@@ -14,6 +14,7 @@ from snakemake.exceptions import WorkflowError
 
 from scd.config import (ConfigError, ablation_plan, common_settings, enabled_methods, enabled_tasks,
                         from_command_line, load_config, stage_config, task_config)
+from scd.layout import Layout
 from scd.settings import to_json
 from tasks import TaskDataError, get_task
 from tasks.datafiles import ensure_files, resolve_data_dir
@@ -25,19 +26,20 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 R = CFG["results_dir"]
+L = Layout(R)  # every path below comes from it (scd/layout.py); "{task}" etc. make Snakemake's patterns
 TASKS = enabled_tasks(CFG)
 SEEDS = CFG["seeds"]
 METHODS = enabled_methods(CFG)  # the leaderboard's rows
 CFG["methods"].update(ABLATIONS["variants"])
-MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"] else [])
-          for t in TASKS}
-EVALS = [f"{R}/{t}/seed{s}/eval/{m}" for t in TASKS for s in SEEDS for m in MODELS[t]]
+DISTILLED = {t: METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"] else []) for t in TASKS}
+MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
+RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 THREADS = CFG.get("threads", 1)
 
 # Task data is checked (sha256) at start, not in a job minutes later (tasks already prepared need none): missing
 # files are fetched into the per-user cache, or stop the run when the data directory was given explicitly.
 for _task in TASKS:
-    if get_task(_task).data and not os.path.exists(f"{R}/{_task}/data"):
+    if get_task(_task).data and not os.path.exists(L.prepared(_task)):
         try:
             ensure_files(get_task(_task), *resolve_data_dir(task_config(CFG, _task).get("data_dir")))
         except TaskDataError as e:
@@ -86,30 +88,30 @@ onerror:
 
 rule all:
     input:
-        f"{R}/report.html",
+        L.report(),
 
 
 rule prepare:
     output:
-        directory(f"{R}/{{task}}/data"),
+        directory(L.prepared("{task}")),
     params:
         cfg=job_config("prepare"),
     log:
-        f"{R}/logs/{{task}}/prepare.log",
+        L.prepare_log("{task}"),
     shell:
         "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule sft:
     input:
-        data=f"{R}/{{task}}/data",
+        data=L.prepared("{task}"),
     output:
-        directory(f"{R}/{{task}}/seed{{seed}}/{{role}}"),
+        directory(L.sft("{task}", "{seed}", "{role}")),
     params:
         cfg=job_config("sft"),
     threads: THREADS
     log:
-        f"{R}/logs/{{task}}/seed{{seed}}/{{role}}_sft.log",
+        L.sft_log("{task}", "{seed}", "{role}"),
     shell:
         "scd sft --task {wildcards.task} --role {wildcards.role} --seed {wildcards.seed} --config {params.cfg:q}"
         " --data {input.data} --out {output} > {log} 2>&1"
@@ -117,37 +119,39 @@ rule sft:
 
 rule teacher_outputs:
     input:
-        data=f"{R}/{{task}}/data",
-        teacher=f"{R}/{{task}}/seed{{seed}}/teacher",
+        data=L.prepared("{task}"),
+        teacher=L.sft("{task}", "{seed}", "teacher"),
     output:
-        directory(f"{R}/{{task}}/seed{{seed}}/teacher_outputs"),
+        cache=directory(L.teacher_outputs("{task}", "{seed}")),
+        manifest=L.teacher_outputs_manifest("{task}", "{seed}"),  # written inside the cache; aggregate reads it
     params:
         cfg=job_config("teacher_outputs"),
     threads: THREADS
     log:
-        f"{R}/logs/{{task}}/seed{{seed}}/teacher_outputs.log",
+        L.teacher_outputs_log("{task}", "{seed}"),
     shell:
         "scd teacher-outputs --task {wildcards.task} --seed {wildcards.seed} --config {params.cfg:q}"
-        " --data {input.data} --teacher {input.teacher} --out {output} > {log} 2>&1"
+        " --data {input.data} --teacher {input.teacher} --out {output.cache} > {log} 2>&1"
 
 
 # A distillation job ends with the test evaluation of its student (the same code as rule `evaluate`, its own
 # MLflow run): job start-up costs ~8 s of imports, a fifth of a distillation job here.
 rule distill:
     input:
-        data=f"{R}/{{task}}/data",
-        teacher=f"{R}/{{task}}/seed{{seed}}/teacher",
-        teacher_outputs=f"{R}/{{task}}/seed{{seed}}/teacher_outputs",
-        student=f"{R}/{{task}}/seed{{seed}}/student",
+        data=L.prepared("{task}"),
+        teacher=L.sft("{task}", "{seed}", "teacher"),
+        teacher_outputs=L.teacher_outputs("{task}", "{seed}"),
+        student=L.sft("{task}", "{seed}", "student"),
     output:
-        model=directory(f"{R}/{{task}}/seed{{seed}}/distill/{{method}}"),
-        summary=f"{R}/{{task}}/seed{{seed}}/eval/{{method}}.json",
-        samples=f"{R}/{{task}}/seed{{seed}}/eval/{{method}}.samples.jsonl",
+        model=directory(L.distill("{task}", "{seed}", "{method}")),
+        distill_summary=L.distill_summary("{task}", "{seed}", "{method}"),  # written inside model; aggregate reads it
+        summary=L.eval_summary("{task}", "{seed}", "{method}"),
+        samples=L.eval_samples("{task}", "{seed}", "{method}"),
     params:
         cfg=job_config("distill"),
     threads: THREADS
     log:
-        f"{R}/logs/{{task}}/seed{{seed}}/distill_{{method}}.log",
+        L.distill_log("{task}", "{seed}", "{method}"),
     shell:
         "scd distill --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
         " --config {params.cfg:q} --data {input.data} --teacher {input.teacher} --student {input.student}"
@@ -163,15 +167,15 @@ ruleorder: evaluate > zero_shot > distill
 # random initialisation of the embedded default.
 rule zero_shot:
     input:
-        data=f"{R}/{{task}}/data",
+        data=L.prepared("{task}"),
     output:
-        summary=f"{R}/{{task}}/seed{{seed}}/eval/{{role}}_zero_shot.json",
-        samples=f"{R}/{{task}}/seed{{seed}}/eval/{{role}}_zero_shot.samples.jsonl",
+        summary=L.eval_summary("{task}", "{seed}", "{role}_zero_shot"),
+        samples=L.eval_samples("{task}", "{seed}", "{role}_zero_shot"),
     params:
         cfg=job_config("zero_shot"),
     threads: THREADS
     log:
-        f"{R}/logs/{{task}}/seed{{seed}}/eval_{{role}}_zero_shot.log",
+        L.eval_log("{task}", "{seed}", "{role}_zero_shot"),
     shell:
         "scd evaluate --task {wildcards.task} --name {wildcards.role}_zero_shot --seed {wildcards.seed}"
         " --config {params.cfg:q} --data {input.data} --zero-shot {wildcards.role} --out {output.summary} > {log} 2>&1"
@@ -179,42 +183,48 @@ rule zero_shot:
 
 rule evaluate:
     input:
-        data=f"{R}/{{task}}/data",
-        model=lambda wc: f"{R}/{wc.task}/seed{wc.seed}/{wc.model.removesuffix('_sft')}",
+        data=L.prepared("{task}"),
+        model=lambda wc: L.sft(wc.task, wc.seed, wc.model.removesuffix("_sft")),
     output:
-        summary=f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.json",
-        samples=f"{R}/{{task}}/seed{{seed}}/eval/{{model}}.samples.jsonl",
+        summary=L.eval_summary("{task}", "{seed}", "{model}"),
+        samples=L.eval_samples("{task}", "{seed}", "{model}"),
     params:
         cfg=job_config("evaluate"),
     threads: THREADS
     log:
-        f"{R}/logs/{{task}}/seed{{seed}}/eval_{{model}}.log",
+        L.eval_log("{task}", "{seed}", "{model}"),
     shell:
         "scd evaluate --task {wildcards.task} --name {wildcards.model} --seed {wildcards.seed}"
         " --config {params.cfg:q} --data {input.data} --model {input.model} --out {output.summary} > {log} 2>&1"
 
 
+# Every file `scd aggregate` reads is an input here, and it reads no other: each evaluation with its per-sample
+# records, each distillation's summary (schedules, adaptive weights, ablation times) and each seed's teacher-output
+# manifest (ablation checkpoint sizes).
 rule aggregate:
     input:
-        evals=[f"{e}.json" for e in EVALS],
-        samples=[f"{e}.samples.jsonl" for e in EVALS],
+        evals=[L.eval_summary(*run) for run in RUNS],
+        samples=[L.eval_samples(*run) for run in RUNS],
+        distill_summaries=[L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
+        teacher_outputs_manifests=[L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
     output:
-        f"{R}/leaderboard.json",
+        L.leaderboard(),
     params:
         methods=" ".join(METHODS),
         profile=CFG["profile"],
         results_dir=R,
         ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"]}, sort_keys=True),
     shell:
-        "scd aggregate {input.evals} --methods {params.methods} --profile {params.profile}"
-        " --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
+        "scd aggregate {input.evals} --samples {input.samples} --distill-summaries {input.distill_summaries}"
+        " --teacher-outputs-manifests {input.teacher_outputs_manifests} --methods {params.methods}"
+        " --profile {params.profile} --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
         " --out {output}"
 
 
 rule report:
     input:
-        f"{R}/leaderboard.json",
+        L.leaderboard(),
     output:
-        f"{R}/report.html",
+        L.report(),
     shell:
         "scd report --leaderboard {input} --out {output}"

@@ -13,7 +13,8 @@ and command produced them. It reads:
 - `mlflow.db`, where present: the start and end of every workflow invocation (its parent run, tag
   `scd.kind=workflow`) and the environment the jobs logged (`env.*` parameters).
 
-Standard library only: it runs without torch or MLflow installed, and imports nothing from the package.
+Standard library only: it runs without torch or MLflow installed, and imports nothing from the package but the
+results layout (scd/layout.py, standard library only too), which names every file above.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from scd.layout import Layout
+
 REPO = Path(__file__).resolve().parent.parent
 NO_COMMAND = "not given (pass --command with the command that produced the results)"
 # Environment parameters the jobs log to MLflow (scd/tracking.py: environment()), shown as recorded at run time.
@@ -41,7 +44,7 @@ class ResultsError(Exception):
 
 # -- reading -------------------------------------------------------------------------------------------------
 def read_leaderboard(results_dir: Path) -> dict:
-    path = Path(results_dir) / "leaderboard.json"
+    path = Layout(results_dir).leaderboard()
     if not path.is_file():
         raise ResultsError(f"{path} not found: run the workflow first (its aggregate step writes leaderboard.json), "
                            f"or point --results at the results directory that holds it")
@@ -72,15 +75,16 @@ def _number(value) -> float | None:
 
 def job_times(results_dir: Path) -> list[dict]:
     """Per kind of job: how many recorded a time, and the sum, min and max of those times (seconds)."""
-    root = Path(results_dir)
+    root, every = Path(results_dir), Layout(".")  # every task, seed and method: glob patterns under root
     kinds = [
-        ("teacher SFT", "*/seed*/teacher/summary.json", lambda d: _number(d.get("train_seconds"))),
-        ("student SFT", "*/seed*/student/summary.json", lambda d: _number(d.get("train_seconds"))),
-        ("teacher outputs", "*/seed*/teacher_outputs/manifest.json", _teacher_output_seconds),
-        ("distillation", "*/seed*/distill/*/summary.json", lambda d: _number(d.get("wall_seconds"))),
+        ("teacher SFT", every.sft_summary("*", "*", "teacher"), lambda d: _number(d.get("train_seconds"))),
+        ("student SFT", every.sft_summary("*", "*", "student"), lambda d: _number(d.get("train_seconds"))),
+        ("teacher outputs", every.teacher_outputs_manifest("*", "*"), _teacher_output_seconds),
+        ("distillation", every.distill_summary("*", "*", "*"), lambda d: _number(d.get("wall_seconds"))),
     ]
     out = []
     for kind, pattern, seconds_of in kinds:
+        pattern = pattern.as_posix()
         times = []
         for path in sorted(root.glob(pattern)):
             data = _read_json(path)
@@ -107,7 +111,7 @@ def _sqlite(path: Path) -> sqlite3.Connection:
 
 def workflow_runs(results_dir: Path) -> list[dict]:
     """The workflow invocations recorded in `mlflow.db` (parent runs tagged scd.kind=workflow), oldest first."""
-    db = Path(results_dir) / "mlflow.db"
+    db = Layout(results_dir).mlflow_db()
     if not db.is_file():
         return []
     try:
@@ -122,7 +126,7 @@ def workflow_runs(results_dir: Path) -> list[dict]:
 
 def run_environment(results_dir: Path) -> dict[str, list[str]]:
     """The distinct values of the environment parameters the jobs logged to `mlflow.db`."""
-    db = Path(results_dir) / "mlflow.db"
+    db = Layout(results_dir).mlflow_db()
     if not db.is_file():
         return {}
     keys = [k for k, _ in RUN_ENV]

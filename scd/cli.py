@@ -102,9 +102,11 @@ def cmd_aggregate(args):
         ablations = json.loads(args.ablations) if args.ablations else None
     except json.JSONDecodeError as e:
         raise UsageError(f"--ablations is not valid JSON: {e}") from None
-    board = _load("scd.stages.aggregate").aggregate([Path(f) for f in args.evals], args.methods, args.profile,
-                                                    args.results_dir, ablations)
-    _load("scd.data").write_json(args.out, board)
+    lb = _load("scd.stages.aggregate").aggregate(
+        [Path(f) for f in args.evals], args.methods, args.profile, args.results_dir, ablations,
+        samples=[Path(f) for f in args.samples], distill_summaries=[Path(f) for f in args.distill_summaries],
+        teacher_outputs_manifests=[Path(f) for f in args.teacher_outputs_manifests])
+    _load("scd.data").write_json(args.out, lb)
 
 
 def cmd_report(args):
@@ -248,10 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="evaluation summaries -> leaderboard JSON")
-    p.add_argument("evals", nargs="+")
+    p.add_argument("evals", nargs="+", help="evaluation summaries (<results>/<task>/seed<k>/eval/<model>.json)")
     p.add_argument("--methods", nargs="*", default=[], help="leaderboard row order after teacher_sft, student_sft")
     p.add_argument("--profile", default="default")
-    p.add_argument("--results-dir", default="results", help="where the MLflow store is (named in the report)")
+    p.add_argument("--results-dir", default="results",
+                   help="the results directory the files below are in (and the MLflow store, named in the report)")
+    p.add_argument("--samples", nargs="*", default=[],
+                   help="per-sample records (eval/<model>.samples.jsonl) for the TFS/SFS decomposition")
+    p.add_argument("--distill-summaries", nargs="*", default=[],
+                   help="distillation summaries (distill/<method>/summary.json): schedules, adaptive weights, "
+                        "ablation times")
+    p.add_argument("--teacher-outputs-manifests", nargs="*", default=[],
+                   help="teacher-output manifests (teacher_outputs/manifest.json): ablation checkpoint bytes")
     p.add_argument("--ablations", help="the workflow's ablation plan as JSON (tasks, axes)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_aggregate)

@@ -23,6 +23,7 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from scd.dicts import flatten  # noqa: E402
+from scd.layout import Layout  # noqa: E402
 from scd.settings import Job, to_dict  # noqa: E402
 
 PARENT_ENV = "SCD_MLFLOW_PARENT_RUN"
@@ -37,7 +38,7 @@ def tracking_uri(job: Job) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if job.mlflow.tracking_uri:
         return job.mlflow.tracking_uri
-    return f"sqlite:///{(Path(job.results_dir) / 'mlflow.db').resolve()}"
+    return f"sqlite:///{Layout(job.results_dir).mlflow_db().resolve()}"
 
 
 def init_store(job: Job) -> str:
@@ -45,11 +46,11 @@ def init_store(job: Job) -> str:
     # A client bound to the URI, never mlflow.set_tracking_uri: that also sets $MLFLOW_TRACKING_URI for this
     # process and every job it starts, which would then ignore their own configuration.
     client = MlflowClient(tracking_uri(job))
-    Path(job.results_dir).mkdir(parents=True, exist_ok=True)
+    Layout(job.results_dir).root.mkdir(parents=True, exist_ok=True)
     exp = client.get_experiment_by_name(job.mlflow.experiment)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (Path(job.results_dir) / "mlartifacts").resolve().as_uri()
+    artifacts = Layout(job.results_dir).mlflow_artifacts().resolve().as_uri()
     return client.create_experiment(job.mlflow.experiment, artifact_location=artifacts)
 
 

@@ -5,14 +5,15 @@ import statistics
 import pytest
 
 from report.render import render
+from scd.cli import main
+from scd.layout import Layout
 from scd.stages.aggregate import aggregate
 
 
-def write_eval(path, task, model, seed, score, subs=None):
+def write_eval(f, task, model, seed, score, subs=None):
     summary = {"task": task, "model": model, "seed": seed, "metric": "accuracy", "score": score, "n": 10,
                "run_id": f"run-{task}-{model}-{seed}",
                "subdomains": {k: {"score": v, "n": 5} for k, v in (subs or {}).items()}}
-    f = path / f"{task}-{model}-{seed}.json"
     f.write_text(json.dumps(summary))
     return f
 
@@ -21,7 +22,7 @@ def write_eval(path, task, model, seed, score, subs=None):
 def leaderboard(tmp_path):
     scores = {("a", "teacher_sft"): [0.9, 0.8], ("a", "student_sft"): [0.5, 0.7], ("a", "td"): [0.6, 0.6],
               ("b", "teacher_sft"): [0.2, 0.4], ("b", "student_sft"): [0.3, 0.3], ("b", "td"): [0.5, 0.7]}
-    files = [write_eval(tmp_path, t, m, s, v, {"tfs": v, "sfs": 1 - v} if t == "a" else None)
+    files = [write_eval(tmp_path / f"{t}-{m}-{s}.json", t, m, s, v, {"tfs": v, "sfs": 1 - v} if t == "a" else None)
              for (t, m), vals in scores.items() for s, v in enumerate(vals)]
     return aggregate(files, ["td"], "test")
 
@@ -79,29 +80,39 @@ def test_decomposition_identity_on_hand_made_records():
         decompose(teacher, student, model[:3])
 
 
-def test_schedules_aw_and_ablations_reach_the_report(tmp_path):
-    """Hand-made run directories as the workflow lays them out: eval/, distill/<method>/, teacher_outputs/."""
-    files = []
+def finished_runs(results):
+    """Hand-made results as the workflow lays them out (scd/layout.py), two seeds of task `t`: the evaluations,
+    distillations and teacher-output manifests. Returns the files the aggregate rule declares, by argument."""
+    L = Layout(results)
+    files = {"eval_files": [], "samples": [], "distill_summaries": [], "teacher_outputs_manifests": []}
     for seed in (0, 1):
-        d = tmp_path / "t" / f"seed{seed}"
-        (d / "eval").mkdir(parents=True)
-        (d / "teacher_outputs").mkdir()
-        (d / "teacher_outputs" / "manifest.json").write_text(json.dumps({"checkpoints": {
+        L.teacher_outputs("t", seed).mkdir(parents=True)
+        L.teacher_outputs_manifest("t", seed).write_text(json.dumps({"checkpoints": {
             n: {"checkpoint_bytes": 1_000_000} for n in ("ckpt-1", "ckpt-2", "ckpt-3", "best")}}))
+        files["teacher_outputs_manifests"].append(L.teacher_outputs_manifest("t", seed))
+        L.eval_summary("t", seed, "x").parent.mkdir(parents=True)
         for model, score in (("teacher_sft", 0.9), ("student_sft", 0.5), ("scd+aw", 0.6 + seed / 10),
                              ("scd+aw.n2", 0.5), ("scd+aw.lam0", 0.4)):
-            files.append(write_eval(d / "eval", "t", model, seed, score))
+            files["eval_files"].append(write_eval(L.eval_summary("t", seed, model), "t", model, seed, score))
         for model, ckpts, sched in (("scd+aw", ["ckpt-2", "best"], ["ckpt-2", "best"]),
                                     ("scd+aw.n2", ["best"], ["best"]), ("scd+aw.lam0", ["ckpt-2", "best"], ["best"])):
-            (d / "distill" / model).mkdir(parents=True)
-            hist = {"bins": 2, "all": [3, 1], "tfs": [0, 1], "sfs": [3, 0], "mean/tfs": 0.8, "mean/sfs": 0.1 + seed / 10,
-                    "stage": 0, "checkpoint": sched[0]}
-            (d / "distill" / model / "summary.json").write_text(json.dumps({
+            L.distill("t", seed, model).mkdir(parents=True)
+            hist = {"bins": 2, "all": [3, 1], "tfs": [0, 1], "sfs": [3, 0], "mean/tfs": 0.8,
+                    "mean/sfs": 0.1 + seed / 10, "stage": 0, "checkpoint": sched[0]}
+            L.distill_summary("t", seed, model).write_text(json.dumps({
                 "schedule": sched, "checkpoints": ckpts, "aw_histograms": [hist], "train_seconds": 10,
                 "wall_seconds": 12 + seed}))
-    plan = {"tasks": ["t"], "axes": {"granularity": {"scd+aw": {"1": "scd+aw.n2", "2": "scd+aw"}},
-                                     "lam": {"scd+aw": {"0": "scd+aw.lam0", "1": "scd+aw"}}}}
-    lb = aggregate(files, ["scd+aw"], "test", ablations=plan)
+            files["distill_summaries"].append(L.distill_summary("t", seed, model))
+    return files
+
+
+PLAN = {"tasks": ["t"], "axes": {"granularity": {"scd+aw": {"1": "scd+aw.n2", "2": "scd+aw"}},
+                                 "lam": {"scd+aw": {"0": "scd+aw.lam0", "1": "scd+aw"}}}}
+
+
+def test_schedules_aw_and_ablations_reach_the_report(tmp_path):
+    files = finished_runs(tmp_path)
+    lb = aggregate(methods=["scd+aw"], profile="test", results_dir=str(tmp_path), ablations=PLAN, **files)
     assert lb["rows"] == ["teacher_sft", "student_sft", "scd+aw"]  # variants are not leaderboard rows
     entry = lb["schedules"]["t"]["scd+aw"]
     assert [r["schedule"] for r in entry["runs"]] == [["ckpt-2", "best"]] * 2
@@ -119,9 +130,39 @@ def test_schedules_aw_and_ablations_reach_the_report(tmp_path):
     # ablation axis
     assert section(page, "Scores by task").count("<svg") == len(lb["tasks"])
     assert "<svg" in section(page, "Teacher schedules") and "<svg" in section(page, "Adaptive weights")
-    assert section(page, "Ablations").count("<svg") == len(plan["axes"]) * len(plan["tasks"])
+    assert section(page, "Ablations").count("<svg") == len(PLAN["axes"]) * len(PLAN["tasks"])
 
 
 def section(page: str, title: str) -> str:
     """The report's text from the heading `title` to the next <h2>."""
     return page.split(f"<h2>{title}</h2>", 1)[1].split("<h2>", 1)[0]
+
+
+def test_a_missing_declared_summary_is_one_line_naming_it(tmp_path, capsys):
+    """A declared input that is not there stops the aggregation (it is not left out of the report unsaid)."""
+    files = finished_runs(tmp_path)
+    gone = Layout(tmp_path).distill_summary("t", 1, "scd+aw.n2")
+    gone.unlink()
+    with pytest.raises(FileNotFoundError, match="scd\\+aw.n2/summary.json not found"):
+        aggregate(methods=["scd+aw"], profile="test", results_dir=str(tmp_path), ablations=PLAN, **files)
+    out = tmp_path / "leaderboard.json"
+    code = main(["aggregate", *map(str, files["eval_files"]), "--results-dir", str(tmp_path),
+                 "--distill-summaries", *map(str, files["distill_summaries"]),
+                 "--teacher-outputs-manifests", *map(str, files["teacher_outputs_manifests"]),
+                 "--methods", "scd+aw", "--ablations", json.dumps(PLAN), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(gone) in err and not out.exists()
+
+
+def test_the_summaries_read_are_the_ones_given(tmp_path):
+    """Nothing is read that is not given: without the distillation summaries and manifests, no schedules and no
+    ablation costs; a given file that belongs to no evaluated run is an error."""
+    files = finished_runs(tmp_path)
+    bare = aggregate(files["eval_files"], ["scd+aw"], "test", str(tmp_path), PLAN)
+    assert bare["schedules"] == {} and "seconds" not in bare["ablations"]["granularity"]["t"]["scd+aw"][0]
+    full = aggregate(methods=["scd+aw"], profile="test", results_dir=str(tmp_path), ablations=PLAN, **files)
+    assert {k: v for k, v in full.items() if k not in ("schedules", "ablations")} == \
+        {k: v for k, v in bare.items() if k not in ("schedules", "ablations")}
+    with pytest.raises(ValueError, match="is the file of no evaluated run"):
+        aggregate(files["eval_files"][:5], ["scd+aw"], "test", str(tmp_path), PLAN,
+                  distill_summaries=files["distill_summaries"])

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from scd.config import load_config, stage_config
+from scd.layout import Layout
 from scd.stages.prepare import prepare
 from scd.stages.sft import sft
 from scd.stages.teacher_outputs import write_teacher_outputs
@@ -29,11 +30,11 @@ def seed_dir(work: Path, cfg: dict, run_dir: Path | None) -> Path:
     """A finished workflow seed directory, or one trained now (prepare, teacher and student SFT)."""
     if run_dir is not None:
         return run_dir
-    out = work / TASK / "seed0"
-    prepare(stage_config(cfg, TASK, "prepare"), work / TASK / "data")
+    layout = Layout(work)
+    prepare(stage_config(cfg, TASK, "prepare"), layout.prepared(TASK))
     for role in ("teacher", "student"):
-        sft(stage_config(cfg, TASK, "sft", role), 0, work / TASK / "data", out / role)
-    return out
+        sft(stage_config(cfg, TASK, "sft", role), 0, layout.prepared(TASK), layout.sft(TASK, 0, role))
+    return layout.seed_dir(TASK, 0)
 
 
 def teacher_cache(work: Path, cfg: dict, seed: Path) -> tuple[Path, float]:

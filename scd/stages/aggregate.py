@@ -1,14 +1,21 @@
 """Stage 6: evaluation summaries -> one leaderboard: mean, std and n over seeds per (model, task), per subdomain,
-and the average over tasks."""
+and the average over tasks.
+
+It reads the files it is given and nothing else (the workflow declares them as the rule's inputs): evaluation
+summaries, and, where given, the per-sample records (the TFS/SFS decomposition), the distillation summaries (teacher
+schedules, adaptive weights, ablation wall times) and the teacher-output manifests (ablation checkpoint bytes). The
+layout (scd/layout.py) says which run a per-sample file, summary or manifest belongs to."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from scd.data import read_jsonl
 from scd.decompose import decompose
+from scd.layout import Layout
 from tasks import task_groups
 
 ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
@@ -20,10 +27,25 @@ def mean_std(values: list[float]) -> dict:
 
 
 def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results",
-              ablations: dict | None = None) -> dict:
+              ablations: dict | None = None, samples: list[Path] = (), distill_summaries: list[Path] = (),
+              teacher_outputs_manifests: list[Path] = ()) -> dict:
+    """The leaderboard of these evaluation summaries. `results_dir` is the layout's root, where the other files
+    (`samples`, `distill_summaries`, `teacher_outputs_manifests`) are looked up per run; a run whose file is not
+    given goes without (no decomposition, schedule or ablation cost); a given file that is missing is an error."""
+    given = [*eval_files, *samples, *distill_summaries, *teacher_outputs_manifests]
+    missing = [f for f in given if not Path(f).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"input {missing[0]} not found{more}: run the job that writes it first")
     runs = [json.loads(Path(f).read_text()) for f in eval_files]
-    for f, r in zip(eval_files, runs):
-        r["_dir"] = Path(f).parent.parent  # the seed's directory: distill/<method>/, teacher_outputs/
+    layout = Layout(results_dir)
+    keys = [(r["task"], r["seed"], r["model"]) for r in runs]
+    sample_files = _lookup(samples, keys, layout.eval_samples, "per-sample file")
+    distilled = {k: json.loads(p.read_text()) for k, p in
+                 _lookup(distill_summaries, keys, layout.distill_summary, "distillation summary").items()}
+    manifests = {k: json.loads(p.read_text()) for k, p in _lookup(
+        teacher_outputs_manifests, sorted({k[:2] for k in keys}), layout.teacher_outputs_manifest,
+        "teacher-output manifest").items()}
     tasks = sorted({r["task"] for r in runs})
     rows = list(ROW_ORDER) + [m for m in methods if m not in ROW_ORDER]
     cells: dict = defaultdict(dict)
@@ -62,11 +84,11 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
         if scored:
             top = max(s for s, _ in scored)
             best[col] = [row for s, row in scored if s == top]
-    return {"profile": profile, "results_dir": results_dir, "decomposition": decomposition(eval_files, runs, rows),
+    return {"profile": profile, "results_dir": results_dir, "decomposition": decomposition(sample_files, rows),
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
             "groups": groups, "group_cells": group_cells,
-            "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows),
-            "ablations": ablation_results(runs, ablations or {})}
+            "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows, distilled),
+            "ablations": ablation_results(runs, ablations or {}, distilled, manifests)}
 
 
 def task_groups_of(tasks: list[str]) -> dict[str, list[str]]:
@@ -80,17 +102,27 @@ def task_groups_of(tasks: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _distill_summary(run: dict) -> dict | None:
-    path = run["_dir"] / "distill" / run["model"] / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def _lookup(files: list[Path], keys: list[tuple], path_of, what: str) -> dict[tuple, Path]:
+    """key -> the given file at the layout's path for that key (`path_of(*key)`). A given file that is no key's
+    is an error: it comes from another results directory, or its run has no evaluation summary here."""
+    given = {os.path.abspath(f): Path(f) for f in files}
+    found = {k: f for k in keys if (f := given.get(os.path.abspath(path_of(*k)))) is not None}
+    stray = sorted(set(given.values()) - set(found.values()))
+    if stray:
+        raise ValueError(f"{what} {stray[0]} is the file of no evaluated run in this results directory")
+    return found
 
 
-def schedules(runs: list[dict], rows: list[str]) -> dict:
+def _key(run: dict) -> tuple:
+    return run["task"], run["seed"], run["model"]
+
+
+def schedules(runs: list[dict], rows: list[str], distilled: dict[tuple, dict]) -> dict:
     """Per task and method: each seed's selected checkpoints, and the AW weight histograms summed over seeds with
     the mean weight per subdomain and stage (mean over seeds)."""
     out: dict = defaultdict(dict)
     for r in sorted(runs, key=lambda r: r["seed"]):
-        d = _distill_summary(r) if r["model"] in rows else None
+        d = distilled.get(_key(r)) if r["model"] in rows else None
         if not d:
             continue
         entry = out[r["task"]].setdefault(r["model"], {"runs": [], "aw": []})
@@ -113,7 +145,8 @@ def schedules(runs: list[dict], rows: list[str]) -> dict:
     return out
 
 
-def ablation_results(runs: list[dict], plan: dict) -> dict:
+def ablation_results(runs: list[dict], plan: dict, distilled: dict[tuple, dict], manifests: dict[tuple, dict]
+                     ) -> dict:
     """Per axis, task and method: score (mean/std over seeds) per ablated value, with its costs: distillation
     wall time (mean over seeds) and, for granularity, the disk taken by the checkpoints the trajectory keeps."""
     out: dict = {}
@@ -125,34 +158,33 @@ def ablation_results(runs: list[dict], plan: dict) -> dict:
                     mine = [r for r in runs if r["task"] == task and r["model"] == name]
                     if not mine:
                         continue
-                    summaries = [d for d in map(_distill_summary, mine) if d]
+                    summaries = [distilled[_key(r)] for r in mine if _key(r) in distilled]
                     point = {"value": float(value), "method": name, "score": mean_std([r["score"] for r in mine])}
                     if summaries:
                         point["seconds"] = statistics.fmean(d.get("wall_seconds", d["train_seconds"])
                                                             for d in summaries)
-                        point["checkpoint_bytes"] = _checkpoint_bytes(mine[0]["_dir"], summaries[0]["checkpoints"])
+                        point["checkpoint_bytes"] = _checkpoint_bytes(manifests.get((task, mine[0]["seed"])),
+                                                                      summaries[0]["checkpoints"])
                     points.append(point)
                 if points:
                     out.setdefault(axis, {}).setdefault(task, {})[base] = points
     return out
 
 
-def _checkpoint_bytes(seed_dir: Path, names: list[str]) -> int | None:
-    manifest = seed_dir / "teacher_outputs" / "manifest.json"
-    if not manifest.exists():
+def _checkpoint_bytes(manifest: dict | None, names: list[str]) -> int | None:
+    if manifest is None:
         return None
-    sizes = json.loads(manifest.read_text())["checkpoints"]
+    sizes = manifest["checkpoints"]
     return sum(sizes[n]["checkpoint_bytes"] for n in names if n in sizes)
 
 
-def decomposition(eval_files: list[Path], runs: list[dict], rows: list[str]) -> dict:
-    """TFS/SFS decomposition (scd/decompose.py) per task and model, mean/std over seeds; per-sample records are
-    read from the `.samples.jsonl` beside each evaluation summary."""
-    samples = {(r["task"], r["seed"], r["model"]): Path(f).with_suffix(".samples.jsonl") for f, r in zip(eval_files, runs)}
+def decomposition(samples: dict[tuple, Path], rows: list[str]) -> dict:
+    """TFS/SFS decomposition (scd/decompose.py) per task and model, mean/std over seeds, from the per-sample
+    records of each (task, seed, model) and of that seed's teacher and student SFT models."""
     per: dict = defaultdict(lambda: defaultdict(list))
     for (task, seed, model), path in sorted(samples.items()):
         t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
-        if t is None or s is None or not path.exists():
+        if t is None or s is None:
             continue
         per[task][model].append(decompose(read_jsonl(t), read_jsonl(s), read_jsonl(path)))
     out: dict = {}
