@@ -135,7 +135,7 @@ rule teacher_outputs:
 
 
 # A distillation job ends with the test evaluation of its student (the same code as rule `evaluate`, its own
-# MLflow run): job start-up costs ~8 s of imports, a fifth of a distillation job here.
+# MLflow run): one job start-up (imports of torch, transformers and mlflow) less per distilled method.
 rule distill:
     input:
         data=L.prepared("{task}"),

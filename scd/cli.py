@@ -114,6 +114,12 @@ def cmd_report(args):
     Path(args.out).write_text(_load("report.render").render(board), encoding="utf-8")
 
 
+def cmd_results_page(args):
+    argv = ["--results", args.results] + (["--out", args.out] if args.out else []) + \
+        (["--command", args.command] if args.command else [])
+    return _load("report.results_page").main(argv)
+
+
 def cmd_tasks(args):
     tasks = _load("tasks")
     for t in tasks.list_tasks():
@@ -299,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
         d.set_defaults(fn=cmd_data)
     p = sub.add_parser("results-page", help="write a Markdown results page from a results directory, stamped with "
                                             "commit, date, machine and command")
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="as `python -m report.results_page --help` says")
-    p.set_defaults(fn=lambda args: _load("report.results_page").main(args.argv))
+    p.add_argument("--results", default="results", help="the results directory (default: results)")
+    p.add_argument("--out", help="the page to write (default: docs/results/<profile>.md)")
+    p.add_argument("--command", help="the command that produced the results, for the stamp")
+    p.set_defaults(fn=cmd_results_page)
     p = sub.add_parser("check-config", help="validate config/config.yaml with a profile overlay")
     p.add_argument("--profile", default="default")
     p.set_defaults(fn=cmd_check_config)

@@ -117,5 +117,5 @@ def checkpoint_schedule(total_steps: int, n: int) -> dict[int, str]:
     """N checkpoints evenly spaced over training: step round(k * total / N) for k = 1..N, named ckpt-k."""
     if n > total_steps:
         raise ValueError(f"{n} teacher checkpoints asked for, but teacher SFT has only {total_steps} steps; "
-                         f"lower `checkpoints` or train longer")
+                         f"lower `training.teacher.save_checkpoints` or train longer")
     return {round(k * total_steps / n): f"ckpt-{k}" for k in range(1, n + 1)}

@@ -1,7 +1,7 @@
 """Writes the per-language task files of the SIB-200 and tweet-sentiment families (one small YAML per language
 that includes the family's `_base.yaml`), with each file's sha256 from the data folder's SHA256SUMS.
 
-    python -m tasks.generate_language_tasks ../shared/data/SHA256SUMS
+    python -m tasks.generate_language_tasks <data directory>/SHA256SUMS
 """
 from __future__ import annotations
 

@@ -51,7 +51,6 @@ def test_taid_state_is_saved_and_restores_the_same_trajectory(tiny_distill):
     load_plugins()
     taid_cls = DIVERGENCES.get("taid")
     losses = [2.0, 1.8, 1.7, 1.75, 1.5, 1.4, 1.39, 1.2]
-    mask = torch.ones(1, 1, dtype=torch.bool)
 
     def feed(obj, values, start):
         ts = []
@@ -84,7 +83,7 @@ def test_seqkd_trains_on_the_teachers_greedy_responses(tiny_distill):
     root, config = tiny_distill
     cfg = stage_config(config(1, 1, {"seqkd": {}}), "synthetic_subdomains", "distill", "seqkd")
     prep = Prepared.open(root / "data")
-    live = live_teacher(prep, root / "teacher1", torch.device("cpu"), cfg["precision"], cfg["evaluation"]["batch_size"])
+    live = live_teacher(prep, root / "teacher1", torch.device("cpu"), cfg.precision, cfg.evaluation.batch_size)
     cache = open_cache(prep, live)
     method = method_from_config("seqkd", {})
     rows = method.responses.stage_rows("best", cache.train_rows, [], cache, live)
@@ -101,7 +100,7 @@ def test_on_policy_batches_are_student_samples_scored_by_the_live_teacher(tiny_d
     root, config = tiny_distill
     cfg = stage_config(config(1, 1, {"gkd": {}}), "synthetic_subdomains", "distill", "gkd")
     prep = Prepared.open(root / "data")
-    live = live_teacher(prep, root / "teacher1", torch.device("cpu"), cfg["precision"], cfg["evaluation"]["batch_size"])
+    live = live_teacher(prep, root / "teacher1", torch.device("cpu"), cfg.precision, cfg.evaluation.batch_size)
     cache = open_cache(prep, live)
     method = method_from_config("gkd", {"responses_options": {"lmbda": 1.0}})
     rows = method.responses.stage_rows("best", cache.train_rows[:6], [], cache, live)

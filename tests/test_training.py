@@ -85,7 +85,7 @@ def test_same_seed_same_model(tiny_run):
     scfg = stage_config(cfg, "synthetic_subdomains", "sft", "student")
     a = sft(scfg, 3, root / "data", root / "s_a")
     b = sft(scfg, 3, root / "data", root / "s_b")
-    c = sft(scfg, 4, root / "data", root / "s_c")
+    sft(scfg, 4, root / "data", root / "s_c")
     wa, wb, wc = (load_pretrained(root / d / "best").state_dict() for d in ("s_a", "s_b", "s_c"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
