@@ -29,13 +29,14 @@ def cell(c: dict | None, best: bool) -> str:
 
 def leaderboard_table(lb: dict) -> str:
     cols = lb["tasks"] + ["average"]
-    head = "".join(f"<th>{html.escape(c)}<br><span class='metric'>{html.escape(lb['metric'].get(c, 'mean'))}</span></th>"
-                   for c in cols)
+    head = "".join(f"<th>{html.escape(c)}<br><span class='metric'>{html.escape(lb['metric'].get(c, 'mean'))}"
+                   f"</span></th>" for c in cols)
     body = []
     for row in lb["rows"]:
         cells = "".join(cell(lb["cells"][row].get(c), row in lb["best"].get(c, [])) for c in cols)
         body.append(f"<tr><th class='row'>{html.escape(label(row))}</th>{cells}</tr>")
-    return f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"<table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def metrics_table(lb: dict, task: str) -> str:
@@ -62,13 +63,15 @@ def groups_table(lb: dict) -> str:
     groups = lb.get("groups") or {}
     if not groups:
         return ""
-    head = "".join(f"<th>{html.escape(g)}<br><span class='metric'>{len(m)} tasks</span></th>" for g, m in groups.items())
+    head = "".join(f"<th>{html.escape(g)}<br><span class='metric'>{len(m)} tasks</span></th>"
+                   for g, m in groups.items())
     best = {g: max((lb["group_cells"][r][g]["mean"] for r in lb["rows"] if g in lb["group_cells"].get(r, {})),
                    default=None) for g in groups}
     body = "".join(
         f"<tr><th class='row'>{html.escape(label(r))}</th>"
-        + "".join(cell(lb["group_cells"].get(r, {}).get(g), lb["group_cells"].get(r, {}).get(g, {}).get("mean") == best[g])
-                  for g in groups) + "</tr>" for r in lb["rows"])
+        + "".join(cell(lb["group_cells"].get(r, {}).get(g),
+                       lb["group_cells"].get(r, {}).get(g, {}).get("mean") == best[g]) for g in groups)
+        + "</tr>" for r in lb["rows"])
     members = "; ".join(f"<b>{html.escape(g)}</b>: {html.escape(', '.join(m))}" for g, m in groups.items())
     return (f"<h2>Task groups</h2><p class='meta'>Mean of each seed's headline scores over the group's tasks, then "
             f"mean ± std over seeds. {members}.</p>"
@@ -133,7 +136,8 @@ def aw_section(lb: dict) -> str:
             if not entry.get("aw"):
                 continue
             first = entry["aw"][0]
-            hist = dict(first["hist"], bins=first["bins"], stage=0, checkpoint="/".join(sorted(set(first["checkpoints"]))))
+            hist = dict(first["hist"], bins=first["bins"], stage=0,
+                        checkpoint="/".join(sorted(set(first["checkpoints"]))))
             fig = plots.histogram_svg(hist, f"{task}: {label(method)}, stage 1")
             subs = sorted({s for a in entry["aw"] for s in a["mean"]})
             head = "".join(f"<th>mean w, {html.escape(s.upper())}</th>" for s in subs)
@@ -164,12 +168,14 @@ def ablation_section(lb: dict) -> str:
             fig = plots.ablation_svg(series, xlabel, lb["metric"].get(task, "score"), f"{task}: {axis}", log2)
             rows = "".join(
                 f"<tr><th class='row'>{html.escape(label(m))}</th><td>{p['value']:g}</td>"
-                f"<td>{p['score']['mean']:.3f} ± {p['score']['std']:.3f} <span class='n'>(n={p['score']['n']})</span></td>"
+                f"<td>{p['score']['mean']:.3f} ± {p['score']['std']:.3f} "
+                f"<span class='n'>(n={p['score']['n']})</span></td>"
                 f"<td>{p.get('seconds', float('nan')):.0f}</td>"
                 + (f"<td>{(p.get('checkpoint_bytes') or 0) / 1e6:.1f}</td>" if axis == "granularity" else "")
                 + f"<td><code>{html.escape(p['method'])}</code></td></tr>" for m, pts in methods.items() for p in pts)
             extra = "<th>teacher checkpoints kept (MB)</th>" if axis == "granularity" else ""
-            table = (f"<table class='leaderboard'><thead><tr><th>method</th><th>{html.escape(xlabel)}</th><th>score</th>"
+            table = (f"<table class='leaderboard'><thead><tr><th>method</th><th>{html.escape(xlabel)}</th>"
+                     f"<th>score</th>"
                      f"<th>distillation wall time (s, mean over seeds)</th>{extra}<th>runs</th></tr></thead>"
                      f"<tbody>{rows}</tbody></table>")
             parts.append(f"<div class='aw'><figure>{fig}</figure>{table}</div>")
@@ -183,7 +189,8 @@ def run_list(lb: dict) -> str:
             c = lb["cells"][row].get(task)
             if c:
                 ids = ", ".join(
-                    f"seed {s}: <code>{html.escape(i)}</code>" + (f" (training <code>{html.escape(t)}</code>)" if t else "")
+                    f"seed {s}: <code>{html.escape(i)}</code>"
+                    + (f" (training <code>{html.escape(t)}</code>)" if t else "")
                     for s, i, t in zip(c["seeds"], c["run_ids"], c.get("train_run_ids") or [None] * len(c["seeds"])))
                 items.append(f"<li>{html.escape(label(row))} / {html.escape(task)}: {ids}</li>")
     return "<ul class='runs'>" + "".join(items) + "</ul>"

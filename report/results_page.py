@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     results = Path(args.results)
     try:
-        out = Path(args.out) if args.out else Path("docs/results") / f"{read_leaderboard(results).get('profile') or 'results'}.md"
+        profile = read_leaderboard(results).get("profile") or "results"
+        out = Path(args.out) if args.out else Path("docs/results") / f"{profile}.md"
         write_results_page(results, out, args.command)
     except ResultsError as e:
         raise SystemExit(f"results page: {e}") from None

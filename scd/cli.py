@@ -205,7 +205,8 @@ def cmd_data(args):
             return 1
         return 0
     for task in [get_task(t) for t in args.tasks]:  # unknown names fail before anything is downloaded
-        datafiles.fetch(task, root, args.base_url, on_file=lambda status, path: print(f"{status:8s} {task.name:26s} {path}"))
+        datafiles.fetch(task, root, args.base_url,
+                        on_file=lambda status, path: print(f"{status:8s} {task.name:26s} {path}"))
     return 0
 
 

@@ -119,7 +119,8 @@ def _overlay(profile: str, seen: tuple = ()) -> dict:
     path = CONFIG_DIR / f"{profile}.yaml"
     if profile == "config" or not path.exists():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem not in ("config", "schema"))
-        raise ConfigError(f"no config overlay for profile {profile!r} (looked for {path}).{did_you_mean(profile, known)}")
+        raise ConfigError(f"no config overlay for profile {profile!r} (looked for {path})."
+                          f"{did_you_mean(profile, known)}")
     if profile in seen:
         raise ConfigError(f"config/{profile}.yaml: `extends` cycle through {' -> '.join(seen + (profile,))}")
     overlay = read_yaml(path)

@@ -106,7 +106,8 @@ def encode(rows: list[dict], tokenizer, max_length: int) -> list[Encoded]:
         answer = answer + [tokenizer.eos_token_id]
         budget = max_length - len(answer)
         if budget < 1:
-            raise ValueError(f"row {row['id']}: the answer alone ({len(answer)} tokens) exceeds max_length {max_length}")
+            raise ValueError(f"row {row['id']}: the answer alone ({len(answer)} tokens) exceeds max_length "
+                             f"{max_length}")
         out.append(Encoded(fit_prompt(ids, budget, (row.get("truncate") or {}).get("keep", "start")), answer))
     return out
 

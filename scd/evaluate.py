@@ -79,7 +79,8 @@ def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size
     encoded = encode(options, tokenizer, max_length)
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        batch = {k: v.to(device) for k, v in collate(encoded[start: start + batch_size], tokenizer.pad_token_id).items()}
+        rows_ = collate(encoded[start: start + batch_size], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in rows_.items()}
         output, labels = forward_responses(model, batch)
         scores += (-token_ce(output.logits, labels).sum(-1)).tolist()
     out, at = [], 0

@@ -27,7 +27,8 @@ def checksums(path: Path) -> dict[str, str]:
 def main(sums_file: str) -> None:
     sums = checksums(Path(sums_file))
     for folder, (base, prefix, subdir, upstream, files) in FAMILIES.items():
-        languages = sorted({name.split("/")[1] for name in sums if name.startswith(subdir + "/") and name.count("/") == 2})
+        languages = sorted({name.split("/")[1] for name in sums
+                            if name.startswith(subdir + "/") and name.count("/") == 2})
         for lang in languages:
             lines = [f"include: {base}", f"name: {prefix}_{lang.lower()}", f"language: {lang}", "data:", "  files:"]
             lines += [f"    {lang}/{f}: {{upstream: {upstream}/{lang}/{f}, sha256: {sums[f'{subdir}/{lang}/{f}']}}}"

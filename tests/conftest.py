@@ -83,7 +83,8 @@ def tiny_distill(tmp_path_factory):
     def config(checkpoints, stages, methods=None):
         return load_config("smoke", {"results_dir": str(root), "methods": methods or {},
                                      "training": {"teacher": {"save_checkpoints": checkpoints}},
-                                     "task_overrides": {"synthetic_subdomains": {"task_options": TINY_SYNTHETIC, "training": {
+                                     "task_overrides": {"synthetic_subdomains": {
+                                         "task_options": TINY_SYNTHETIC, "training": {
                                          "teacher": {"epochs": 3, "batch_size": 32},
                                          "distill": {"epochs": stages, "stages": stages, "trajectory": checkpoints,
                                                      "batch_size": 32, "probe_size": 32}}}}})

@@ -150,7 +150,8 @@ def test_a_baseline_added_from_outside_needs_no_core_change(tiny_distill, capsys
         summary, client, cfg = run(tiny_distill, "mine", spec, "throwaway")
         assert cfg["methods"]["mine"] == spec
         run_data = client.get_run(summary["run_id"]).data
-        assert run_data.params["method.divergence"] == "throwaway_l2" and run_data.params["method.options.scale"] == "2.0"
+        assert run_data.params["method.divergence"] == "throwaway_l2"
+        assert run_data.params["method.options.scale"] == "2.0"
         divergences = [m.value for m in client.get_metric_history(summary["run_id"], "train/divergence")]
         assert divergences and all(v > 0 for v in divergences)
         with pytest.raises(ConfigError, match="has no option 'scael'.*scale=1.0"):

@@ -18,7 +18,8 @@ def test_every_profile_overlay_is_valid_and_applied():
     assert {"default", "smoke", "paper", "smollm2", "ablations"} <= set(profiles)
     for profile in profiles:
         cfg = load_config(profile)
-        got = flatten({k: v for k, v in cfg.items() if k not in ("profile", "tasks")}) | {"tasks": cfg["task_selection"]}
+        got = flatten({k: v for k, v in cfg.items() if k not in ("profile", "tasks")})
+        got["tasks"] = cfg["task_selection"]
         overlay = flatten(overlay_of(profile))  # the profile's file over the profile it extends
         for key, value in overlay.items():  # every setting of the overlay reaches the config ...
             assert got.get(key, "<missing>") == value, (profile, key)
@@ -78,7 +79,8 @@ def test_stage_config_ignores_what_the_stage_does_not_read():
                                                          "weighting": "none", "temperature": 2.0}}})
     for stage, name in (("prepare", None), ("sft", "teacher"), ("sft", "student"), ("teacher_outputs", None),
                         ("evaluate", None)):
-        assert to_json(stage_config(cfg, "pubmedqa", stage, name)) == to_json(stage_config(more, "pubmedqa", stage, name))
+        assert to_json(stage_config(cfg, "pubmedqa", stage, name)) == \
+            to_json(stage_config(more, "pubmedqa", stage, name))
     # a key a stage reads does change its params
     slower = load_config("default", {"training": {"teacher": {"lr": 5e-4}}})
     assert to_json(stage_config(cfg, "pubmedqa", "sft", "teacher")) != \

@@ -183,7 +183,8 @@ def test_corrupted_download_names_actual_sha_and_keeps_existing_file(server, tmp
     target.write_bytes(good)
     stale = "0" * 64
     task = StandIn("t", {"subdir": "sib200", "source": {"repo": REPO, "commit": COMMIT},
-                         "files": {"eng_Latn/dev.tsv": {"upstream": "data/annotated/eng_Latn/dev.tsv", "sha256": stale}}})
+                         "files": {"eng_Latn/dev.tsv": {"upstream": "data/annotated/eng_Latn/dev.tsv",
+                                                        "sha256": stale}}})
     with pytest.raises(ChecksumError) as err:
         fetch(task, data, base_url=base)
     corrupt = (tmp_path / "www" / REPO / COMMIT / "data/annotated/eng_Latn/dev.tsv").read_bytes()

@@ -89,7 +89,8 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
     # the score matrix: both terms of every checkpoint at every stage, as in the summary
     history = client.get_metric_history(summary["run_id"], "schedule/learnability/ckpt-1")
     assert [m.step for m in history] == [0, 1]
-    assert [m.value for m in history] == pytest.approx([s["ckpt-1"]["learnability"] for s in summary["schedule_scores"]])
+    expected = [s["ckpt-1"]["learnability"] for s in summary["schedule_scores"]]
+    assert [m.value for m in history] == pytest.approx(expected)
     assert run_.data.metrics["aw/mean/tfs"] > 0 and run_.data.metrics["aw/mean/sfs"] > 0
     hist = summary["aw_histograms"][0]
     assert sum(hist["all"]) == sum(hist["tfs"]) + sum(hist["sfs"]) == 200 + 2 * 50  # every training row once
@@ -197,8 +198,8 @@ def test_student_starts_from_student_sft_or_from_the_base_student(trained):
     sft_start = initial_student(prep, root / "student", 0).state_dict()
     saved = load_pretrained(root / "student" / "best").state_dict()
     assert all(torch.equal(sft_start[k], saved[k]) for k in saved)
-    base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {"synthetic_subdomains": {
-        "task_options": TINY_SYNTHETIC, "training": {"distill": {"init": "base"}}}}})
+    base_cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {
+        "synthetic_subdomains": {"task_options": TINY_SYNTHETIC, "training": {"distill": {"init": "base"}}}}})
     cfg = stage_config(base_cfg, "synthetic_subdomains", "distill", "td")
     assert cfg.training.init == "base" and cfg.student == base_cfg["models"]["student"]
     base = initial_student(prep, root / "student", 0, cfg.training.init, cfg.student).state_dict()

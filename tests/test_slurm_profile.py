@@ -2,7 +2,8 @@
 reaches sbatch with them (a stand-in sbatch on PATH records the call; no cluster is needed).
 
 The plan is the paper's reproduction (`--config profile=paper`); the sbatch call is a smoke job's. The profile sets no
-`profile=`, so any overlay combines with it through --config. Outside CI a missing plugin skips these tests; in CI ($CI set) it fails them."""
+`profile=`, so any overlay combines with it through --config. Outside CI a missing plugin skips these tests; in CI
+($CI set) it fails them."""
 import os
 
 import pytest

@@ -18,11 +18,12 @@ def benchmark_config(work: Path, trained: bool, epochs: int | None = None) -> di
     (still 8 checkpoints, a transfer set and the default model sizes) that trains in minutes."""
     over: dict = {"results_dir": str(work / "results")}
     if not trained:
-        over["task_overrides"] = {TASK: {"task_options": {"n_tfs_train": 2000, "n_sfs_train": 400, "n_transfer_tfs": 1500,
-                                                 "n_transfer_sfs": 800},
+        over["task_overrides"] = {TASK: {"task_options": {"n_tfs_train": 2000, "n_sfs_train": 400,
+                                                          "n_transfer_tfs": 1500, "n_transfer_sfs": 800},
                                 "training": {"teacher": {"epochs": 4}, "student": {"epochs": 4}}}}
     if epochs:
-        over.setdefault("task_overrides", {}).setdefault(TASK, {}).setdefault("training", {})["distill"] = {"epochs": epochs}
+        task = over.setdefault("task_overrides", {}).setdefault(TASK, {})
+        task.setdefault("training", {})["distill"] = {"epochs": epochs}
     return load_config("default", over)
 
 

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
 
     td, td_wall = statistics.median(seconds["td"]), statistics.median(wall["td"])
     print(f"\nshared teacher outputs (all checkpoints, once per task and seed): {cache_seconds:.1f} s")
-    print("| method | steps | step s | steps/s | step time vs TD | job s | job vs TD |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("| method | steps | step s | steps/s | step time vs TD | job s | job vs TD |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
     for method in methods:
         t, w = statistics.median(seconds[method]), statistics.median(wall[method])
         print(f"| {method} | {steps[method]} | {t:.1f} | {steps[method] / t:.1f} | {t / td:.2f}x | {w:.1f} | "

@@ -47,7 +47,8 @@ class StageContext:
         was_training = self.student.training
         self.student.eval()
         p = self.probe
-        out = torch.log_softmax(response_logits(self.student, p.rows, p.pad_id, p.vocab, p.batch_size, self._device()), -1)
+        logits = response_logits(self.student, p.rows, p.pad_id, p.vocab, p.batch_size, self._device())
+        out = torch.log_softmax(logits, -1)
         self.student.train(was_training)
         return out
 

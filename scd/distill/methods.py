@@ -21,7 +21,8 @@ from scd.distill.plugins import load_plugins
 from scd.settings import MethodSpec, SettingsError, build, to_dict
 from scd.tokens import CHUNK_TOKENS, at_positions, nll, response_mask, token_ce
 
-RESERVED = {"teacher_sft", "student_sft", "teacher_zero_shot", "student_zero_shot"}  # leaderboard rows that are not distillation methods
+# leaderboard rows that are not distillation methods
+RESERVED = {"teacher_sft", "student_sft", "teacher_zero_shot", "student_zero_shot"}
 
 # What a config entry inherits when it does not say (scd.settings.MethodSpec's defaults): TD's schedule, no
 # weighting, gold responses, vanilla KD's mix.

@@ -8,7 +8,8 @@ from tasks.readers import read_conll
 
 
 def mentions(tokens: list[str], tags: list[str]) -> list[str]:
-    """The B-/I- spans as strings, unique, in order of first occurrence (an I- after O starts a span, as seqeval reads it)."""
+    """The B-/I- spans as strings, unique, in order of first occurrence (an I- after O starts a span, as seqeval
+    reads it)."""
     out, span = [], []
     for token, tag in zip(tokens, tags):
         if tag.startswith("B-") or (tag.startswith("I-") and not span):
