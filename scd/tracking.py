@@ -27,6 +27,7 @@ from scd.layout import Layout  # noqa: E402
 from scd.settings import Job, to_dict  # noqa: E402
 
 PARENT_ENV = "SCD_MLFLOW_PARENT_RUN"
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "trl", "mlflow", "snakemake", "scd-bench")
 
 
@@ -51,7 +52,8 @@ def init_store(job: Job) -> str:
     if exp is not None:
         return exp.experiment_id
     artifacts = Layout(job.results_dir).mlflow_artifacts().resolve().as_uri()
-    return client.create_experiment(job.mlflow.experiment, artifact_location=artifacts)
+    # the model-training kind: `mlflow ui` shows the experiment's runs, not its GenAI (traces) view
+    return client.create_experiment(job.mlflow.experiment, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
 
 
 def start_invocation(job: Job) -> str:
