@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from baselines.akl import head_mask, head_tail_weights
+from scd.cli import main as scd_main
 from scd.distill.checks import NotCheckable, check_divergence, divergences, not_checkable
 from scd.distill.checks import main as check_main
 from scd.distill.losses import LOG_FLOOR
@@ -343,6 +344,10 @@ def test_check_command(capsys, monkeypatch):
     assert check_main(["fkl", "fk"]) == 2  # an unknown name: nothing checked, one line naming the closest
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "unknown divergence 'fk'" in err and "Did you mean 'fkl'" in err
+    # the same check as a subcommand of `scd`
+    assert scd_main(["methods", "check", "tmp_negative"]) == 1
+    assert capsys.readouterr().out.startswith("FAIL tmp_negative: value is negative")
+    assert scd_main(["methods", "check", "fkl"]) == 0
 
 
 # ---- further properties of every registered divergence -------------------------------------------------------------
