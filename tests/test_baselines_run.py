@@ -148,7 +148,7 @@ def test_a_baseline_added_from_outside_needs_no_core_change(tiny_distill, capsys
         assert check_divergence("throwaway_l2") == []  # the generic property check runs on a plugin's divergence too
         spec = {"divergence": "throwaway_l2", "options": {"scale": 2.0}}
         summary, client, cfg = run(tiny_distill, "mine", spec, "throwaway")
-        assert cfg["methods"]["mine"] == spec
+        assert cfg.method == "mine" and cfg.spec.divergence == "throwaway_l2" and cfg.spec.options == spec["options"]
         run_data = client.get_run(summary["run_id"]).data
         assert run_data.params["method.divergence"] == "throwaway_l2"
         assert run_data.params["method.options.scale"] == "2.0"

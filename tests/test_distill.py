@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 
 import scd.train
 from scd import tracking
-from scd.config import load_config, stage_config
+from scd.config import common_settings, load_config, stage_config
 from scd.data import collate
 from scd.distill.teacher import CheckpointOutputs, TeacherCache, evenly_spaced, live_teacher, open_cache
 from scd.evaluate import gold_nll
@@ -79,7 +79,7 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
             assert terms["score"] == pytest.approx(terms["performance"] + terms["learnability"])
     assert all(torch.isfinite(torch.tensor(losses)))
     root, config = trained
-    client = MlflowClient(tracking.tracking_uri(config(3, 2)))
+    client = MlflowClient(tracking.tracking_uri(common_settings(config(3, 2))))
     run_ = client.get_run(summary["run_id"])
     assert 0 < run_.data.metrics["aw/mean"] < 1
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}

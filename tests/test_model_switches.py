@@ -60,7 +60,8 @@ def test_load_trained_rebuilds_the_validated_model(lora_runs):
     """The adapter on its rebuilt base scores exactly what training validated, merged or still an adapter."""
     root, out, cfg, summaries = lora_runs
     prep = Prepared.open(root / "data")
-    validate = validator(prep, stage_config(cfg, TASK, "evaluate"), torch.device("cpu"))
+    job = stage_config(cfg, TASK, "evaluate")
+    validate = validator(prep, job.evaluation.batch_size, job.evaluation.mode, job.precision, torch.device("cpu"))
     merged = load_trained(out / "teacher" / "best")
     assert not hasattr(merged, "peft_config")  # merged into plain weights for inference
     assert validate(merged) == summaries["teacher"]["best_val_score"]

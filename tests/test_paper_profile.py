@@ -32,15 +32,16 @@ def test_the_paper_profile_plans_the_whole_reproduction(profile, tmp_path, share
     teacher = next(json.loads(c) for c in re.findall(r"scd sft --task \S+ --role teacher --seed \d+ --config '(.*?)'",
                                                       out))
     assert teacher["device"] == "cuda" and teacher["precision"] == "bf16"
-    assert teacher["training"]["teacher"] | {"lr": None} == {"epochs": 2, "lr": None, "batch_size": 8,
-                                                             "warmup_ratio": 0.1, "weight_decay": 0.0,
-                                                             "betas": [0.9, 0.95], "grad_clip": 1.0}
-    spec = teacher["models"]["teacher"]
+    assert teacher["training"] | {"lr": None} == {"epochs": 2, "lr": None, "batch_size": 8, "micro_batch_size": None,
+                                                  "warmup_ratio": 0.1, "weight_decay": 0.0, "betas": [0.9, 0.95],
+                                                  "grad_clip": 1.0}
+    assert teacher["role"] == "teacher" and teacher["save_checkpoints"] == 8
+    spec = teacher["model"]
     assert spec["pretrained"] == "meta-llama/Llama-3.1-8B-Instruct" and spec["gradient_checkpointing"] is True
     assert ("lora" in spec) == (profile == "paper-lora")
     distill = re.findall(r"scd distill --task \S+ --method \S+ --seed \d+ --config '(.*?)'", out)
     assert len(distill) == runs * len(methods)
-    assert all(json.loads(c)["models"]["student"]["gradient_checkpointing"] is True for c in distill)
+    assert all(json.loads(c)["student"]["gradient_checkpointing"] is True for c in distill)
     prepare = re.findall(r"scd prepare --task \S+ --config '(.*?)'", out)
     assert prepare and all(json.loads(c)["max_length"] == 512 for c in prepare)
     results = "results/paper_lora" if profile == "paper-lora" else "results/paper"

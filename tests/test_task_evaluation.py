@@ -65,7 +65,7 @@ def test_generation_mode_parses_letters_and_lists(prepared):
 
 
 def test_option_scoring_needs_choices():
-    assert evaluation_mode(get_task("crade"), {"evaluation": {"mode": "task"}}) == "choices"
-    assert evaluation_mode(get_task("crade"), {"evaluation": {"mode": "generate"}}) == "generate"
+    assert evaluation_mode(get_task("crade"), "task") == "choices"
+    assert evaluation_mode(get_task("crade"), "generate") == "generate"
     with pytest.raises(ValueError, match="cannot be scored by option scoring"):
-        evaluation_mode(get_task("nrner"), {"evaluation": {"mode": "choices"}})
+        evaluation_mode(get_task("nrner"), "choices")

@@ -15,7 +15,7 @@ from conftest import TINY_SYNTHETIC
 from mlflow import MlflowClient
 
 from scd import tracking
-from scd.config import load_config, stage_config
+from scd.config import common_settings, load_config, stage_config
 
 TASK = "synthetic_subdomains"
 
@@ -90,11 +90,11 @@ def test_stages_log_to_the_server_named_in_the_config(server, tmp_path, monkeypa
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     cfg = config(tmp_path, mlflow={"experiment": "via-config", "tracking_uri": server})
     # as the workflow does: a parent run for the invocation, found by the jobs through the environment
-    parent = tracking.start_invocation(cfg)
+    parent = tracking.start_invocation(common_settings(cfg))
     monkeypatch.setenv(tracking.PARENT_ENV, parent)
     prepare(stage_config(cfg, TASK, "prepare"), tmp_path / "data")
     summary = sft(stage_config(cfg, TASK, "sft", "student"), 0, tmp_path / "data", tmp_path / "student")
-    tracking.end_invocation(cfg, parent, ok=True)
+    tracking.end_invocation(common_settings(cfg), parent, ok=True)
 
     runs = runs_named(server, "via-config")
     assert set(runs) == {"workflow-smoke", f"{TASK}/prepare", f"{TASK}/student_sft/seed0"}
@@ -120,7 +120,7 @@ def test_environment_variable_wins_over_the_config(server, tmp_path, monkeypatch
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     stray = tmp_path / "stray.db"
     cfg = config(tmp_path, mlflow={"experiment": "via-env", "tracking_uri": f"sqlite:///{stray}"})
-    with tracking.job_run(cfg, "probe", {"stage": "probe"}, {"answer": 42}) as log:
+    with tracking.job_run(common_settings(cfg), "probe", {"stage": "probe"}, {"answer": 42}) as log:
         log({"loss": 0.25}, step=3)
         log.artifact_text("hello", "note.txt")
 

@@ -9,6 +9,7 @@ from scd.config import load_config, stage_config
 from scd.data import IGNORE, collate, encode
 from scd.evaluate import predict
 from scd.models import build_model, load_pretrained
+from scd.settings import Optimization
 from scd.stages.prepare import prepare
 from scd.stages.sft import sft
 from scd.tokenizer import train_tokenizer
@@ -111,9 +112,9 @@ def test_training_learns_the_synthetic_rule(tmp_path):
         return sum(r["correct"] for r in recs) / len(recs)
 
     before = accuracy(model)
-    train(model, encode(splits["train"], tok, 16), {"epochs": 8, "lr": 3e-3, "batch_size": 32, "warmup_ratio": 0.05,
-          "grad_clip": 1.0}, pad_id=tok.pad_token_id, seed=0, loss_fn=ce_loss, validate=accuracy,
-          log=lambda m, s: None)
+    phase = Optimization(epochs=8, lr=3e-3, batch_size=32, warmup_ratio=0.05, grad_clip=1.0)
+    train(model, encode(splits["train"], tok, 16), phase, pad_id=tok.pad_token_id, seed=0, loss_fn=ce_loss,
+          validate=accuracy, log=lambda m, s: None)
     assert before < 0.6 and accuracy(model) > 0.9
 
 
@@ -147,7 +148,7 @@ def test_a_step_offset_shifts_the_logged_steps_and_nothing_else():
         model = LlamaForCausalLM(LlamaConfig(vocab_size=11, hidden_size=16, num_hidden_layers=1,
                                              num_attention_heads=2, intermediate_size=32, max_position_embeddings=32))
         logged, after = [], []
-        summary = train(model, data, {"epochs": 2, "batch_size": 4, "lr": 1e-2, "warmup_ratio": 0.2}, pad_id=0,
+        summary = train(model, data, Optimization(epochs=2, batch_size=4, lr=1e-2, warmup_ratio=0.2), pad_id=0,
                         seed=0, loss_fn=ce_loss, validate=lambda m: 0.5, log=lambda m, s: logged.append((m, s)),
                         log_every=2, after_step=lambda loss, s: after.append((loss, s)), step_offset=offset)
         timing = ("train/seconds", "train/tokens_per_second")
