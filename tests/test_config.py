@@ -1,4 +1,7 @@
 """Configuration errors name the offending key or value; stage configs isolate what each job reads."""
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,8 @@ from scd.distill.methods import resolve_spec
 from scd.distill.parts import RESPONSES
 from scd.settings import DistillJob, SettingsError, job_from_json, to_json
 from tasks import get_task
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_profile_overlay_is_valid_and_applied():
@@ -175,3 +180,15 @@ def test_job_settings_are_typed_and_refuse_what_they_do_not_know():
         job_from_json("distill", to_json(job).replace('"batch_size": 16', '"batch_size": "16"'))
     with pytest.raises(ConfigError, match=r"overrides say `extends: smoke` but the profile is 'paper'"):
         load_config("paper", {"extends": "smoke"})
+
+
+def test_a_job_builds_its_method_from_its_settings_alone():
+    """A distillation job's process reads its settings JSON and nothing else: the parts its spec names (a baseline's
+    divergence included) must be found without any earlier registry lookup in that process."""
+    job = stage_config(load_config("smoke"), "pubmedqa", "distill", "scd+aw")
+    code = ("import sys; from scd.settings import job_from_json; from scd.distill.methods import method_from_config;"
+            " j = job_from_json('distill', sys.argv[1]); m = method_from_config(j.method, j.spec);"
+            " print(m.divergence.__module__, type(m.schedule).__name__)")
+    r = subprocess.run([sys.executable, "-c", code, to_json(job)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["baselines.kd", "ScheduledCheckpoint"]

@@ -150,6 +150,8 @@ def explicit_options(spec: dict) -> dict:
 
 
 def method_from_config(name: str, spec: dict | MethodSpec) -> Method:
+    """The method's parts built from its config entry, or from its resolved spec (a job's settings)."""
+    load_plugins()  # a job that reads its resolved spec has resolved nothing in this process yet
     spec = to_dict(spec) if isinstance(spec, MethodSpec) else to_dict(method_spec(name, spec))
     div = DIVERGENCES.get(spec["divergence"])
     options = dict(spec.get("options", {}))
