@@ -212,19 +212,17 @@ def leaderboard_section(lb: dict) -> list[str]:
     tasks = list(lb["tasks"])
     cols = tasks + (["average"] if any("average" in (lb["cells"].get(r) or {}) for r in lb["rows"]) else [])
     metric = lb.get("metric") or {}
-    best = lb.get("best") or {}
     header = ["model"] + [f"{c} ({metric[c]})" if c in metric else c for c in cols]
     rows = []
     for row in lb["rows"]:
         cells = lb["cells"].get(row) or {}
-        rows.append([f"`{_md(row)}`"] + [
-            f"**{_cell(cells.get(c))}**" if row in (best.get(c) or []) and c in cells else _cell(cells.get(c))
-            for c in cols])
+        rows.append([f"`{_md(row)}`"] + [_cell(cells.get(c)) for c in cols])
     seeds = sorted({s for r in lb["rows"] for c in (lb["cells"].get(r) or {}).values() if isinstance(c, dict)
                     for s in c.get("seeds") or []})
     lines = ["## Leaderboard", "",
              "Test split, each task's headline metric: mean ± std over seeds (n = number of seeds); `average` is the "
-             "mean over tasks of each seed's scores, then mean ± std over seeds. Bold: the best mean of a column."]
+             "mean over tasks of each seed's scores, then mean ± std over seeds. A higher mean is not a win unless the "
+             "difference's confidence interval excludes zero; these tables carry no intervals."]
     if seeds:
         lines[-1] += " Seeds: " + ", ".join(str(s) for s in seeds) + "."
     return lines + [""] + _table(header, rows)
