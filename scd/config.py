@@ -2,6 +2,7 @@
 against `config/schema.json` so that a wrong key or value fails at start with its path in the message."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def data_dir(cfg: dict | None) -> Path:
 
 # What every job reads (scd.settings.Job); each stage adds its own part. A job's params are exactly its stage's
 # settings, so a change reruns only the jobs that read it: adding a method never retrains the SFT models.
-COMMON_KEYS = ("profile", "results_dir", "threads", "device", "precision", "log_every", "evaluation", "mlflow")
+COMMON_KEYS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "task")
 
 
 def _model_spec(full: dict, role: str) -> dict:

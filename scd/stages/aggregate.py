@@ -39,7 +39,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
         raise FileNotFoundError(f"input {missing[0]} not found{more}: run the job that writes it first")
     runs = [json.loads(Path(f).read_text()) for f in eval_files]
     layout = Layout(results_dir)
-    keys = [(r["task"], r["seed"], r["model"]) for r in runs]
+    keys = [_key(r) for r in runs]
     sample_files = _lookup(samples, keys, layout.eval_samples, "per-sample file")
     distilled = {k: json.loads(p.read_text()) for k, p in
                  _lookup(distill_summaries, keys, layout.distill_summary, "distillation summary").items()}
