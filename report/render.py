@@ -196,6 +196,21 @@ def run_list(lb: dict) -> str:
     return "<ul class='runs'>" + "".join(items) + "</ul>"
 
 
+def data_notice(lb: dict) -> str:
+    """A warning when a task ran on data files that differ from the pinned ones (the run said so on purpose with
+    `allow_modified_data`): every file with its expected and found sha256."""
+    modified = lb.get("data_modified") or {}
+    if not modified:
+        return ""
+    code = lambda v: f"<code>{html.escape(str(v))}</code>"  # noqa: E731
+    items = "".join(f"<li>{html.escape(task)}: {code(name)} sha256 {code(h.get('found'))}, pinned "
+                    f"{code(h.get('expected'))}</li>"
+                    for task, files in sorted(modified.items()) for name, h in sorted(files.items()))
+    return ("<div class='warning' id='data-modified'><b>Modified data.</b> This run used task data that differs from "
+            "the pinned files (allowed on purpose with <code>allow_modified_data</code>): its scores are not "
+            f"comparable with runs on the pinned data.<ul>{items}</ul></div>")
+
+
 def render(lb: dict) -> str:
     figures = "".join(f"<figure>{bar_plot(lb, t)}</figure>" for t in lb["tasks"])
     subs = "".join(subdomain_table(lb, t) for t in lb["tasks"])
@@ -203,6 +218,7 @@ def render(lb: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>scd-bench report ({html.escape(lb['profile'])})</title>
 <style>{STYLE}</style></head><body>
 <h1>scd-bench leaderboard</h1>
+{data_notice(lb)}
 <p class="meta">Profile <b>{html.escape(lb['profile'])}</b>. Test-split scores, mean ± sample standard deviation over
 seeds (n = number of seeds); best mean per column in bold. The average column averages each seed's task scores first.
 Hover a cell for the per-seed values.</p>

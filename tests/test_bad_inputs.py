@@ -1,0 +1,245 @@
+"""Bad inputs and misuse, tried as a user would: each case runs the real command (`scd ...`, or a Snakemake dry run)
+in a fresh workspace and checks what the user gets:
+
+- a non-zero exit and one error line that names the file or key and says how to fix it (`expect`, a regex that
+  must match within that one line);
+- no Python traceback;
+- nothing written outside the results directory (the workspace holds a file beside it, and the inputs the case
+  made; Snakemake's own `.snakemake/` is its metadata, not ours);
+- no finished result lost (a finished result in the results directory stays byte for byte).
+
+`python tests/test_bad_inputs.py --write docs/bad-inputs.md` runs every case and writes the docs table from what
+each actually printed; `test_docs_table_lists_every_case` keeps that table in step with the cases.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS_TABLE = REPO / "docs" / "bad-inputs.md"
+DATA_ENV = "SCD_DATA_DIR"
+SCD = [sys.executable, "-m", "scd.cli"]
+FINISHED = "results/synthetic_subdomains/seed0/eval/td.json"  # a finished result every workspace holds
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    bad: str                                   # the bad input or misuse, as the docs table names it
+    argv: Callable[["Workspace"], list[str]]   # the command; may first make the bad input in the workspace
+    expect: str                                # regex the error line must match: the file or key, and the fix
+    env: dict = field(default_factory=dict)
+
+
+class Workspace:
+    """A folder standing for a user's project: results/ (the results directory, with one finished result),
+    beside.txt (an unrelated file next to it), inputs/ (what the case makes), data/ (a copy of the task data, made
+    on demand)."""
+
+    def __init__(self, root: Path, data: Path):
+        self.root, self.shared = root, data
+        self.results = root / "results"
+        self.inputs = root / "inputs"
+        self.inputs.mkdir(parents=True)
+        (root / "beside.txt").write_text("an unrelated file beside the results directory\n")
+        finished = root / FINISHED
+        finished.parent.mkdir(parents=True)
+        finished.write_text(json.dumps({"task": "synthetic_subdomains", "seed": 0, "model": "td", "score": 0.5}))
+
+    def data_copy(self, *subdirs: str) -> Path:
+        """A copy of the task data (only `subdirs`), to tamper with."""
+        dst = self.root / "data"
+        for s in subdirs:
+            shutil.copytree(self.shared / s, dst / s)
+        return dst
+
+    def write(self, name: str, text: str | bytes) -> Path:
+        path = self.inputs / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+        return path
+
+    def snakemake(self, *config: str, configfile: Path | None = None, profile: str = "smoke") -> list[str]:
+        """A dry run of the workflow profile with `config` items (key=value) and an overlay file."""
+        return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
+                str(REPO / "profiles" / profile), "--directory", str(self.root), "--dry-run",
+                *(["--configfile", str(configfile)] if configfile else []),
+                "--config", f"results_dir={self.results}", *config]
+
+    def snapshot(self) -> dict[str, str]:
+        """Every file outside results/ and .snakemake/, with its sha256; the finished result's too."""
+        out = {}
+        for p in sorted(self.root.rglob("*")):
+            rel = p.relative_to(self.root)
+            if p.is_file() and (rel.parts[0] not in ("results", ".snakemake") or str(rel) == FINISHED):
+                out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        return out
+
+
+def _flip_byte(path: Path, at: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+def _job(stage: str, **over) -> str:
+    """A job configuration as the Snakefile passes it (the smoke profile's, for the synthetic task)."""
+    from scd.config import load_config, stage_config
+    from scd.settings import to_dict
+
+    name = {"sft": "student", "zero_shot": "student", "distill": "td"}.get(stage)
+    return json.dumps(to_dict(stage_config(load_config("smoke"), "synthetic_subdomains", stage, name)) | over)
+
+
+def _cfg(**over) -> list[str]:
+    return [f"{k}={v}" for k, v in over.items()]
+
+
+CASES = [
+    # ---- configuration (the workflow stops at start) -------------------------------------------------------------
+    Case("config-misspelt-key", "a misspelt top-level config key",
+         lambda w: w.snakemake("sedes=[0]"), r"'sedes'.*Did you mean 'seeds'"),
+    Case("config-wrong-type", "a config value of the wrong type (`seeds: zero`)",
+         lambda w: w.snakemake("seeds=zero"), r"seeds.*invalid"),
+    Case("config-unknown-task", "an unknown task name",
+         lambda w: w.snakemake("tasks=[pubmedq]"), r"unknown task or group 'pubmedq'.*pubmedqa"),
+    Case("config-unknown-method", "an unknown method in run_methods",
+         lambda w: w.snakemake("run_methods=[scd+aww]"), r"run_methods: 'scd\+aww'.*scd\+aw"),
+    Case("config-unknown-profile", "an unknown profile name",
+         lambda w: w.snakemake("profile=smok"), r"no config overlay for profile 'smok'.*smoke"),
+    Case("config-unknown-override", "task_overrides for a name that is no task or group",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmed: {}}\n")),
+         r"task_overrides\.pubmed: not a task or group name.*pubmedqa"),
+    Case("config-ablation-task", "an ablation over a task the profile does not run",
+         lambda w: w.snakemake(configfile=w.write("a.yaml", "ablations: {tasks: [pubmedqa]}\n")),
+         r"ablations\.tasks: 'pubmedqa' is not a configured task"),
+
+    # ---- stage commands (what a rule runs, or a user by hand) ----------------------------------------------------
+    Case("job-config-not-json", "a job configuration that is not JSON",
+         lambda w: SCD + ["prepare", "--task", "synthetic_subdomains", "--config", "{", "--out", str(w.results)],
+         r"prepare job's configuration is not valid JSON"),
+    Case("job-config-unknown-key", "a job configuration with an unknown key",
+         lambda w: SCD + ["prepare", "--task", "synthetic_subdomains", "--config", _job("prepare", threds=2),
+                          "--out", str(w.results / "p")], r"'threds'.*Did you mean 'threads'"),
+    Case("job-config-wrong-type", "a job configuration with a value of the wrong type",
+         lambda w: SCD + ["prepare", "--task", "synthetic_subdomains", "--config", _job("prepare", threads="2"),
+                          "--out", str(w.results / "p")], r"threads: expected int"),
+    Case("job-no-prepared-data", "a training job pointed at a folder without prepared data",
+         lambda w: SCD + ["sft", "--task", "synthetic_subdomains", "--role", "student", "--seed", "0",
+                          "--config", _job("sft"), "--data", str(w.inputs), "--out", str(w.results / "s")],
+         r"holds no prepared data.*run `scd prepare` first"),
+    Case("job-malformed-split", "a prepared split with a malformed line",
+         lambda w: SCD + ["evaluate", "--task", "synthetic_subdomains", "--name", "student_zero_shot", "--seed", "0",
+                          "--config", _job("zero_shot"), "--zero-shot", "student", "--data", str(_broken_prepared(w)),
+                          "--out", str(w.results / "e.json")], r"test\.jsonl:2: malformed JSON line.*scd prepare"),
+    Case("cli-model-and-zero-shot", "`scd evaluate` given both --model and --zero-shot",
+         lambda w: SCD + ["evaluate", "--task", "synthetic_subdomains", "--name", "x", "--seed", "0", "--model",
+                          str(w.inputs), "--zero-shot", "student", "--data", str(w.inputs), "--out",
+                          str(w.results / "e.json")], r"either --model .* or --zero-shot"),
+    Case("cli-unknown-task-by-hand", "a stage run by hand for a task the profile does not configure",
+         lambda w: SCD + ["prepare", "--task", "pubmedqa", "--profile", "smoke", "--out", str(w.results / "p")],
+         r"task 'pubmedqa' is not in the 'smoke' configuration"),
+
+    # ---- task data -------------------------------------------------------------------------------------------------
+    Case("data-missing", "a data directory without the task's files",
+         lambda w: SCD + ["data", "verify", "pubmedqa", "--data-dir", str(w.inputs)], r"scd data fetch pubmedqa"),
+    Case("data-unknown-task", "`scd data fetch` for an unknown task",
+         lambda w: SCD + ["data", "fetch", "pubmedq", "--data-dir", str(w.inputs)], r"'pubmedq'.*pubmedqa"),
+
+    # ---- leaderboard and report ------------------------------------------------------------------------------------
+    Case("aggregate-missing-input", "aggregating an evaluation summary that does not exist",
+         lambda w: SCD + ["aggregate", str(w.results / "t" / "seed0" / "eval" / "td.json"), "--results-dir",
+                          str(w.results), "--out", str(w.results / "leaderboard.json")],
+         r"td\.json not found.*run the job that writes it"),
+    Case("aggregate-ablations-not-json", "an ablation plan that is not JSON",
+         lambda w: SCD + ["aggregate", str(w.root / FINISHED), "--ablations", "{", "--out",
+                          str(w.results / "leaderboard.json")], r"--ablations is not valid JSON"),
+    Case("methods-check-unknown", "a property check of an unknown divergence",
+         lambda w: SCD + ["methods", "check", "fkll"], r"'fkll'.*fkl"),
+]
+
+
+def _broken_prepared(w: Workspace) -> Path:
+    """A prepared synthetic task (small) whose test split has a cut line."""
+    out = w.results / "synthetic_subdomains" / "prepared"
+    if not out.exists():
+        subprocess.run(SCD + ["prepare", "--task", "synthetic_subdomains", "--config", _job("prepare"),
+                              "--out", str(out)], check=True, capture_output=True)
+    lines = (out / "test.jsonl").read_text().splitlines(keepends=True)
+    (out / "test.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2] + "\n" + "".join(lines[2:]))
+    return out
+
+
+def run_case(case: Case, root: Path, data: Path) -> tuple[int, str, str, Workspace, dict, list[str]]:
+    """(exit code, stdout, stderr, workspace, snapshot before, argv) of one case."""
+    w = Workspace(root, data)
+    argv = case.argv(w)
+    before = w.snapshot()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {DATA_ENV: str(data)} | case.env
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    r = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout, r.stderr, w, before, argv
+
+
+def error_line(case: Case, out: str) -> str | None:
+    return next((line for line in out.splitlines() if re.search(case.expect, line)), None)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, tmp_path, shared_data):
+    code, out, err, w, before, argv = run_case(case, tmp_path, shared_data)
+    text = out + err
+    assert code != 0, f"{case.id}: exit 0\n{text[-2000:]}"
+    assert "Traceback" not in text, f"{case.id}: a traceback\n{text[-3000:]}"
+    line = error_line(case, text)
+    assert line, f"{case.id}: no line matches {case.expect!r}\n{text[-2000:]}"
+    if argv[:3] == SCD:  # `scd` prints exactly one line on stderr
+        assert len(err.strip().splitlines()) == 1, f"{case.id}: more than one line\n{err}"
+    assert w.snapshot() == before, f"{case.id}: wrote outside the results directory or changed a finished result"
+
+
+def test_enough_cases():
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+
+
+def test_docs_table_lists_every_case():
+    text = DOCS_TABLE.read_text(encoding="utf-8")
+    missing = [c.id for c in CASES if f"`{c.id}`" not in text]
+    assert not missing, f"{DOCS_TABLE} lacks {missing}: run `python tests/test_bad_inputs.py --write {DOCS_TABLE}`"
+
+
+def write_table(path: Path, data: Path) -> None:
+    import tempfile
+
+    rows = []
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            code, out, err, *_ = run_case(case, Path(tmp), data)
+        line = error_line(case, out + err) or "(no matching line: the test fails)"
+        line = re.sub(re.escape(tmp), "…", line).replace("|", "\\|")
+        rows.append(f"| `{case.id}` | {case.bad} | {code} | {line.strip()} |")
+        print(rows[-1], file=sys.stderr)
+    head = ("# Bad inputs and what they get\n\n"
+            "Each row is a misuse tried by `tests/test_bad_inputs.py` as a user would (the real command, in a fresh\n"
+            "folder): the exit code and the one error line it prints. The test also checks that no traceback is\n"
+            "printed, nothing is written outside the results directory and no finished result is lost.\n"
+            "Generated by `python tests/test_bad_inputs.py --write docs/bad-inputs.md`.\n\n"
+            "| case | bad input | exit | what the user reads |\n|---|---|---|---|\n")
+    path.write_text(head + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--write"] or len(sys.argv) != 3:
+        sys.exit("usage: python tests/test_bad_inputs.py --write docs/bad-inputs.md")
+    write_table(Path(sys.argv[2]), Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "data"))
