@@ -17,6 +17,10 @@ class TaskDataError(ValueError):
     """Task data is missing or malformed; the message says where and how to fix it."""
 
 
+class TaskDataWarning(UserWarning):
+    """Task data has a known flaw that its declaration allows (e.g. test prompts also in train upstream)."""
+
+
 def _fix(task: str | None) -> str:
     return (f"re-fetch it with `scd data fetch {task}` or check the data directory" if task
             else "re-fetch the file or check the data directory")
