@@ -134,14 +134,15 @@ class Task:
         self.split_checks(splits)
         return splits
 
-    def split_checks(self, splits: dict[str, list[dict]]) -> dict:
+    def split_checks(self, splits: dict[str, list[dict]], warn: bool = True) -> dict:
         """Duplicate ids within each split and leakage into train, counted:
         {"duplicate_ids": {split: rows repeating an earlier row's id}, "train_overlap": {validation|test:
         {"prompt": rows whose prompt text is also a train prompt, "prompt_answer": ... with the same answer too}}}.
 
         A count above the one the declaration allows (`allow_duplicates` / `known_overlap`, default 0) is a
         TaskDataError; a nonzero count within it (a public data set that has them) is a TaskDataWarning. The
-        prepare stage records these counts in its manifest (key `data_checks`)."""
+        prepare stage records these counts in its manifest (key `data_checks`; `load` has warned already, so it
+        passes warn=False)."""
         dups = {}
         for split in (*SPLITS, TRANSFER):
             if splits.get(split):
@@ -173,7 +174,7 @@ class Task:
                                 f"(`scd data verify {self.name}`); if the public data set genuinely has them, "
                                 f"declare `allow_duplicates: {{split: n}}` / `known_overlap: {{split: n}}` in "
                                 f"{where}")
-        if known:
+        if known and warn:
             warnings.warn(f"task {self.name!r}: {', '.join(known)} (declared in {where} as known in the public "
                           f"data)", TaskDataWarning, stacklevel=3)
         return {"duplicate_ids": dups, "train_overlap": overlap}
