@@ -461,8 +461,17 @@ def _metric_problems(task: Task) -> list[str]:
 
 
 def _from_yaml(path: Path, folder: Path, loaders: dict) -> Task:
-    where = _shown(path, folder)
     spec = _read_spec(path, folder)
+    try:
+        return _task_from_spec(spec, path, folder, loaders)
+    except TaskFileError as e:  # the names it would define, as declared
+        groups = spec.get("groups") if isinstance(spec.get("groups"), list) else []
+        e.claims = {str(x) for x in [spec.get("name", path.stem), *groups]}
+        raise
+
+
+def _task_from_spec(spec: dict, path: Path, folder: Path, loaders: dict) -> Task:
+    where = _shown(path, folder)
     fields = set(Task.__dataclass_fields__) - {"path"}
     unknown = set(spec) - fields
     if unknown:
@@ -530,7 +539,7 @@ class TaskRegistry:
             try:
                 task = _from_yaml(path, self.folder, loaders)
             except TaskFileError as e:
-                self.broken.append(BrokenFile(path, e, _claims(path)))
+                self.broken.append(BrokenFile(path, e, getattr(e, "claims", None) or _claims(path)))
                 continue
             found.setdefault(task.name, []).append(task)
         for name, same in found.items():

@@ -2,9 +2,9 @@
 
 `read_text` decodes strict UTF-8 (a BOM is dropped); `read_table` reads a CSV (quoted cells may span lines) or a TSV
 (no quoting: texts hold quote characters) through it, so a bad byte is reported the same way for every format;
-`read_lines` and `read_conll` read line-based files; `read_json` a JSON document. Rows and sentences carry `_line`, the file line (1-based) where
-they start, so that loaders can name them in their own errors; `check_label` checks a value against a task's declared
-labels. All errors are `TaskDataError` (a `ValueError`).
+`read_lines` and `read_conll` read line-based files; `read_json` a JSON document. Rows and sentences carry `_line`,
+the file line (1-based) where they start, so that loaders can name them in their own errors; `check_label` checks a
+value against a task's declared labels. All errors are `TaskDataError` (a `ValueError`).
 """
 from __future__ import annotations
 
