@@ -131,6 +131,11 @@ def cmd_tasks(args):
     print("\ngroups (select with `tasks: [<group>]` in the config):")
     for group, members in sorted(tasks.task_groups().items()):
         print(f"  {group:16s} {len(members):3d} tasks: {', '.join(members)}")
+    broken = tasks.broken_task_files()
+    if broken:  # runs that use other tasks are unaffected; a run selecting one of these stops with its message
+        print(f"\nunusable task files ({len(broken)}; runs that select what they define stop with this message):")
+        for message in broken:
+            print(f"  {message}")
 
 
 def cmd_methods(args):

@@ -3,7 +3,11 @@
 A metric is `fn(preds, golds, *, examples=None, **params) -> float`: `examples` are the test rows in the order of
 `preds` (only the seqeval metrics read them), `params` come from the task's metric entry (e.g. `weights: linear`).
 Each metric names its params explicitly, so a misspelt one is a TypeError rather than silently ignored.
-Every metric is registered with `direction="max"` (higher is better), read back with `METRICS.meta(name)`.
+Every metric is registered with its `direction` ("max": higher is better) and `best`, the score of a perfect answer
+set (the maximum, or for a "min" metric the minimum), read back with `METRICS.meta(name)`. A metric that assumes
+something of the task (its parser's output type, its declared labels) also registers `check(task, params)`, which
+returns what is wrong (one sentence) or None: the registry calls it for every task declaring the metric, so a metric
+on the wrong task is refused at registration rather than scoring perfect answers below `best`.
 """
 from __future__ import annotations
 
@@ -17,22 +21,39 @@ register = METRICS.register
 get = METRICS.get
 
 
+def _parses_lists(task) -> bool:
+    return getattr(task, "parser", None) == "entity_list"
+
+
+def _label_metric_check(task, params) -> str | None:
+    if _parses_lists(task):
+        return "compares single labels or strings, but the task's parser 'entity_list' gives lists of entities"
+    return None
+
+
+def _entity_metric_check(task, params) -> str | None:
+    if not _parses_lists(task):
+        return (f"compares lists of entity strings, but the task's parser {getattr(task, 'parser', None)!r} gives "
+                f"single strings; use parser 'entity_list'")
+    return None
+
+
 def _check_lengths(preds: Sequence, golds: Sequence) -> None:
     if len(preds) != len(golds):
         raise ValueError(f"{len(preds)} predictions for {len(golds)} gold answers")
 
 
-@register("exact_match", direction="max")
+@register("exact_match", direction="max", best=1.0)
 def exact_match(preds: list[str], golds: list[str], *, examples=None) -> float:
     _check_lengths(preds, golds)
     return float(sum(p == g for p, g in zip(preds, golds)) / len(golds)) if golds else 0.0
 
 
 # Accuracy over a closed label set is exact match of the parsed label; the separate name says what is reported.
-register("accuracy", direction="max")(exact_match)
+register("accuracy", direction="max", best=1.0, check=_label_metric_check)(exact_match)
 
 
-@register("macro_f1", direction="max")
+@register("macro_f1", direction="max", best=1.0, check=_label_metric_check)
 def macro_f1(preds: list[str], golds: list[str], *, examples=None) -> float:
     labels = sorted(set(golds))
     f1s = []
@@ -59,7 +80,15 @@ def _kappa_weight(i: int, j: int, k: int, weights: str | None) -> float:
     return d if weights == "linear" else d * d
 
 
-@register("cohen_kappa", direction="max")
+def _kappa_check(task, params) -> str | None:
+    if params.get("weights") not in (None, "linear", "quadratic"):
+        return f"takes weights None, 'linear' or 'quadratic', got {params['weights']!r}"
+    if not params.get("labels") and not getattr(task, "labels", None):
+        return "needs the task's categories: declare `labels` (in order, for weighted kappa)"
+    return _label_metric_check(task, params)
+
+
+@register("cohen_kappa", direction="max", best=1.0, check=_kappa_check)
 def cohen_kappa(preds: list[str], golds: list[str], *, examples=None, labels: Sequence[str] | None = None,
                 weights: str | None = None) -> float:
     """Cohen's kappa of predictions against golds, optionally weighted ("linear" / "quadratic").
@@ -128,7 +157,7 @@ def _mean_entity_f1(preds, golds, match, name: str) -> float:
     return float(sum(scores) / len(scores))
 
 
-@register("entity_f1_exact", direction="max")
+@register("entity_f1_exact", direction="max", best=1.0, check=_entity_metric_check)
 def entity_f1_exact(preds: list[list[str]], golds: list[list[str]], *, examples=None) -> float:
     """JMED-LLM's exact_f1_score (sociocom/JMED-LLM src/utils.py): per sample, precision and recall of the
     prediction set against the gold set under string equality, F1, averaged over samples. Duplicates and
@@ -140,7 +169,7 @@ def _overlaps(p: str, g: str) -> bool:
     return p in g or g in p
 
 
-@register("entity_f1_partial", direction="max")
+@register("entity_f1_partial", direction="max", best=1.0, check=_entity_metric_check)
 def entity_f1_partial(preds: list[list[str]], golds: list[list[str]], *, examples=None) -> float:
     """JMED-LLM's partial-match F1 as the benchmark describes it: a gold entity is recalled if some prediction is a
     substring of it or contains it; precision is the share of predictions that are a substring of, or contain,
@@ -188,6 +217,29 @@ def entities_to_bio(tokens: list[str], entities: list[str], entity_type: str) ->
     return tags
 
 
+def bio_types(labels) -> set[str]:
+    """The entity types of a BIO tag set ({"Disease"} for [O, B-Disease, I-Disease])."""
+    return {tag[2:] for tag in labels if tag[:2] in ("B-", "I-")}
+
+
+def _seqeval_check(task, params) -> str | None:
+    """The seqeval metrics tag untyped predicted mentions with the one `entity_type`: the task's labels must be a BIO
+    tag set of exactly that type (gold mentions of another type could never be matched)."""
+    entity_type = params.get("entity_type", "Disease")
+    labels = getattr(task, "labels", None)
+    if not labels:
+        return "scores BIO tags: declare the task's tag set as `labels` (e.g. [O, B-Disease, I-Disease])"
+    odd = [tag for tag in labels if tag != "O" and tag[:2] not in ("B-", "I-")]
+    if odd:
+        return f"scores BIO tags, but the task's labels {odd} are not O, B-<type> or I-<type>"
+    types = sorted(bio_types(labels))
+    if types != [entity_type]:
+        return (f"scores one entity type ({entity_type!r}: predicted mentions carry no type), but the task's labels "
+                f"have the type(s) {types}; give the metric the task's one type (`entity_type: ...`), or split the "
+                f"task by type")
+    return _entity_metric_check(task, params)
+
+
 def _seqeval(score_fn, preds, golds, examples, entity_type: str, name: str) -> float:
     _check_lengths(preds, golds)
     if examples is None:
@@ -199,6 +251,11 @@ def _seqeval(score_fn, preds, golds, examples, entity_type: str, name: str) -> f
     for i, (pred, ex) in enumerate(zip(preds, examples)):
         if isinstance(pred, str):
             raise TypeError(f"{name}: prediction {i} should be a list of mention strings, got {pred[:40]!r}")
+        other = sorted(bio_types(ex["tags"]) - {entity_type})
+        if other:
+            raise ValueError(f"{name}: test row {i} has gold mentions of type(s) {other}, but the metric scores only "
+                             f"{entity_type!r} mentions (its entity_type); perfect answers would score below 1. "
+                             f"Declare the task's one entity type")
         y_true.append(list(ex["tags"]))
         y_pred.append(entities_to_bio(ex["tokens"], pred, entity_type))
     return float(score_fn(y_true, y_pred, zero_division=0))
@@ -215,7 +272,7 @@ def _seqeval_metric(name: str, fn_name: str) -> Callable:
     metric.__doc__ = (f"Entity-level (IOB2, seqeval default mode) micro {fn_name.split('_')[0]} over the test set: "
                       f"predicted mention strings -> tags by `entities_to_bio`, gold tags from `examples[i]['tags']`; "
                       f"`golds` is only checked for length. zero_division=0.")
-    return register(name, direction="max")(metric)
+    return register(name, direction="max", best=1.0, check=_seqeval_check)(metric)
 
 
 seqeval_f1 = _seqeval_metric("seqeval_f1", "f1_score")

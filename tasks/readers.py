@@ -2,14 +2,15 @@
 
 `read_text` decodes strict UTF-8 (a BOM is dropped); `read_table` reads a CSV (quoted cells may span lines) or a TSV
 (no quoting: texts hold quote characters) through it, so a bad byte is reported the same way for every format;
-`read_lines` and `read_conll` read line-based files. Rows and sentences carry `_line`, the file line (1-based) where
-they start, so that loaders can name them in their own errors; `check_label` checks a value against a task's declared
-labels. All errors are `TaskDataError` (a `ValueError`).
+`read_lines` and `read_conll` read line-based files; `read_json` a JSON document. Rows and sentences carry `_line`,
+the file line (1-based) where they start, so that loaders can name them in their own errors; `check_label` checks a
+value against a task's declared labels. All errors are `TaskDataError` (a `ValueError`).
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 
@@ -17,9 +18,13 @@ class TaskDataError(ValueError):
     """Task data is missing or malformed; the message says where and how to fix it."""
 
 
+class TaskDataWarning(UserWarning):
+    """Task data has a known flaw that its declaration allows (e.g. test prompts also in train upstream)."""
+
+
 def _fix(task: str | None) -> str:
-    return (f"re-fetch it with `scd data fetch {task}` or check the data directory" if task
-            else "re-fetch the file or check the data directory")
+    return (f"check it with `scd data verify {task}` and re-fetch it with `scd data fetch {task}`, or check the "
+            f"data directory" if task else "re-fetch the file or check the data directory")
 
 
 def _where(path: Path, task: str | None) -> str:
@@ -138,6 +143,21 @@ def read_conll(path: Path, labels: list[str] | None = None, task: str | None = N
     if not sentences:
         raise TaskDataError(f"{where}: no sentences (the file is empty or blank); {_fix(task)}")
     return sentences
+
+
+def read_json(path: Path, task: str | None = None, expect: type | None = None):
+    """The file's JSON value (decoded by `read_text`); malformed JSON is reported with its line and column, a top-level
+    value that is not an `expect` (e.g. dict) as such."""
+    path = Path(path)
+    try:
+        value = json.loads(read_text(path, task))
+    except json.JSONDecodeError as e:
+        raise TaskDataError(f"{_where(path, task)}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); "
+                            f"{_fix(task)}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise TaskDataError(f"{_where(path, task)}: expected a JSON {'object' if expect is dict else expect.__name__} "
+                            f"at the top level, got {type(value).__name__}; {_fix(task)}")
+    return value
 
 
 def check_label(value: str, labels: list[str], where: str) -> str:

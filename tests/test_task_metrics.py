@@ -27,7 +27,8 @@ SEQEVAL = ("seqeval_f1", "seqeval_precision", "seqeval_recall")
 def test_every_metric_is_registered_with_direction_max_and_returns_a_plain_float():
     names = {"exact_match", "accuracy", "macro_f1", "cohen_kappa", "entity_f1_exact", "entity_f1_partial", *SEQEVAL}
     assert names <= set(METRICS)
-    assert all(METRICS.meta(n) == {"direction": "max"} for n in METRICS)
+    assert all(METRICS.meta(n)["direction"] == "max" and METRICS.meta(n)["best"] == 1.0 for n in METRICS)
+    assert all(set(METRICS.meta(n)) <= {"direction", "best", "check"} for n in METRICS)
     assert type(cohen_kappa(["A", "B"], ["A", "A"])) is float
     ex = [{"tokens": ["flu"], "tags": ["B-Disease"]}]
     assert all(type(metrics.get(n)([["flu"]], [["flu"]], examples=ex)) is float for n in SEQEVAL)
@@ -239,8 +240,11 @@ def test_seqeval_metrics_edge_cases():
     examples, golds = _two_sentences()
     # no predicted mention: precision 0 by zero_division=0, recall 0
     assert all(metrics.get(n)([[], []], golds, examples=examples) == 0.0 for n in SEQEVAL)
-    # the entity type is a param: tagged as Chemical, no predicted span matches a Disease span
-    assert metrics.get("seqeval_f1")(golds, golds, examples=examples, entity_type="Chemical") == 0.0
+    # the entity type is a param: gold Disease tags under a Chemical metric would score perfect answers 0, so the
+    # metric refuses them, naming the types
+    with pytest.raises(ValueError, match=r"seqeval_f1: test row 0 has gold mentions of type\(s\) \['Disease'\].*"
+                                         r"only 'Chemical'"):
+        metrics.get("seqeval_f1")(golds, golds, examples=examples, entity_type="Chemical")
     assert metrics.get("seqeval_f1")([], [], examples=[]) == 0.0
     with pytest.raises(ValueError, match="examples"):
         metrics.get("seqeval_f1")(golds, golds)

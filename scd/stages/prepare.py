@@ -32,7 +32,8 @@ def prepare(job: PrepareJob, out: Path) -> dict:
     # a config's max_length (the paper's 512) replaces the task's declared one for every later stage
     manifest = {"task": task.name, "options": options, "max_length": job.max_length or task.max_length,
                 "counts": {s: len(splits[s]) for s in written},
-                "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer)}
+                "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer),
+                "data_checks": task.split_checks(splits, warn=False)}  # duplicate ids, prompts shared with train
     with tracking.job_run(job, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:
         log.params({f"split.{s}.sha256": h for s, h in hashes.items()} |

@@ -2,48 +2,51 @@
 label, seeded). The prompt template and its truncation rule are in pubmedqa.yaml."""
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
 
+from tasks.readers import TaskDataError, read_json
+
 LABELS = ("yes", "no", "maybe")
 
 
-def _row(task, pmid: str, item: dict, where: str) -> dict:
+def _fix(task) -> str:
+    return f"check the file with `scd data verify {task.name}` and re-fetch it with `scd data fetch {task.name}`"
+
+
+def _check(task, pmid: str, item, where: str) -> None:
+    if not isinstance(item, dict):
+        raise TaskDataError(f"{where}: entry {pmid} must be a JSON object, got {type(item).__name__}; {_fix(task)}")
     for key in ("QUESTION", "CONTEXTS", "final_decision"):
         if key not in item:
-            raise ValueError(f"{where}: entry {pmid} lacks the field {key!r}")
-    label = item["final_decision"]
-    if label not in LABELS:
-        raise ValueError(f"{where}: entry {pmid} has label {label!r}, expected one of {LABELS}")
+            raise TaskDataError(f"{where}: entry {pmid} lacks the field {key!r}; {_fix(task)}")
+    if item["final_decision"] not in LABELS:
+        raise TaskDataError(f"{where}: entry {pmid} has label {item['final_decision']!r}, expected one of {LABELS}; "
+                            f"{_fix(task)}")
     contexts = item["CONTEXTS"]
-    if not isinstance(contexts, list):
-        raise ValueError(f"{where}: entry {pmid} field CONTEXTS must be a list of strings")
+    if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+        raise TaskDataError(f"{where}: entry {pmid} field CONTEXTS must be a list of strings; {_fix(task)}")
+
+
+def _row(task, pmid: str, item: dict) -> dict:
+    label, contexts = item["final_decision"], item["CONTEXTS"]
     return task.render({"context": " ".join(contexts), "question": item["QUESTION"], "label": label},
                        id=pmid, label=label)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping PMID to entry")
-    return data
-
-
 def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
     folder = task.task_dir(data_dir)
-    items = _read_json(folder / "ori_pqal.json")
-    test_ids = _read_json(folder / "test_ground_truth.json")
+    items = read_json(folder / "ori_pqal.json", task.name, dict)
+    test_ids = read_json(folder / "test_ground_truth.json", task.name, dict)
     unknown = sorted(set(test_ids) - set(items))
     if unknown:
-        raise ValueError(f"{folder / 'test_ground_truth.json'}: PMIDs not in ori_pqal.json: {unknown[:5]}")
-    where = str(folder / "ori_pqal.json")
-    test = [_row(task, p, items[p], where) for p in sorted(test_ids)]
+        raise TaskDataError(f"task {task.name!r}: {folder / 'test_ground_truth.json'}: PMIDs not in ori_pqal.json: "
+                            f"{unknown[:5]}; {_fix(task)}")
+    where = f"task {task.name!r}: {folder / 'ori_pqal.json'}"
+    for pmid, item in items.items():  # every entry, before the split reads their labels
+        _check(task, pmid, item, where)
+    test = [_row(task, p, items[p]) for p in sorted(test_ids)]
 
     # Stratified validation split of the non-test questions: n_val spread over labels in proportion, seeded.
     by_label: dict[str, list[str]] = defaultdict(list)
@@ -57,7 +60,7 @@ def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
         rng.shuffle(ids)
         val_ids.update(ids[: round(opt["n_val"] * len(ids) / total)])
     rest = [p for label in LABELS for p in by_label.get(label, [])]
-    train = [_row(task, p, items[p], where) for p in sorted(rest) if p not in val_ids]
-    val = [_row(task, p, items[p], where) for p in sorted(val_ids)]
+    train = [_row(task, p, items[p]) for p in sorted(rest) if p not in val_ids]
+    val = [_row(task, p, items[p]) for p in sorted(val_ids)]
     rng.shuffle(train)
     return {"train": train, "validation": val, "test": test}
