@@ -24,6 +24,15 @@ def checksums(path: Path) -> dict[str, str]:
     return out
 
 
+def kept_lines(path: Path) -> list[str]:
+    """What an existing file adds after its generated part (e.g. a `known_overlap:` declaration), kept as is."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    files = [i for i, line in enumerate(lines) if line.startswith("    ")]
+    return lines[files[-1] + 1:] if files else []
+
+
 def main(sums_file: str) -> None:
     sums = checksums(Path(sums_file))
     for folder, (base, prefix, subdir, upstream, files) in FAMILIES.items():
@@ -33,7 +42,8 @@ def main(sums_file: str) -> None:
             lines = [f"include: {base}", f"name: {prefix}_{lang.lower()}", f"language: {lang}", "data:", "  files:"]
             lines += [f"    {lang}/{f}: {{upstream: {upstream}/{lang}/{f}, sha256: {sums[f'{subdir}/{lang}/{f}']}}}"
                       for f in files]
-            (HERE / folder / f"{lang}.yaml").write_text("\n".join(lines) + "\n")
+            path = HERE / folder / f"{lang}.yaml"
+            path.write_text("\n".join(lines + kept_lines(path)) + "\n")
         print(f"{folder}: {len(languages)} languages")
 
 
