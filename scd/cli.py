@@ -141,16 +141,28 @@ def cmd_tasks(args):
 def cmd_methods(args):
     if args.action == "check":
         return _load("scd.distill.checks").main(args.names)
-    _load("scd.distill.plugins").load_plugins()
+    plugins = _load("scd.distill.plugins")
+    plugins.load_plugins(quiet=True)  # a broken plugin is one line below, the rest is listed
     reg_mod, resolve_spec = _load("scd.distill.parts"), _load("scd.distill.methods").resolve_spec
 
     def options(d: dict) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in d.items()) or "-"
 
-    cfg = _load("scd.config").load_config(args.profile)
+    for line in [p.line() for p in plugins.broken_plugins()] + plugins.group_typos():
+        print(f"broken: {line}")
+    config = _load("scd.config")
+    try:
+        cfg = config.load_config(args.profile)
+    except config.ConfigError as e:  # e.g. a method of a broken plugin in run_methods: say so, list the parts
+        print(f"scd methods: warning: profile {args.profile!r}: {e}".replace("\n", " "), file=sys.stderr)
+        cfg = {"profile": args.profile, "methods": {}, "run_methods": []}
     print(f"methods defined for profile {cfg['profile']!r} (config `methods`; [runs]: in its `run_methods`):")
     for name, spec in cfg["methods"].items():
-        full = resolve_spec(name, spec)
+        try:
+            full = resolve_spec(name, spec)
+        except (KeyError, ValueError) as e:  # a preset of a plugin that failed to load
+            print(f"  {name:14s} unavailable: {plugins.explain(str(e))}")
+            continue
         off = "  [runs]" if name in cfg["run_methods"] else ""
         parts = (f"schedule={full['schedule']} divergence={full['divergence']} weighting={full['weighting']} "
                  f"responses={full['responses']} alpha={full['alpha']} temperature={full['temperature']}")

@@ -109,6 +109,10 @@ class PrepareJob(Job):
     task_options: dict = field(default_factory=dict)
     task_fingerprint: str = ""           # the task declaration's and loader's hash: a change re-prepares
     teacher: dict | None = None          # the teacher's model spec, when the tokenizer is the teacher's
+    allow_modified_data: bool = False    # use data files whose sha256 differs from the task's declaration
+    #                                      (recorded in MLflow and the manifest's data_modified); else they stop the job
+    code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
+    #                                      reruns exactly the jobs whose code changed
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,15 @@ class SFTJob(Job):
     model: dict = field(default_factory=dict)  # model spec (scd/models.py), a derived student's base under `base`
     training: Optimization | None = None
     save_checkpoints: int = 0            # the teacher's trajectory: checkpoints saved, evenly spaced over its steps
+    code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
+    #                                      reruns exactly the jobs whose code changed
 
 
 @dataclass(frozen=True)
 class TeacherOutputsJob(Job):
     transfer: bool = True
+    code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
+    #                                      reruns exactly the jobs whose code changed
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,10 @@ class DistillJob(Job):
     training: DistillTraining | None = None
     student: dict | None = None          # the student's model spec, when distillation needs it (init: base, or
     #                                      gradient checkpointing, a switch a saved model does not carry)
+    code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
+    #                                      reruns exactly the jobs whose code changed
+    plugins: dict = field(default_factory=dict)  # {entry point: version} of the installed plugins the method's
+    #                                      parts come from (recorded in MLflow as plugin.<name>.version)
 
     @property
     def stages(self) -> int:
@@ -143,13 +155,16 @@ class DistillJob(Job):
 
 @dataclass(frozen=True)
 class EvaluateJob(Job):
-    pass
+    code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
+    #                                      reruns exactly the jobs whose code changed
 
 
 @dataclass(frozen=True)
 class ZeroShotJob(Job):
     role: str = "teacher"
     model: dict = field(default_factory=dict)
+    code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
+    #                                      reruns exactly the jobs whose code changed
 
 
 STAGES: dict[str, type[Job]] = {"prepare": PrepareJob, "sft": SFTJob, "teacher_outputs": TeacherOutputsJob,

@@ -6,9 +6,11 @@ before parallel jobs: concurrent first writers race on the schema migration.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -79,6 +81,40 @@ def environment(device: str) -> dict[str, str]:
     return env
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def git_state(root: str | Path = REPO_ROOT) -> tuple[str, str]:
+    """(commit, dirty) of the project's checkout: `git rev-parse HEAD`, and "true"/"false" from
+    `git status --porcelain`; "unknown" for either when there is no git or `root` is not a repository."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit or not commit.strip():
+        return "unknown", "unknown"
+    status = git("status", "--porcelain")
+    return commit.strip(), "unknown" if status is None else str(bool(status.strip())).lower()
+
+
+def provenance(job: Job) -> dict[str, str]:
+    """What code ran the job, as MLflow params: code.commit and code.dirty (the checkout), code.fingerprint (the
+    job's `code` setting: its stage's and method's source, scd/config.py code_files) and plugin.<name>.version for
+    each installed plugin the job's method comes from (its `plugins` setting)."""
+    commit, dirty = git_state()
+    out = {"code.commit": commit, "code.dirty": dirty}
+    if getattr(job, "code", ""):
+        out["code.fingerprint"] = job.code
+    for name, plugin_version in sorted((getattr(job, "plugins", None) or {}).items()):
+        out[f"plugin.{name}.version"] = plugin_version
+    return out
+
+
 class RunLogger:
     """Buffers metrics and sends them in batches: per-step logging to SQLite one call at a time is slow."""
 
@@ -126,7 +162,8 @@ def job_run(job: Job, name: str, tags: dict, params: dict, device: str = "cpu"):
     logger = RunLogger(client, run.info.run_id)
     try:
         params = {k: to_dict(v) if is_dataclass(v) else v for k, v in params.items()}
-        logger.params({**flatten(params), **{f"env.{k}": v for k, v in environment(device).items()}})
+        logger.params({**flatten(params), **{f"env.{k}": v for k, v in environment(device).items()},
+                       **provenance(job)})
         logger.artifact_json({"argv": sys.argv, "config": to_dict(job)}, "job.json")
         yield logger
         logger.flush()

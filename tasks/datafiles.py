@@ -45,6 +45,10 @@ class ChecksumError(TaskDataError):
     """A downloaded file's sha256 differs from the one its task declares; nothing was written in its place."""
 
 
+class ModifiedDataError(TaskDataError):
+    """A data file's sha256 differs from its task's declaration and the config does not allow modified data."""
+
+
 class DownloadError(TaskDataError):
     """A download failed (HTTP error, no network, disk): `url` and `reason` say which and why."""
 
@@ -175,15 +179,46 @@ def verify(tasks: Iterable, data_dir: str | Path) -> list[FileCheck]:
     return checks
 
 
+ALLOW_MODIFIED_KEY = "allow_modified_data"
+
+
+def check_pinned(task, data_dir: str | Path, allow_modified: bool = False) -> dict[str, dict[str, str]]:
+    """The sha256 found for each declared file of `task` against the declared one, as {file: {expected, found}}
+    with `file` its path under the data directory (subdir/name); {} for a task without data. What a prepare job
+    checks before it reads the data: a missing file raises the task's own message (TaskDataError), a file that
+    differs raises ModifiedDataError naming the file, both hashes and `scd data fetch`, unless `allow_modified`
+    (the config key allow_modified_data: the user changed the data on purpose; the caller records what it found)."""
+    root = Path(data_dir)
+    checks = verify([task], root)
+    if any(c.status == "missing" for c in checks):
+        check = getattr(task, "check_files", None)
+        if check is not None:
+            check(root)
+        missing = ", ".join(str(c.path) for c in checks if c.status == "missing")
+        raise TaskDataError(f"task {task.name!r}: data not found: {missing}; `scd data fetch {task.name}` "
+                            f"downloads and verifies it.")
+    out = {c.path.relative_to(root).as_posix(): {"expected": c.expected, "found": c.actual} for c in checks}
+    bad = [c for c in checks if c.status == "mismatch"]
+    if bad and not allow_modified:
+        wrong = "; ".join(f"{c.path} has sha256 {c.actual}, expected {c.expected}" for c in bad)
+        raise ModifiedDataError(
+            f"task {task.name!r}: data differs from its task declaration: {wrong}. "
+            f"`scd data fetch {task.name} --data-dir {root.resolve()}` replaces it with the pinned file; to use "
+            f"data changed on purpose, set the config key {ALLOW_MODIFIED_KEY}: true (the sha256 found is recorded "
+            f"in MLflow and in the prepared manifest).")
+    return out
+
+
 def fetch(task, data_dir: str | Path, base_url: str | None = None, timeout: float = 60,
-          on_file: Callable[[str, Path], None] | None = None) -> list[Path]:
+          on_file: Callable[[str, Path], None] | None = None, keep_modified: bool = False) -> list[Path]:
     """Download the task's declared files into data_dir/subdir, in sorted order; return the paths downloaded.
 
     A file already present with the declared sha256 is not downloaded again (`on_file("present", path)`; a
     downloaded one gives `on_file("fetched", path)`). Each download goes to a temporary file in the target
     folder and replaces the target atomically only when its sha256 matches; otherwise the temporary file is
     deleted, an existing file stays as it was and ChecksumError is raised. A network error raises TaskDataError.
-    Either stops the task at that file; the files before it stay in place.
+    Either stops the task at that file; the files before it stay in place. `keep_modified`: a present file whose
+    sha256 differs is left as it is (`on_file("modified", path)`), only missing ones are downloaded.
     """
     files = declared_files(task)
     if not files:
@@ -191,9 +226,10 @@ def fetch(task, data_dir: str | Path, base_url: str | None = None, timeout: floa
     done = []
     for f in files:
         path = f.path(data_dir)
-        if path.is_file() and sha256_file(path) == f.sha256:
+        same = path.is_file() and sha256_file(path) == f.sha256
+        if same or (keep_modified and path.is_file()):
             if on_file:
-                on_file("present", path)
+                on_file("present" if same else "modified", path)
             continue
         _download(f, path, f.url(base_url), timeout)
         done.append(path)
@@ -246,7 +282,7 @@ def _download(f: DeclaredFile, path: Path, url: str, timeout: float) -> None:
 
 
 def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | None = None,
-                 say: Callable[[str], None] = print, timeout: float = 60) -> list[Path]:
+                 say: Callable[[str], None] = print, timeout: float = 60, allow_modified: bool = False) -> list[Path]:
     """Make sure the task's declared files are in `root` with their pinned sha256 before a run uses them; return
     the paths downloaded ([] when all were there, or the task declares none).
 
@@ -254,13 +290,23 @@ def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | No
     missing or differs is fetched when `fetch_allowed` (the per-user cache; see `resolve_data_dir`), each file
     verified before it is moved into place, and `say` gets one line naming the folder. Otherwise (an explicit data
     directory, never written to) TaskDataError says what is wrong and how to fix it. A failed download raises
-    TaskDataError in one line: what failed, the URL and the ways round it."""
+    TaskDataError in one line: what failed, the URL and the ways round it.
+
+    `allow_modified` (the config key allow_modified_data): files that differ from their pinned sha256 are used as
+    they are, never replaced (`say` names them); missing ones are still fetched or reported."""
     files = declared_files(task)
     if not files:
         return []
     root = Path(root)
     folder = (root / files[0].subdir).resolve()
     bad = [c for c in verify([task], root) if c.status != "ok"]
+    if allow_modified:
+        changed = [c for c in bad if c.status == "mismatch"]
+        if changed:
+            say(f"task {task.name!r}: using {len(changed)} data file{'s' * (len(changed) != 1)} that differ from "
+                f"the pinned ones ({ALLOW_MODIFIED_KEY}: true): "
+                + ", ".join(str(c.path.relative_to(root / files[0].subdir)) for c in changed))
+        bad = [c for c in bad if c.status == "missing"]
     if not bad:
         return []
     if not fetch_allowed:
@@ -277,9 +323,10 @@ def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | No
             f"task {task.name!r}: data files in {folder} differ from the pinned ones: {wrong}.\n"
             f"The data directory {root.resolve()} was given explicitly ($SCD_DATA_DIR or the config key data_dir), "
             f"so it is not changed here: `scd data fetch {task.name} --data-dir {root.resolve()}` replaces them "
-            f"with the pinned files, `scd data verify {task.name}` lists them.")
+            f"with the pinned files, `scd data verify {task.name}` lists them; to use data changed on purpose, set "
+            f"the config key {ALLOW_MODIFIED_KEY}: true.")
     try:
-        got = fetch(task, root, base_url, timeout)
+        got = fetch(task, root, base_url, timeout, keep_modified=allow_modified)
     except DownloadError as e:
         src = files[0]
         raise TaskDataError(

@@ -10,12 +10,13 @@ from scd.models import resolve_source
 from scd.settings import PrepareJob
 from scd.tokenizer import load_tokenizer, train_tokenizer
 from tasks import SPLITS, TRANSFER, get_task
-from tasks.datafiles import resolve_data_dir
+from tasks.datafiles import check_pinned, resolve_data_dir
 
 
 def prepare(job: PrepareJob, out: Path) -> dict:
     task = get_task(job.task)
     options = task.check_options(job.task_options)
+    data = _checked_data(job, task)
     splits = task.load(resolve_data_dir(job.data_dir)[0], options)
     out.mkdir(parents=True, exist_ok=True)
     written = SPLITS + ((TRANSFER,) if splits.get(TRANSFER) else ())
@@ -34,10 +35,33 @@ def prepare(job: PrepareJob, out: Path) -> dict:
                 "counts": {s: len(splits[s]) for s in written},
                 "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer),
                 "data_checks": task.split_checks(splits, warn=False)}  # duplicate ids, prompts shared with train
+    manifest |= _data_manifest(data)
     with tracking.job_run(job, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:
         log.params({f"split.{s}.sha256": h for s, h in hashes.items()} |
                    {f"split.{s}.n": len(splits[s]) for s in written} | {"vocab_size": len(tokenizer)})
+        log.params(_data_params(job, data))
         log.artifact_json(manifest, "manifest.json")  # label counts and sha256 of every split
     write_json(out / "manifest.json", manifest)  # last: its presence marks the stage as complete
     return manifest
+
+
+# ---- the raw data, checked against the task declaration's sha256 -------------------------------------------------
+
+def _checked_data(job: PrepareJob, task) -> dict[str, dict[str, str]]:
+    """{file: {expected, found}} of the task's declared data files; a file that differs stops the job unless the
+    config allows modified data (tasks.datafiles.check_pinned)."""
+    return check_pinned(task, resolve_data_dir(job.data_dir)[0], job.allow_modified_data)
+
+
+def _data_manifest(data: dict) -> dict:
+    """The manifest's record of the raw data: the sha256 found per file, and the files that differ from the
+    declaration (`data_modified`, {file: {expected, found}}; empty when the data is the pinned one)."""
+    return {"data_sha256": {f: h["found"] for f, h in data.items()},
+            "data_modified": {f: h for f, h in data.items() if h["found"] != h["expected"]}}
+
+
+def _data_params(job: PrepareJob, data: dict) -> dict:
+    return {"allow_modified_data": job.allow_modified_data,
+            "data_modified": sum(h["found"] != h["expected"] for h in data.values())} | \
+        {f"data.{f}.sha256": h["found"] for f, h in data.items()}
