@@ -22,7 +22,7 @@ from scd.distill.plugins import broken_plugins, explain, plugin_of
 from scd.models import model_spec
 from scd.registry import did_you_mean
 from scd.settings import STAGES, DistillTraining, Job, Optimization, SettingsError, build
-from tasks import expand, get_task, list_tasks, task_groups
+from tasks import expand, get_task, list_tasks, registry, task_groups
 from tasks.datafiles import declared_files, resolve_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +83,9 @@ def _check_names(cfg: dict) -> None:
         problems.append(f"tasks: {e}")
         names = []
     known = set(task_groups()) | {t.name for t in list_tasks()}
-    for key in cfg.get("task_overrides") or {}:
-        if key not in known:
+    claimed = {n for b in registry().broken for n in b.claims}  # names of unusable task files: unused here, or
+    for key in cfg.get("task_overrides") or {}:                 # `tasks` above already said what is wrong
+        if key not in known and key not in claimed:
             problems.append(f"task_overrides.{key}: not a task or group name.{did_you_mean(key, known)}")
     for task in names:
         try:

@@ -191,9 +191,9 @@ class Task:
         if missing:
             src = self.data.get("source") or {}
             raise TaskDataError(
-                f"task {self.name!r}: data not found: {', '.join(missing)} missing in {folder.resolve()}.\n"
+                f"task {self.name!r}: data not found: {', '.join(missing)} missing in {folder.resolve()}. "
                 f"The data comes from github.com/{src.get('repo', '?')} at commit {src.get('commit', '?')}; "
-                f"`scd data fetch {self.name}` downloads and verifies it.\n"
+                f"`scd data fetch {self.name}` downloads and verifies it. "
                 f"Or point the data directory at the folder holding '{self.data['subdir']}/': set $SCD_DATA_DIR "
                 f"or the config key data_dir (now {Path(data_dir).resolve()}).")
 

@@ -303,7 +303,8 @@ def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | No
     if allow_modified:
         changed = [c for c in bad if c.status == "mismatch"]
         if changed:
-            say(f"task {task.name!r}: using {len(changed)} data file{'s' * (len(changed) != 1)} that differ from "
+            say(f"task {task.name!r}: using {len(changed)} data file{'s' * (len(changed) != 1)} that "
+                f"{'differ' if len(changed) != 1 else 'differs'} from "
                 f"the pinned ones ({ALLOW_MODIFIED_KEY}: true): "
                 + ", ".join(str(c.path.relative_to(root / files[0].subdir)) for c in changed))
         bad = [c for c in bad if c.status == "missing"]
@@ -320,7 +321,7 @@ def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | No
         wrong = "; ".join(f"{c.path.relative_to(root / files[0].subdir)} has sha256 {c.actual}, expected "
                           f"{c.expected}" for c in bad)
         raise TaskDataError(
-            f"task {task.name!r}: data files in {folder} differ from the pinned ones: {wrong}.\n"
+            f"task {task.name!r}: data files in {folder} differ from the pinned ones: {wrong}. "
             f"The data directory {root.resolve()} was given explicitly ($SCD_DATA_DIR or the config key data_dir), "
             f"so it is not changed here: `scd data fetch {task.name} --data-dir {root.resolve()}` replaces them "
             f"with the pinned files, `scd data verify {task.name}` lists them; to use data changed on purpose, set "

@@ -370,3 +370,23 @@ def test_malformed_csv_names_file_row_and_fix(shared_data, tmp_path):
     with pytest.raises(TaskDataError, match=r"task 'crade': \S+CRADE\.csv: data row starting at line \d+: .*"
                                             r"`scd data verify crade`"):
         get_task("crade").load(tmp_path)
+
+
+def test_a_broken_task_file_leaves_runs_of_other_tasks_alone(tmp_path, monkeypatch):
+    """The default profile's task_overrides name ncbi_disease; with its file broken, the default profile (which does
+    not run it) still loads, and a run of it gets the file's own error, not "not a task or group name"."""
+    import shutil
+
+    import tasks
+    from scd import config
+
+    folder = tmp_path / "tasks"
+    shutil.copytree(tasks.TASK_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "ncbi_disease" / "ncbi_disease.yaml").write_text("name: ncbi_disease\ndescription: [unclosed\n")
+    reg = tasks.load_registry(folder)
+    monkeypatch.setattr(tasks, "registry", lambda: reg)
+    monkeypatch.setattr(config, "registry", lambda: reg)
+    assert "ncbi_disease" in config.load_config("default")["task_overrides"]
+    with pytest.raises(config.ConfigError) as e:
+        config.load_config("default", {"tasks": ["ncbi_disease"]})
+    assert "ncbi_disease.yaml, line 3" in str(e.value) and "not a task or group name" not in str(e.value)
