@@ -28,16 +28,19 @@ from scd.tokens import response_mask
 
 
 class TrainingDiverged(ValueError):
-    """The loss (or the gradient norm) became NaN or infinite; the message names the step and the loss terms."""
+    """The loss (or, under clipping, the gradient norm) became NaN or infinite; the message names the step, the
+    loss and its terms, and what to change (`settings`: the config key of the phase, e.g. training.distill)."""
 
-    def __init__(self, step: int, loss: float, terms: dict, where: str = "", settings: str = ""):
-        self.step, self.loss, self.terms = step, loss, dict(terms)
+    def __init__(self, step: int, loss: float, terms: dict, where: str = "", settings: str = "",
+                 grad_norm: float | None = None, clipped: bool = False):
+        self.step, self.loss, self.terms, self.grad_norm = step, loss, dict(terms), grad_norm
         at = f"step {step}" + (f" ({where})" if where else "")
+        what = f"loss {_fmt(loss)}" if grad_norm is None else f"gradient norm {_fmt(grad_norm)} (loss {_fmt(loss)})"
         listed = " ".join(f"{k}={_fmt(v)}" for k, v in terms.items())
-        lr = f"the learning rate ({settings}.lr)" if settings else "the learning rate"
-        clip = f"{settings}.grad_clip" if settings else "grad_clip"
-        super().__init__(f"training diverged at {at}: loss {_fmt(loss)}" + (f"; terms: {listed}" if listed else "")
-                         + f"; lower {lr} or set {clip} (e.g. 1.0)")
+        fix = f"lower the learning rate ({settings}.lr)" if settings else "lower the learning rate"
+        if not clipped:
+            fix += f" or set {settings + '.' if settings else ''}grad_clip (e.g. 1.0)"
+        super().__init__(f"training diverged at {at}: {what}" + (f"; terms: {listed}" if listed else "") + f"; {fix}")
 
 
 def _fmt(x) -> str:
@@ -104,12 +107,13 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
                 stats = {k: stats.get(k, 0.0) + (v / parts if k.endswith("_mean") else v)
                          for k, v in part_stats.items()}
             if not math.isfinite(float(loss)):
-                raise TrainingDiverged(step_offset + step + 1, float(loss), stats, where, settings)
+                raise TrainingDiverged(step_offset + step + 1, float(loss), stats, where, settings,
+                                       clipped=bool(phase.grad_clip))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, phase.grad_clip) \
                 if phase.grad_clip else torch.tensor(0.0)
-            if not math.isfinite(float(grad_norm)):
-                raise TrainingDiverged(step_offset + step + 1, float(loss), stats | {"grad_norm": float(grad_norm)},
-                                       where, settings)
+            if not math.isfinite(float(grad_norm)):  # clipping would scale the step by 1 / inf, or NaN
+                raise TrainingDiverged(step_offset + step + 1, float(loss), stats, where, settings,
+                                       grad_norm=float(grad_norm), clipped=True)
             opt.step()
             sched.step()
             step += 1
