@@ -86,8 +86,9 @@ def _check_distill_jobs(cfg: dict) -> None:
             method_from_config(name, spec)
         except (KeyError, ValueError) as e:
             problems.setdefault(f"ablations.{variant_of[name][0]}: variant {name!r}: {e}", ({}, {}))
+    phases = {t: task_config(cfg, t)["training"]["distill"] for t in dict.fromkeys(tasks + plan["tasks"])}
     for task, method, spec in jobs:
-        phase = task_config(cfg, task)["training"]["distill"]
+        phase = phases[task]
         if not isinstance(phase.get("epochs"), int):
             continue  # stage_config names that
         axis, base = variant_of.get(method, (None, method))

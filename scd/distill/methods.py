@@ -163,18 +163,16 @@ def explicit_options(spec: dict) -> dict:
     return out
 
 
-PART_OPTIONS = {"options": DIVERGENCES, "schedule_options": SCHEDULES, "weighting_options": WEIGHTINGS,
-                "responses_options": RESPONSES}  # a spec's option key -> the registry of the part it configures
-PART_KEY = {"options": "divergence", "schedule_options": "schedule", "weighting_options": "weighting",
-            "responses_options": "responses"}
+# a spec's option key -> the spec key naming the part it configures, and that part's registry
+PART_OPTIONS = {"options": ("divergence", DIVERGENCES), "schedule_options": ("schedule", SCHEDULES),
+                "weighting_options": ("weighting", WEIGHTINGS), "responses_options": ("responses", RESPONSES)}
 
 
 def check_option_types(name: str, spec: dict) -> None:
     """Refuse (one line, naming e.g. methods.scd.schedule_options.lam and the type expected) option values that do
     not fit the declared hyperparameter types of the parts a resolved spec names."""
-    problems = [p for key, registry in PART_OPTIONS.items()
-                for p in option_type_problems(registry.get(spec[PART_KEY[key]]), spec.get(key) or {},
-                                              f"methods.{name}.{key}")]
+    problems = [p for key, (part, registry) in PART_OPTIONS.items()
+                for p in option_type_problems(registry.get(spec[part]), spec.get(key) or {}, f"methods.{name}.{key}")]
     if problems:
         raise ValueError("; ".join(problems))
 

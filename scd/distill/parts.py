@@ -79,13 +79,15 @@ def hyperparameters(obj) -> dict:
 
 
 def hyperparameter_types(obj) -> dict:
-    """The declared type of each hyperparameter (its annotation; else the type of its default, None: any)."""
+    """The declared type of each hyperparameter: its annotation; unannotated, the type of its default (an int
+    default takes any number, a None default any value)."""
     target = obj.__init__ if isinstance(obj, type) else obj
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # noqa: BLE001  (an annotation that does not resolve: fall back to the defaults' types)
         hints = {}
-    def from_default(v):  # unannotated: an int default takes any number, None any value
+
+    def from_default(v):
         return typing.Any if v is None else float if type(v) is int else type(v)
 
     return {k: hints.get(k, from_default(v)) for k, v in hyperparameters(obj).items()}
@@ -107,6 +109,8 @@ def _fits(hint, value) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     hint = typing.get_origin(hint) or hint
+    if hint in (list, tuple):  # a config file's sequences are lists
+        return isinstance(value, (list, tuple))
     return not isinstance(hint, type) or isinstance(value, hint)
 
 
