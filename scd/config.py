@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from scd.dicts import deep_merge
-from scd.distill.methods import explicit_options, method_from_config, method_spec, resolve_spec
+from scd.distill.methods import explicit_options, method_from_config, method_spec, resolve_spec, uneven_stages
 from scd.distill.parts import DIVERGENCES, METHODS, RESPONSES, SCHEDULES, WEIGHTINGS
 from scd.distill.plugins import broken_plugins, explain, plugin_of
 from scd.models import model_spec
@@ -72,7 +72,51 @@ def validate(cfg: dict) -> dict:
         lines = "\n  - ".join(_describe(e) for e in errors)
         raise ConfigError(f"invalid configuration:\n  - {lines}")
     _check_names(cfg)
+    _check_distill_jobs(cfg)
     return cfg
+
+
+def _check_distill_jobs(cfg: dict) -> None:
+    """Every distillation job the configuration makes (each task x each run method, and each ablation variant on
+    the ablation tasks) splits its epochs evenly into its stages, and every variant's method builds. A problem with
+    one cause is reported once, naming the tasks and methods it hits."""
+    tasks = expand(cfg["tasks"])
+    methods = {m: {} for m in cfg["run_methods"]} | cfg["methods"]  # a preset run under its own name
+    plan = ablation_plan(cfg | {"tasks": tasks, "methods": methods})
+    variant_of = {v: (axis, base) for axis, by_base in plan["axes"].items() for base, by_value in by_base.items()
+                  for v in by_value.values()}
+    jobs = [(t, m, resolve_spec(m, methods[m])) for t in tasks for m in cfg["run_methods"]]
+    jobs += [(t, m, spec) for t in plan["tasks"] for m, spec in plan["variants"].items()]
+    problems: dict[str, tuple[dict, dict]] = {}  # problem -> (tasks, methods), as ordered sets
+    for name, spec in plan["variants"].items():
+        try:
+            method_from_config(name, spec)
+        except (KeyError, ValueError) as e:
+            problems.setdefault(f"ablations.{variant_of[name][0]}: variant {name!r}: {e}", ({}, {}))
+    phases = {t: task_config(cfg, t)["training"]["distill"] for t in dict.fromkeys(tasks + plan["tasks"])}
+    for task, method, spec in jobs:
+        phase = phases[task]
+        if not isinstance(phase.get("epochs"), int):
+            continue  # stage_config names that
+        axis, base = variant_of.get(method, (None, method))
+        key = "ablations.granularity.values" if axis == "granularity" else \
+            f"methods.{base}.stages" if spec.get("stages") else "training.distill.stages"
+        problem = uneven_stages(phase["epochs"], spec.get("stages") or phase.get("stages", DistillTraining.stages),
+                                key)
+        if problem:
+            hit = problems.setdefault(problem, ({}, {}))
+            hit[0][task], hit[1][method] = None, None
+    lines = [p if not ts else f"{_named('task', list(ts))}, "
+             f"{'every method' if list(ms) == list(cfg['run_methods']) else _named('method', list(ms))}: {p}"
+             for p, (ts, ms) in problems.items()]
+    if len(lines) == 1:
+        raise ConfigError(f"invalid configuration: {lines[0]}")
+    if lines:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
+
+
+def _named(kind: str, names: list) -> str:
+    return f"{kind}{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
 
 
 def _check_names(cfg: dict) -> None:
@@ -98,7 +142,8 @@ def _check_names(cfg: dict) -> None:
         except (KeyError, ValueError) as e:
             if broken_plugins() and name not in cfg["run_methods"]:
                 continue  # a method this run does not use, most likely from the broken plugin (announced at load)
-            problems.append(f"methods.{name}: {explain(str(e)) if broken_plugins() else e}")
+            msg = str(e) if str(e).startswith(f"methods.{name}.") else f"methods.{name}: {e}"  # the key once
+            problems.append(explain(msg) if broken_plugins() else msg)
     for name in cfg["run_methods"]:
         if name not in cfg["methods"] and name not in METHODS:
             problems.append(f"run_methods: {name!r} is neither defined under `methods` nor a registered preset."

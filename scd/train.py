@@ -7,6 +7,10 @@ calls `train` once per stage resets both at each stage boundary.
 Gradient accumulation (`micro_batch_size` below `batch_size`): one optimizer step per batch, forward/backward per
 micro-batch, and every micro-batch loss is normalised by the valid-token count of the whole batch (`loss_fn`
 receives it), so the step's gradient equals the full batch's (conventions: baselines/CONVENTIONS.md).
+
+A loss (or, with clipping, a gradient norm) that is NaN or infinite stops the run with `TrainingDiverged`, before
+the optimizer applies the step: nothing after it (checkpoints, the best state, a summary, a leaderboard row) would
+mean anything.
 """
 from __future__ import annotations
 
@@ -21,6 +25,26 @@ from scd.data import Encoded, batches
 from scd.runtime import autocast
 from scd.settings import Optimization
 from scd.tokens import response_mask
+
+
+class TrainingDiverged(ValueError):
+    """The loss (or, under clipping, the gradient norm) became NaN or infinite; the message names the step, the
+    loss and its terms, and what to change (`settings`: the config key of the phase, e.g. training.distill)."""
+
+    def __init__(self, step: int, loss: float, terms: dict, where: str = "", settings: str = "",
+                 grad_norm: float | None = None, clipped: bool = False):
+        self.step, self.loss, self.terms, self.grad_norm = step, loss, dict(terms), grad_norm
+        at = f"step {step}" + (f" ({where})" if where else "")
+        what = f"loss {_fmt(loss)}" if grad_norm is None else f"gradient norm {_fmt(grad_norm)} (loss {_fmt(loss)})"
+        listed = " ".join(f"{k}={_fmt(v)}" for k, v in terms.items())
+        fix = f"lower the learning rate ({settings}.lr)" if settings else "lower the learning rate"
+        if not clipped:
+            fix += f" or set {settings + '.' if settings else ''}grad_clip (e.g. 1.0)"
+        super().__init__(f"training diverged at {at}: {what}" + (f"; terms: {listed}" if listed else "") + f"; {fix}")
+
+
+def _fmt(x) -> str:
+    return f"{float(x):.4g}"
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -42,13 +66,16 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
           on_checkpoint: Callable[[str, int], None] | None = None,
           precision: str = "fp32", device: torch.device = torch.device("cpu"), restore_best: bool = True,
           extra_parameters: list[torch.nn.Parameter] | None = None,
-          after_step: Callable[[float, int], None] | None = None, step_offset: int = 0) -> dict:
+          after_step: Callable[[float, int], None] | None = None, step_offset: int = 0, where: str = "",
+          settings: str = "") -> dict:
     """Train `model` in place. With restore_best it ends in its best validated state; without, it keeps its last
     state and the summary carries the best one as `best_state` (staged training continues from the last state
     and picks its best over all stages). `extra_parameters` (e.g. a loss's projectors) train along with the
     model; `after_step(loss, step)` runs after every optimizer step. Steps seen by `log` and `after_step` are
     `step_offset + step`, so a staged run's steps continue across its `train` calls; everything else (the LR
     schedule, `log_every`, `checkpoint_steps`, the summary's `best_step` and `steps`) counts this call's steps.
+    A NaN or infinite loss raises TrainingDiverged naming the step (as `log` sees it), `where` (e.g. "stage 2 of
+    4") and the config key of the phase's settings (`settings`, e.g. "training.distill") in its advice.
     Returns a summary dict."""
     model.to(device)
     bs = phase.batch_size
@@ -79,8 +106,14 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
                 # token-normalised terms add up over micro-batches; means (e.g. weight_mean) average
                 stats = {k: stats.get(k, 0.0) + (v / parts if k.endswith("_mean") else v)
                          for k, v in part_stats.items()}
+            if not math.isfinite(float(loss)):
+                raise TrainingDiverged(step_offset + step + 1, float(loss), stats, where, settings,
+                                       clipped=bool(phase.grad_clip))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, phase.grad_clip) \
                 if phase.grad_clip else torch.tensor(0.0)
+            if not math.isfinite(float(grad_norm)):  # clipping would scale the step by 1 / inf, or NaN
+                raise TrainingDiverged(step_offset + step + 1, float(loss), stats, where, settings,
+                                       grad_norm=float(grad_norm), clipped=True)
             opt.step()
             sched.step()
             step += 1

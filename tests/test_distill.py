@@ -101,7 +101,8 @@ def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
     opts = {**TINY_SYNTHETIC, "n_transfer_tfs": 40, "n_transfer_sfs": 30}
     cfg = load_config("smoke", {"results_dir": str(root), "methods": METHODS, "task_overrides": {
         "synthetic_subdomains": {"task_options": opts,
-                                 "training": {"distill": {"epochs": 1, "batch_size": 32, "probe_size": 16}}}}})
+                                 "training": {"distill": {"epochs": 1, "stages": 1, "batch_size": 32,
+                                                          "probe_size": 16}}}}})
     prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), root / "data_t")
     assert (root / "data_t" / "tokenizer" / "tokenizer.json").read_text() == \
         (root / "data" / "tokenizer" / "tokenizer.json").read_text()  # the transfer set leaves the vocabulary alone
@@ -110,7 +111,8 @@ def test_transfer_set_rows_are_labelled_by_the_selected_teacher(trained):
     assert summary["stages"][0]["transfer_rows"] == 70
     off = distill(stage_config(load_config("smoke", {"results_dir": str(root), "methods": METHODS,
                                                      "task_overrides": {"synthetic_subdomains": {"task_options": opts,
-                                                               "training": {"distill": {"epochs": 1, "batch_size": 32,
+                                                               "training": {"distill": {"epochs": 1, "stages": 1,
+                                                                                        "batch_size": 32,
                                                                                         "transfer": False}}}}}),
                                "synthetic_subdomains", "distill", "td"),
                   0, root / "data_t", root / "teacher1", root / "student", root / "td_off")

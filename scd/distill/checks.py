@@ -1,5 +1,6 @@
 """The property check every registered divergence must pass, a plugin's included: `check_divergence(name)`, and
-`python -m scd.distill.checks NAME [NAME...]` (the `scd methods check` command).
+`python -m scd.distill.checks NAME [NAME...]` (the `scd methods check` command); `require_sound(name, options)`
+refuses a failing divergence before a distillation job trains with it.
 
 On small random float32 logits [B, T, V], with a mask that leaves some positions out, at temperature 1 and the
 divergence's default hyperparameters or given options (an `Objective` class is built with them), it checks that:
@@ -229,6 +230,26 @@ def check_divergence(name: str, seed: int = 0, *, options: dict | None = None, r
             problem(f"value on {what} carries no gradient to the student logits (keep the graph: a loss made of it "
                     f"alone could not be backpropagated)")
     return problems
+
+
+class UnsoundDivergence(ValueError):
+    """A divergence that fails the property check with a method's options: refused before training."""
+
+
+def require_sound(name: str, options: dict | None = None, *, registry=None) -> None:
+    """Refuse, in one line naming the divergence and every property it fails, a divergence that fails the check
+    on the check batch with these options (a distillation job calls this before it trains: a NaN or a negative
+    value would otherwise train into a meaningless score). A divergence the generic check cannot call passes."""
+    try:
+        problems = check_divergence(name, options=options, registry=registry)
+    except NotCheckable:
+        return
+    if problems:
+        given = f" with options {options}" if options else ""
+        raise UnsoundDivergence(
+            f"divergence {name!r}{given} fails the property check on a random check batch: "
+            + "; ".join(p.removeprefix(f"{name}: ") for p in problems)
+            + f"; fix it (`scd methods check {name}` repeats the check) before distilling with it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from scd.distill.parts import (
     WEIGHTINGS,
     Objective,
     hyperparameters,
+    option_type_problems,
 )
 from scd.distill.plugins import load_plugins
 from scd.settings import MethodSpec, SettingsError, build, to_dict
@@ -109,6 +110,19 @@ class Method:
         return loss, stats
 
 
+def uneven_stages(epochs: int, stages: int, stages_key: str = "training.distill.stages") -> str | None:
+    """Why `epochs` distillation epochs cannot run as `stages` stages of the same whole number of epochs (with
+    the fix), or None when they can. `stages_key`: where the number of stages comes from, for the fix."""
+    if stages >= 1 and epochs >= 1 and epochs % stages == 0:
+        return None
+    divisors = ", ".join(str(d) for d in range(1, epochs + 1) if epochs % d == 0)
+    other = f"only divisors of {epochs} in {stages_key}" if stages_key.endswith(".values") else \
+        f"{stages_key} to a divisor of {epochs}"
+    return (f"training.distill.epochs {epochs} does not split into {stages} stages of whole epochs "
+            f"({stages_key}: {stages}); set training.distill.epochs to a multiple of {stages} "
+            f"(e.g. {max(1, -(-epochs // stages)) * stages}) or {other} ({divisors})")
+
+
 def _build(cls, options: dict, what: str):
     try:
         return cls(**options)
@@ -149,11 +163,26 @@ def explicit_options(spec: dict) -> dict:
     return out
 
 
+# a spec's option key -> the spec key naming the part it configures, and that part's registry
+PART_OPTIONS = {"options": ("divergence", DIVERGENCES), "schedule_options": ("schedule", SCHEDULES),
+                "weighting_options": ("weighting", WEIGHTINGS), "responses_options": ("responses", RESPONSES)}
+
+
+def check_option_types(name: str, spec: dict) -> None:
+    """Refuse (one line, naming e.g. methods.scd.schedule_options.lam and the type expected) option values that do
+    not fit the declared hyperparameter types of the parts a resolved spec names."""
+    problems = [p for key, (part, registry) in PART_OPTIONS.items()
+                for p in option_type_problems(registry.get(spec[part]), spec.get(key) or {}, f"methods.{name}.{key}")]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def method_from_config(name: str, spec: dict | MethodSpec) -> Method:
     """The method's parts built from its config entry, or from its resolved spec (a job's settings)."""
     load_plugins()  # a job that reads its resolved spec has resolved nothing in this process yet
     spec = to_dict(spec) if isinstance(spec, MethodSpec) else to_dict(method_spec(name, spec))
     div = DIVERGENCES.get(spec["divergence"])
+    check_option_types(name, spec)
     options = dict(spec.get("options", {}))
     if isinstance(div, type) and issubclass(div, Objective):
         div, options = _build(div, options, "divergence"), {}

@@ -20,6 +20,8 @@ functions receive `options` as keyword arguments. Every part registers with `ref
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 
 import torch
 
@@ -74,3 +76,56 @@ def hyperparameters(obj) -> dict:
     return {k: p.default for k, p in inspect.signature(obj).parameters.items()
             if k not in DIVERGENCE_ARGS and p.default is not inspect.Parameter.empty
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def hyperparameter_types(obj) -> dict:
+    """The declared type of each hyperparameter: its annotation; unannotated, the type of its default (an int
+    default takes any number, a None default any value)."""
+    target = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001  (an annotation that does not resolve: fall back to the defaults' types)
+        hints = {}
+
+    def from_default(v):
+        return typing.Any if v is None else float if type(v) is int else type(v)
+
+    return {k: hints.get(k, from_default(v)) for k, v in hyperparameters(obj).items()}
+
+
+def _is_union(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _fits(hint, value) -> bool:
+    if hint is typing.Any:
+        return True
+    if _is_union(hint):
+        return any(_fits(a, value) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:  # an int is a number; a bool is not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    hint = typing.get_origin(hint) or hint
+    if hint in (list, tuple):  # a config file's sequences are lists
+        return isinstance(value, (list, tuple))
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    if _is_union(hint):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "a mapping",
+             list: "a list", tuple: "a list", type(None): "null"}
+    return names.get(typing.get_origin(hint) or hint, getattr(hint, "__name__", str(hint)))
+
+
+def option_type_problems(obj, options: dict, where: str) -> list[str]:
+    """One message per option whose value does not fit the part's declared hyperparameter type, naming the key
+    (`where`.option, e.g. methods.scd.schedule_options.lam) and the expected type. Unknown options are left to
+    the part's constructor (which names the options it has)."""
+    hints, defaults = hyperparameter_types(obj), hyperparameters(obj)
+    return [f"{where}.{k}: expected {_type_name(hints[k])}, got {v!r} (default {defaults[k]!r})"
+            for k, v in (options or {}).items() if k in hints and not _fits(hints[k], v)]

@@ -1,10 +1,11 @@
 """Stage 4: distil the student-SFT model from the teacher with one method (schedule x divergence x weighting).
 
-Training runs in N stages (epochs split evenly). When a stage starts, the schedule names the teacher checkpoint to
-learn from and the weighting computes its sample weights; each stage starts a fresh optimizer and LR schedule (one
-`train` call each) and continues from the student's last state. The result is the best state on the validation
-split over all stages. TD, CD and SCD differ only in the schedule; with one stage and the `best` schedule this is
-vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` (or are computed here on first use).
+Training runs in N stages (epochs split evenly: N must divide them). When a stage starts, the schedule names the
+teacher checkpoint to learn from and the weighting computes its sample weights; each stage starts a fresh optimizer
+and LR schedule (one `train` call each) and continues from the student's last state. The result is the best state
+on the validation split over all stages. TD, CD and SCD differ only in the schedule; with one stage and the `best`
+schedule this is vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` (or are computed
+here on first use).
 
 The job reads its settings (scd.settings.DistillJob); the loss of a batch is `scd.distill.step.DistillStep`;
 the teacher side is a read-only `TeacherCache` of outputs and a `LiveTeacher` (scd/distill/teacher.py).
@@ -22,8 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from scd import tracking
 from scd.data import atomic_dir, write_json
+from scd.distill.checks import require_sound
 from scd.distill.context import StageContext
-from scd.distill.methods import Method, method_from_config
+from scd.distill.methods import Method, method_from_config, uneven_stages
 from scd.distill.probe import ProbeSet
 from scd.distill.step import DistillStep, ObjectiveSteps
 from scd.distill.teacher import live_teacher, open_cache
@@ -74,7 +76,12 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
             teacher_cache: Path | None = None) -> dict:
     started = time.perf_counter()
     method_name, phase, stages, batch_size = job.method, job.training, job.stages, job.evaluation.batch_size
-    stage_phase = dataclasses.replace(phase, epochs=max(1, phase.epochs // stages))  # T = epochs // N, at least 1
+    uneven = uneven_stages(phase.epochs, stages, f"methods.{method_name}.stages" if job.spec.stages
+                           else "training.distill.stages")
+    if uneven:  # the configuration refuses it too (scd.config.validate); a job given as JSON is checked here
+        raise ValueError(f"method {method_name!r}: {uneven}")
+    stage_phase = dataclasses.replace(phase, epochs=phase.epochs // stages)  # T = epochs / N, the same every stage
+    require_sound(job.spec.divergence, job.spec.options)  # a NaN or negative divergence trains nothing meaningful
     device = setup(seed, job.threads, job.device)
     prep = Prepared.open(data)
     method = method_from_config(method_name, job.spec)
@@ -112,6 +119,7 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
             result = train(model, rows, stage_phase, pad_id=pad, seed=seed * 1_000 + stage, loss_fn=step,
                            validate=validate, log=log, log_every=job.log_every, precision=job.precision, device=device,
                            restore_best=False, after_step=after_step, step_offset=sum(r["steps"] for r in summaries),
+                           where=f"stage {stage + 1} of {stages}, teacher {name}", settings="training.distill",
                            extra_parameters=list(objective.parameters()) if objective is not None else None)
             state = result.pop("best_state")
             if result["best_val_score"] > best[0]:

@@ -46,6 +46,7 @@ def sft(job: SFTJob, seed: int, data: Path, out: Path) -> dict:
             model, train_set, phase, pad_id=prep.tokenizer.pad_token_id, seed=seed, loss_fn=ce_loss,
             validate=validator(prep, job.evaluation.batch_size, job.evaluation.mode, job.precision, device), log=log,
             log_every=job.log_every, checkpoint_steps=ckpts, precision=job.precision, device=device,
+            where=f"{role} SFT", settings=f"training.{role}",
             on_checkpoint=lambda name, step: save_trained(model, prep.tokenizer, tmp / "checkpoints" / name))
         save_trained(model, prep.tokenizer, tmp / "best")
         summary |= {"role": role, "seed": seed, "task": prep.task.name, "parameters": count_parameters(model),
