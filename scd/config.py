@@ -64,13 +64,19 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"config value at {where} is invalid: {err.message}"
 
 
+def _problems(problems: list[str]) -> str:
+    """One problem on one line; several, a line each."""
+    if len(problems) == 1:
+        return f"invalid configuration: {problems[0]}"
+    return "invalid configuration:\n  - " + "\n  - ".join(problems)
+
+
 def validate(cfg: dict) -> dict:
     """Validate against the JSON schema and the registries of tasks and method parts; return cfg unchanged."""
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = "\n  - ".join(_describe(e) for e in errors)
-        raise ConfigError(f"invalid configuration:\n  - {lines}")
+        raise ConfigError(_problems([_describe(e) for e in errors]))
     _check_names(cfg)
     _check_distill_jobs(cfg)
     return cfg
@@ -109,10 +115,8 @@ def _check_distill_jobs(cfg: dict) -> None:
     lines = [p if not ts else f"{_named('task', list(ts))}, "
              f"{'every method' if list(ms) == list(cfg['run_methods']) else _named('method', list(ms))}: {p}"
              for p, (ts, ms) in problems.items()]
-    if len(lines) == 1:
-        raise ConfigError(f"invalid configuration: {lines[0]}")
     if lines:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
+        raise ConfigError(_problems(lines))
 
 
 def _named(kind: str, names: list) -> str:
@@ -149,7 +153,7 @@ def _check_names(cfg: dict) -> None:
             problems.append(f"run_methods: {name!r} is neither defined under `methods` nor a registered preset."
                             f"{did_you_mean(name, list(cfg['methods']) + list(METHODS))}")
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(_problems(problems))
 
 
 def from_command_line(value):
@@ -489,7 +493,7 @@ def ablation_plan(cfg: dict) -> dict:
                 if name != base:
                     plan["variants"][name] = spec
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(_problems(problems))
     return plan
 
 

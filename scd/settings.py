@@ -39,7 +39,8 @@ class Optimization:
 
 @dataclass(frozen=True)
 class DistillTraining(Optimization):
-    """Distillation: `stages` stages of epochs // stages epochs each, a fresh optimizer per stage."""
+    """Distillation: `stages` stages of epochs / stages epochs each (stages must divide epochs: config.py refuses
+    a budget that would not), a fresh optimizer per stage."""
     stages: int = 1
     trajectory: int | None = None        # teacher checkpoints the schedules choose among (evenly spaced, ending at
     #                                      T*); None: every saved one

@@ -130,6 +130,9 @@ def train(model: torch.nn.Module, data: list[Encoded], phase: Optimization, *, p
         val_start = time.perf_counter()
         score = validate(model)
         val_seconds += time.perf_counter() - val_start
+        if not math.isfinite(score):  # no state would ever count as the best: stop here, saying why
+            raise ValueError(f"validation score {score} after epoch {epoch + 1}" + (f" ({where})" if where else "")
+                             + ": the task's metric gave no number; check its predictions in the MLflow run's log")
         log({"val/score": score}, step_offset + step)
         if score > best_score:
             best_score, best_step = score, step

@@ -35,6 +35,12 @@ def tiny_model():
                                         intermediate_size=32, max_position_embeddings=32))
 
 
+def test_a_validation_score_that_is_no_number_stops_training():
+    with pytest.raises(ValueError, match=r"^validation score nan after epoch 1 \(stage 1 of 2\): the task's metric"):
+        train(tiny_model(), tiny_data(), Optimization(epochs=2, batch_size=4, lr=1e-3), pad_id=0, seed=0,
+              loss_fn=ce_loss, validate=lambda m: math.nan, log=lambda m, s: None, where="stage 1 of 2")
+
+
 def tiny_data():
     g = torch.Generator().manual_seed(0)
     return [Encoded(torch.randint(3, 11, (4,), generator=g).tolist(),
