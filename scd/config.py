@@ -147,7 +147,7 @@ def _check_names(cfg: dict) -> None:
             if broken_plugins() and name not in cfg["run_methods"]:
                 continue  # a method this run does not use, most likely from the broken plugin (announced at load)
             msg = str(e) if str(e).startswith(f"methods.{name}.") else f"methods.{name}: {e}"  # the key once
-            problems.append(explain(msg) if broken_plugins() else msg)
+            problems.append(msg)  # an unknown part's name comes with the plugins that failed to load
     for name in cfg["run_methods"]:
         if name not in cfg["methods"] and name not in METHODS:
             problems.append(f"run_methods: {name!r} is neither defined under `methods` nor a registered preset."

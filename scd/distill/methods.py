@@ -18,7 +18,8 @@ from scd.distill.parts import (
     hyperparameters,
     option_type_problems,
 )
-from scd.distill.plugins import load_plugins
+from scd.distill.plugins import explain, load_plugins
+from scd.registry import UnknownNameError
 from scd.settings import MethodSpec, SettingsError, build, to_dict
 from scd.tokens import CHUNK_TOKENS, at_positions, nll, response_mask, token_ce
 
@@ -178,8 +179,16 @@ def check_option_types(name: str, spec: dict) -> None:
 
 
 def method_from_config(name: str, spec: dict | MethodSpec) -> Method:
-    """The method's parts built from its config entry, or from its resolved spec (a job's settings)."""
+    """The method's parts built from its config entry, or from its resolved spec (a job's settings). An unknown
+    part's name is reported with the plugins that failed to load (it may be one of theirs)."""
     load_plugins()  # a job that reads its resolved spec has resolved nothing in this process yet
+    try:
+        return _method(name, spec)
+    except UnknownNameError as e:
+        raise UnknownNameError(explain(str(e))) from None
+
+
+def _method(name: str, spec: dict | MethodSpec) -> Method:
     spec = to_dict(spec) if isinstance(spec, MethodSpec) else to_dict(method_spec(name, spec))
     div = DIVERGENCES.get(spec["divergence"])
     check_option_types(name, spec)
