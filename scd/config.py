@@ -158,7 +158,7 @@ def _check_names(cfg: dict) -> None:
 
 def from_command_line(value):
     """Snakemake's `--config key=[0, 1]` reads list items with YAML's BaseLoader, i.e. as strings ('0'); re-read
-    each string leaf as a YAML scalar so `seeds='[0]'` means [0]. Strings that are not numbers, booleans or null
+    each string leaf as a YAML scalar so `seeds='[0]'` means [0]. Strings that are not numbers, true/false or null
     stay strings."""
     if isinstance(value, dict):
         return {k: from_command_line(v) for k, v in value.items()}
@@ -169,6 +169,8 @@ def from_command_line(value):
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
+        if isinstance(parsed, bool) and value.lower() not in ("true", "false"):
+            return value  # YAML 1.1's yes/no/on/off stay strings: the schema then says what it expects
         return parsed if isinstance(parsed, (bool, int, float)) or parsed is None and value in ("null", "~") \
             else value
     return value

@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,9 +37,10 @@ FINISHED = "results/synthetic_subdomains/seed0/eval/td.json"  # a finished resul
 class Case:
     id: str
     bad: str                                   # the bad input or misuse, as the docs table names it
-    argv: Callable[["Workspace"], list[str]]   # the command; may first make the bad input in the workspace
+    argv: Callable[["Workspace"], list[str]]   # the command; may first make the bad input in the workspace (and
+    #                                            set what the command's environment needs in `w.env`)
     expect: str                                # regex the error line must match: the file or key, and the fix
-    env: dict = field(default_factory=dict)
+    fails: bool = True                         # False: a misuse the command survives (it still says so)
 
 
 class Workspace:
@@ -56,6 +57,8 @@ class Workspace:
         finished = root / FINISHED
         finished.parent.mkdir(parents=True)
         finished.write_text(json.dumps({"task": "synthetic_subdomains", "seed": 0, "model": "td", "score": 0.5}))
+
+        self.env: dict[str, str] = {}  # what the case sets in the command's environment
 
     def data_copy(self, *subdirs: str) -> Path:
         """A copy of the task data (only `subdirs`), to tamper with."""
@@ -93,13 +96,59 @@ def _flip_byte(path: Path, at: int = 100) -> None:
     path.write_bytes(bytes(data))
 
 
-def _job(stage: str, **over) -> str:
-    """A job configuration as the Snakefile passes it (the smoke profile's, for the synthetic task)."""
+def _job(stage: str, task: str = "synthetic_subdomains", **over) -> str:
+    """A job configuration as the Snakefile passes it (the smoke profile's), with `over` replacing its keys (a
+    mapping value is merged one level deep)."""
     from scd.config import load_config, stage_config
     from scd.settings import to_dict
 
     name = {"sft": "student", "zero_shot": "student", "distill": "td"}.get(stage)
-    return json.dumps(to_dict(stage_config(load_config("smoke"), "synthetic_subdomains", stage, name)) | over)
+    job = to_dict(stage_config(load_config("smoke"), task, stage, name))
+    return json.dumps(job | {k: job[k] | v if isinstance(v, dict) else v for k, v in over.items()})
+
+
+def _prepared(w: Workspace) -> Path:
+    """The smoke profile's synthetic task, prepared into the results directory."""
+    out = w.results / "synthetic_subdomains" / "prepared"
+    if not out.exists():
+        subprocess.run(SCD + ["prepare", "--task", "synthetic_subdomains", "--config", _job("prepare"),
+                              "--out", str(out)], check=True, capture_output=True, cwd=w.root, env=_env({}))
+    return out
+
+
+def _tampered_pubmedqa(w: Workspace, byte: int | None = None) -> Path:
+    """A copy of the PubMedQA data with one byte changed (XOR 0x20, or set to `byte`); the data directory."""
+    data = w.data_copy("pubmedqa")
+    path = data / "pubmedqa" / "ori_pqal.json"
+    raw = bytearray(path.read_bytes())
+    raw[5000] = byte if byte is not None else raw[5000] ^ 0x20
+    path.write_bytes(bytes(raw))
+    w.env[DATA_ENV] = str(data)
+    return data
+
+
+def _leaked_tweets(w: Workspace) -> Path:
+    """English tweets whose first test tweet (and its label) is copied into train."""
+    data = w.data_copy("tweet_sentiment_multilingual")
+    folder = data / "tweet_sentiment_multilingual" / "english"
+    for kind in ("text", "labels"):
+        first = (folder / f"test_{kind}.txt").read_text(encoding="utf-8").splitlines()[0]
+        train = folder / f"train_{kind}.txt"
+        train.write_text(train.read_text(encoding="utf-8").rstrip("\n") + "\n" + first + "\n", encoding="utf-8")
+    w.env[DATA_ENV] = str(data)
+    return data
+
+
+def _broken_plugin(w: Workspace) -> None:
+    """An installed package whose plugin entry point names a module that does not exist (a typo)."""
+    site = w.inputs / "site"
+    dist = site / "my_lab-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-lab\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[scd_bench.baselines]\nmy_lab = my_lab.baselinez\n")
+    (site / "my_lab").mkdir()
+    (site / "my_lab" / "__init__.py").write_text("")
+    w.env["PYTHONPATH"] = str(site)
 
 
 def _cfg(**over) -> list[str]:
@@ -124,6 +173,40 @@ CASES = [
     Case("config-ablation-task", "an ablation over a task the profile does not run",
          lambda w: w.snakemake(configfile=w.write("a.yaml", "ablations: {tasks: [pubmedqa]}\n")),
          r"ablations\.tasks: 'pubmedqa' is not a configured task"),
+
+    Case("config-task-option-zero", "a row cap of 0 (`max_train: 0`, which once meant no cap)",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmedqa: {task_options: "
+                                                                 "{max_train: 0}}}\n")),
+         r"option 'max_train' must be a positive integer .* or null \(no cap\), got 0"),
+    Case("config-task-option-negative", "a negative row cap (`max_train: -5`)",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmedqa: {task_options: "
+                                                                 "{max_train: -5}}}\n")),
+         r"option 'max_train' must be a positive integer .*got -5"),
+    Case("config-task-option-bool", "a row cap given as a boolean (`max_train: true`)",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmedqa: {task_options: "
+                                                                 "{max_train: true}}}\n")),
+         r"option 'max_train' must be a positive integer .*got True"),
+    Case("config-task-option-float", "a fractional row cap (`max_train: 2.5`)",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmedqa: {task_options: "
+                                                                 "{max_train: 2.5}}}\n")),
+         r"option 'max_train' must be a positive integer .*got 2\.5"),
+    Case("config-lam-not-a-number", "a method option of the wrong type (`lam: one`)",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "methods: {scd+aw: {schedule_options: {lam: one}}}\n")),
+         r"methods\.scd\+aw\.schedule_options\.lam: expected a number, got 'one'"),
+    Case("config-stages-epochs", "distillation epochs that the stages do not divide",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {synthetic_subdomains: {training: "
+                                                                 "{distill: {epochs: 3}}}}\n")),
+         r"epochs 3 does not split into \d stages.*set training\.distill\.epochs to a multiple of \d"),
+    Case("config-allow-modified-type", "the modified-data switch given as a string",
+         lambda w: w.snakemake(configfile=w.write("o.yaml", "allow_modified_data: 'yes'\n")),
+         r"allow_modified_data is invalid: 'yes' is not of type 'boolean'"),
+    Case("plugin-typo-needed", "a run whose method comes from a plugin that fails to import (entry point typo)",
+         lambda w: _broken_plugin(w) or w.snakemake(configfile=w.write("o.yaml", "methods: {mine: {divergence: "
+                                                                           "my_l2}}\nrun_methods: [mine]\n")),
+         r"unknown divergence 'my_l2'.*my_lab = my_lab\.baselinez.*my-lab 0\.1.*No module named"),
+    Case("plugin-typo-unneeded", "a broken plugin, when the command does not need it (`scd methods list` works, "
+         "naming it)", lambda w: _broken_plugin(w) or SCD + ["methods", "list"],
+         r"broken: plugin entry point my_lab = my_lab\.baselinez .*my-lab 0\.1.*No module named", fails=False),
 
     # ---- stage commands (what a rule runs, or a user by hand) ----------------------------------------------------
     Case("job-config-not-json", "a job configuration that is not JSON",
@@ -157,6 +240,28 @@ CASES = [
     Case("data-unknown-task", "`scd data fetch` for an unknown task",
          lambda w: SCD + ["data", "fetch", "pubmedq", "--data-dir", str(w.inputs)], r"'pubmedq'.*pubmedqa"),
 
+    Case("data-tampered", "a data file that no longer matches its declared sha256",
+         lambda w: _tampered_pubmedqa(w) and SCD + ["prepare", "--task", "pubmedqa", "--config", _job(
+             "prepare", "pubmedqa"), "--out", str(w.results / "p")],
+         r"ori_pqal\.json has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}.*scd data fetch pubmedqa.*"
+         r"allow_modified_data"),
+    Case("data-tampered-at-start", "a tampered data file in an explicit data directory, at the workflow's start",
+         lambda w: _tampered_pubmedqa(w) and w.snakemake(),
+         r"ori_pqal\.json has sha256 .*scd data fetch pubmedqa.*allow_modified_data: true"),
+    Case("data-bad-byte", "a byte that is not UTF-8 in a JSON data file (modified data allowed)",
+         lambda w: _tampered_pubmedqa(w, 0xFF) and SCD + ["prepare", "--task", "pubmedqa", "--config", _job(
+             "prepare", "pubmedqa", allow_modified_data=True), "--out", str(w.results / "p")],
+         r"pubmedqa/ori_pqal\.json: line \d+, column \d+: byte 0xff is not valid UTF-8.*scd data fetch pubmedqa"),
+    Case("data-test-in-train", "test rows copied into the training file (modified data allowed)",
+         lambda w: _leaked_tweets(w) and SCD + ["prepare", "--task", "tweet_sentiment_english", "--config", _job(
+             "prepare", "tweet_sentiment_english", allow_modified_data=True), "--out", str(w.results / "p")],
+         r"1 test row\(s\) repeat a train prompt.*scd data verify tweet_sentiment_english"),
+    Case("train-nan-loss", "a learning rate that makes the loss NaN",
+         lambda w: SCD + ["sft", "--task", "synthetic_subdomains", "--role", "student", "--seed", "0", "--config",
+                          _job("sft", training={"lr": 1e30, "grad_clip": None}), "--data", str(_prepared(w)),
+                          "--out", str(w.results / "s")],
+         r"training diverged at step \d+ \(student SFT\): loss nan.*lower the learning rate \(training\.student\.lr\)"),
+
     # ---- leaderboard and report ------------------------------------------------------------------------------------
     Case("aggregate-missing-input", "aggregating an evaluation summary that does not exist",
          lambda w: SCD + ["aggregate", str(w.results / "t" / "seed0" / "eval" / "td.json"), "--results-dir",
@@ -175,10 +280,17 @@ def _broken_prepared(w: Workspace) -> Path:
     out = w.results / "synthetic_subdomains" / "prepared"
     if not out.exists():
         subprocess.run(SCD + ["prepare", "--task", "synthetic_subdomains", "--config", _job("prepare"),
-                              "--out", str(out)], check=True, capture_output=True)
+                              "--out", str(out)], check=True, capture_output=True, cwd=w.root, env=_env({}))
     lines = (out / "test.jsonl").read_text().splitlines(keepends=True)
     (out / "test.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2] + "\n" + "".join(lines[2:]))
     return out
+
+
+def _env(extra: dict) -> dict:
+    """The commands' environment: this checkout's code first, no outside MLflow store, `extra` set."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | extra
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
 
 def run_case(case: Case, root: Path, data: Path) -> tuple[int, str, str, Workspace, dict, list[str]]:
@@ -186,9 +298,8 @@ def run_case(case: Case, root: Path, data: Path) -> tuple[int, str, str, Workspa
     w = Workspace(root, data)
     argv = case.argv(w)
     before = w.snapshot()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {DATA_ENV: str(data)} | case.env
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    r = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(argv, cwd=root, env=_env({DATA_ENV: str(data)} | w.env), capture_output=True, text=True,
+                       timeout=600)
     return r.returncode, r.stdout, r.stderr, w, before, argv
 
 
@@ -200,11 +311,11 @@ def error_line(case: Case, out: str) -> str | None:
 def test_bad_input(case, tmp_path, shared_data):
     code, out, err, w, before, argv = run_case(case, tmp_path, shared_data)
     text = out + err
-    assert code != 0, f"{case.id}: exit 0\n{text[-2000:]}"
+    assert (code != 0) == case.fails, f"{case.id}: exit {code}\n{text[-2000:]}"
     assert "Traceback" not in text, f"{case.id}: a traceback\n{text[-3000:]}"
     line = error_line(case, text)
     assert line, f"{case.id}: no line matches {case.expect!r}\n{text[-2000:]}"
-    if argv[:3] == SCD:  # `scd` prints exactly one line on stderr
+    if argv[:3] == SCD and case.fails:  # `scd` prints exactly one line on stderr
         assert len(err.strip().splitlines()) == 1, f"{case.id}: more than one line\n{err}"
     assert w.snapshot() == before, f"{case.id}: wrote outside the results directory or changed a finished result"
 

@@ -192,3 +192,11 @@ def test_a_job_builds_its_method_from_its_settings_alone():
     r = subprocess.run([sys.executable, "-c", code, to_json(job)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["baselines.kd", "ScheduledCheckpoint"]
+
+
+def test_command_line_values_are_read_as_yaml_scalars_but_yes_stays_a_string():
+    from scd.config import from_command_line
+
+    assert from_command_line({"seeds": ["0", "1"], "x": "true", "y": "2.5", "z": "null", "w": "abc"}) == \
+        {"seeds": [0, 1], "x": True, "y": 2.5, "z": None, "w": "abc"}
+    assert from_command_line({"allow_modified_data": "yes", "a": "off"}) == {"allow_modified_data": "yes", "a": "off"}
