@@ -7,20 +7,82 @@
 # Every rule calls one `scd` subcommand; the configuration is config/config.yaml, overlaid by
 # config/<profile>.yaml and by --config/--configfile, and validated at start (scd/config.py).
 
+import argparse
 import json
 import os
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.cli import parse_config
 
 from snakemake.exceptions import WorkflowError
 
 from scd.config import (ConfigError, ablation_plan, common_settings, enabled_methods, enabled_tasks,
                         from_command_line, load_config, stage_config, task_config)
+from scd.dicts import deep_merge
 from scd.layout import Layout
 from scd.settings import to_json
 from tasks import TaskDataError, get_task
 from tasks.datafiles import ensure_files, resolve_data_dir
 
+# A workflow profile's `config:` entries are Snakemake's defaults for --config, which any --config on the command line
+# replaces whole (`--workflow-profile profiles/smoke --config seeds='[0]'` would run profile `default`), and its
+# `configfile` likewise gives way to a --configfile. So the profile in use is read again here and its entries are
+# laid under the command line's: other keys keep it, `--config profile=...` still wins. The main process resolves the
+# profile as Snakemake does and hands it to the processes it starts (remote jobs evaluate this file again).
+PROFILE_ENV = "SCD_WORKFLOW_PROFILE"
+
+
+def _invocation_dir():
+    """The directory snakemake was started in (it has moved to --directory by now)."""
+    here, moved = Path.cwd(), workflow.overwrite_workdir
+    if moved and not Path(moved).is_absolute() and here.parts[-len(Path(moved).parts):] == Path(moved).parts:
+        return Path(*here.parts[: -len(Path(moved).parts)])
+    return Path(os.environ.get("PWD", here)) if moved else here
+
+
+def workflow_profile():
+    """The workflow profile directory in use (--workflow-profile, else profiles/default beside this file; none:
+    None), as Snakemake finds it."""
+    if PROFILE_ENV in os.environ:
+        return Path(os.environ[PROFILE_ENV]) if os.environ[PROFILE_ENV] else None
+    if workflow.remote_exec:
+        return None
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--workflow-profile")
+    given = parser.parse_known_args(sys.argv[1:])[0].workflow_profile
+    if given == "none":
+        return None
+    start, base = _invocation_dir(), Path(workflow.basedir)
+    name = Path(given or "default")
+    candidates = ([start / name, start / "profiles" / name] if given else []) + [base / "profiles" / name]
+    return next((p.resolve() for p in candidates if (p / "config.yaml").is_file()), None)
+
+
+def profile_defaults(profile):
+    """The profile's configfile(s) and `config:` entries as one dict (configfile first)."""
+    if profile is None:
+        return {}
+    spec = yaml.safe_load((profile / "config.yaml").read_text()) or {}
+    out = {}
+    files = spec.get("configfile") or spec.get("configfiles") or []
+    for f in [files] if isinstance(files, str) else files:
+        found = next((p for p in (profile / f, _invocation_dir() / f, Path(workflow.basedir) / f) if p.is_file()), None)
+        if found is None:
+            raise WorkflowError(f"workflow profile {profile}: its configfile {f} was not found")
+        out = deep_merge(out, yaml.safe_load(found.read_text()) or {})
+    entries = spec.get("config") or []
+    if isinstance(entries, dict):
+        entries = [f"{k}={v}" for k, v in entries.items()]
+    return deep_merge(out, parse_config(entries))
+
+
+PROFILE_DIR = workflow_profile()
+os.environ[PROFILE_ENV] = str(PROFILE_DIR or "")
 try:
-    CFG = load_config(config.get("profile"), overrides=from_command_line(dict(config)))
+    GIVEN = deep_merge(profile_defaults(PROFILE_DIR), dict(config))
+    CFG = load_config(GIVEN.get("profile"), overrides=from_command_line(GIVEN))
     ABLATIONS = ablation_plan(CFG)  # variant methods (e.g. scd+aw.n8) for the ablation plots
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -35,6 +97,11 @@ DISTILLED = {t: METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 THREADS = CFG.get("threads", 1)
+
+if not workflow.remote_exec:  # what runs, in one line, before anything else does
+    _from = f"; workflow profile {os.path.relpath(PROFILE_DIR, workflow.basedir)}" if PROFILE_DIR else ""
+    print(f"scd-bench: profile {CFG['profile']} (config/{CFG['profile']}.yaml{_from}), tasks [{', '.join(TASKS)}], "
+          f"methods [{', '.join(METHODS)}], seeds {SEEDS}, results -> {os.path.abspath(R)}", file=sys.stderr)
 
 # Task data is checked (sha256) at start, not in a job minutes later (tasks already prepared need none): missing
 # files are fetched into the per-user cache, or stop the run when the data directory was given explicitly.
