@@ -166,7 +166,7 @@ rule prepare:
     log:
         L.prepare_log("{task}"),
     shell:
-        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output} > {log} 2>&1"
+        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule sft:
@@ -181,7 +181,7 @@ rule sft:
         L.sft_log("{task}", "{seed}", "{role}"),
     shell:
         "scd sft --task {wildcards.task} --role {wildcards.role} --seed {wildcards.seed} --config {params.cfg:q}"
-        " --data {input.data} --out {output} > {log} 2>&1"
+        " --data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule teacher_outputs:
@@ -198,7 +198,7 @@ rule teacher_outputs:
         L.teacher_outputs_log("{task}", "{seed}"),
     shell:
         "scd teacher-outputs --task {wildcards.task} --seed {wildcards.seed} --config {params.cfg:q}"
-        " --data {input.data} --teacher {input.teacher} --out {output.cache} > {log} 2>&1"
+        " --data {input.data:q} --teacher {input.teacher:q} --out {output.cache:q} > {log:q} 2>&1"
 
 
 # A distillation job ends with the test evaluation of its student (the same code as rule `evaluate`, its own
@@ -221,8 +221,9 @@ rule distill:
         L.distill_log("{task}", "{seed}", "{method}"),
     shell:
         "scd distill --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
-        " --config {params.cfg:q} --data {input.data} --teacher {input.teacher} --student {input.student}"
-        " --teacher-outputs {input.teacher_outputs} --out {output.model} --eval-out {output.summary} > {log} 2>&1"
+        " --config {params.cfg:q} --data {input.data:q} --teacher {input.teacher:q} --student {input.student:q}"
+        " --teacher-outputs {input.teacher_outputs:q} --out {output.model:q} --eval-out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 # The SFT models' test evaluation (distilled students are evaluated in their distillation job; method names
@@ -245,7 +246,8 @@ rule zero_shot:
         L.eval_log("{task}", "{seed}", "{role}_zero_shot"),
     shell:
         "scd evaluate --task {wildcards.task} --name {wildcards.role}_zero_shot --seed {wildcards.seed}"
-        " --config {params.cfg:q} --data {input.data} --zero-shot {wildcards.role} --out {output.summary} > {log} 2>&1"
+        " --config {params.cfg:q} --data {input.data:q} --zero-shot {wildcards.role} --out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -262,7 +264,8 @@ rule evaluate:
         L.eval_log("{task}", "{seed}", "{model}"),
     shell:
         "scd evaluate --task {wildcards.task} --name {wildcards.model} --seed {wildcards.seed}"
-        " --config {params.cfg:q} --data {input.data} --model {input.model} --out {output.summary} > {log} 2>&1"
+        " --config {params.cfg:q} --data {input.data:q} --model {input.model:q} --out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 # Every file `scd aggregate` reads is an input here, and it reads no other: each evaluation with its per-sample
@@ -277,15 +280,17 @@ rule aggregate:
     output:
         L.leaderboard(),
     params:
-        methods=" ".join(METHODS),
+        methods=METHODS,
         profile=CFG["profile"],
         results_dir=R,
         ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"]}, sort_keys=True),
+        # the runs the leaderboard must hold (RUNS): aggregate refuses to leave one out
+        expect=json.dumps({t: {"seeds": SEEDS, "models": MODELS[t]} for t in TASKS}, sort_keys=True),
     shell:
-        "scd aggregate {input.evals} --samples {input.samples} --distill-summaries {input.distill_summaries}"
-        " --teacher-outputs-manifests {input.teacher_outputs_manifests} --methods {params.methods}"
-        " --profile {params.profile} --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
-        " --out {output}"
+        "scd aggregate {input.evals:q} --samples {input.samples:q} --distill-summaries {input.distill_summaries:q}"
+        " --teacher-outputs-manifests {input.teacher_outputs_manifests:q} --methods {params.methods:q}"
+        " --profile {params.profile:q} --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
+        " --expect {params.expect:q} --out {output:q}"
 
 
 rule report:
@@ -294,4 +299,4 @@ rule report:
     output:
         L.report(),
     shell:
-        "scd report --leaderboard {input} --out {output}"
+        "scd report --leaderboard {input:q} --out {output:q}"

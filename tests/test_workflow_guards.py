@@ -2,6 +2,7 @@
 results missing from the leaderboard."""
 import re
 
+import pytest
 from conftest import dry_run, job_stats
 
 from scd.config import enabled_methods, enabled_tasks, load_config
@@ -48,3 +49,16 @@ def test_profile_configfile_survives_a_command_line_configfile(tmp_path, shared_
     assert "scd-bench: profile default (config/default.yaml; workflow profile profiles/ablations)" in out
     assert re.search(r"distill/scd\+aw\.n8", out)
 
+
+
+# --- a malformed JSON-lines file: named with its line, and the remedy that rewrites it ------------------------------
+
+def test_a_malformed_prepared_split_says_prepare_again(tmp_path):
+    from scd.data import read_jsonl
+
+    split = tmp_path / "train.jsonl"
+    split.write_text('{"id": 0}\n{"id": 1, "pro')
+    with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON line \(.*\): re-run `scd prepare`"):
+        read_jsonl(split)
+    with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON line \(.*\): do this$"):
+        read_jsonl(split, remedy="do this")
