@@ -97,6 +97,13 @@ DISTILLED = {t: METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 THREADS = CFG.get("threads", 1)
+# Every file `scd aggregate` reads (rule aggregate, and rule all: see there)
+AGGREGATE_INPUTS = {
+    "evals": [L.eval_summary(*run) for run in RUNS],
+    "samples": [L.eval_samples(*run) for run in RUNS],
+    "distill_summaries": [L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
+    "teacher_outputs_manifests": [L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
+}
 
 if not workflow.remote_exec:  # what runs, in one line, before anything else does
     _from = f"; workflow profile {os.path.relpath(PROFILE_DIR, workflow.basedir)}" if PROFILE_DIR else ""
@@ -153,9 +160,13 @@ onerror:
         tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
 
 
+# The report, and every planned run's results by name: a results directory without Snakemake's metadata (copied,
+# moved, or .snakemake deleted) has nothing that says its leaderboard predates a method enabled since, and Snakemake
+# then plans nothing for the method's missing files; asked for here, they are produced and the leaderboard redone.
 rule all:
     input:
         L.report(),
+        [f for files in AGGREGATE_INPUTS.values() for f in files],
 
 
 rule prepare:
@@ -273,10 +284,7 @@ rule evaluate:
 # manifest (ablation checkpoint sizes).
 rule aggregate:
     input:
-        evals=[L.eval_summary(*run) for run in RUNS],
-        samples=[L.eval_samples(*run) for run in RUNS],
-        distill_summaries=[L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
-        teacher_outputs_manifests=[L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
+        **AGGREGATE_INPUTS,
     output:
         L.leaderboard(),
     params:

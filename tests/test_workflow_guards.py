@@ -1,11 +1,13 @@
 """Guards of the workflow against misuse: a profile that must survive other --config keys, paths with spaces,
 results missing from the leaderboard."""
+import os
 import re
 
 import pytest
-from conftest import dry_run, job_stats
+from conftest import REPO, dry_run, job_stats
 
 from scd.config import enabled_methods, enabled_tasks, load_config
+from scd.layout import Layout
 
 
 def _start_line(out: str) -> str:
@@ -62,3 +64,56 @@ def test_a_malformed_prepared_split_says_prepare_again(tmp_path):
         read_jsonl(split)
     with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON line \(.*\): do this$"):
         read_jsonl(split, remedy="do this")
+
+
+# --- paths with spaces: every path in every rule's shell command is quoted -----------------------------------------
+
+def test_every_path_placeholder_in_the_snakefile_is_quoted():
+    text = (REPO / "Snakefile").read_text()
+    shells = re.findall(r"^    shell:\n((?:        .*\n)+)", text, re.M)
+    assert len(shells) == text.count("\n    shell:\n") >= 8
+    placeholders = [p for s in shells for p in re.findall(r"\{([^{}]+)\}", s)]
+    assert any(p.startswith("input") for p in placeholders)
+    unquoted = [p for p in placeholders if not p.startswith("wildcards.") and not p.endswith(":q")]
+    assert not unquoted, f"quote them ({{x:q}}): {unquoted}"
+
+
+# --- a results directory without Snakemake's metadata: an enabled method or a deleted result is planned ------------
+
+def _copied_results(root):
+    """A finished one-task, one-seed, `td` results directory as the layout has it, without .snakemake beside it
+    (as after a copy): every file a run leaves, in the order the jobs write them."""
+    L, stamp = Layout(root), [1_600_000_000]
+
+    def make(path, directory=False):
+        path.mkdir(parents=True, exist_ok=True) if directory else (path.parent.mkdir(parents=True, exist_ok=True),
+                                                                    path.write_text("{}\n"))
+        stamp[0] += 10
+        os.utime(path, (stamp[0], stamp[0]))
+
+    task = "synthetic_subdomains"
+    make(L.prepared(task), directory=True)
+    for role in ("teacher", "student"):
+        make(L.sft(task, 0, role), directory=True)
+        make(L.eval_summary(task, 0, f"{role}_zero_shot")), make(L.eval_samples(task, 0, f"{role}_zero_shot"))
+        make(L.eval_summary(task, 0, f"{role}_sft")), make(L.eval_samples(task, 0, f"{role}_sft"))
+    make(L.teacher_outputs_manifest(task, 0)), make(L.teacher_outputs(task, 0), directory=True)
+    make(L.distill_summary(task, 0, "td")), make(L.distill(task, 0, "td"), directory=True)
+    make(L.eval_summary(task, 0, "td")), make(L.eval_samples(task, 0, "td"))
+    make(L.leaderboard()), make(L.report())
+    return L
+
+
+def test_a_copied_results_directory_plans_an_enabled_method_and_a_deleted_result(tmp_path):
+    results = tmp_path / "copied" / "results"
+    L = _copied_results(results)
+    base = ["--config", "tasks=[synthetic_subdomains]", "seeds=[0]", f"results_dir={results}"]
+    code, out = dry_run(tmp_path, *base, "run_methods=[td]")
+    assert code == 0 and "Nothing to be done" in out, out[-3000:]
+    code, out = dry_run(tmp_path, *base, "run_methods=[td,scd+aw]")
+    assert code == 0, out[-3000:]
+    assert job_stats(out) == {"distill": 1, "aggregate": 1, "report": 1, "all": 1}
+    assert "distill/scd+aw" in out
+    L.distill_summary("synthetic_subdomains", 0, "td").unlink()
+    code, out = dry_run(tmp_path, *base, "run_methods=[td]")
+    assert code == 0 and job_stats(out) == {"distill": 1, "aggregate": 1, "report": 1, "all": 1}, out[-3000:]
