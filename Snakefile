@@ -145,7 +145,10 @@ onstart:
     # schema), and opens the parent run that groups this invocation's jobs.
     from scd import tracking
 
-    os.environ[tracking.PARENT_ENV] = tracking.start_invocation(common_settings(CFG))
+    try:
+        os.environ[tracking.PARENT_ENV] = tracking.start_invocation(common_settings(CFG))
+    except tracking.StoreError as e:  # unreadable, or locked beyond the retries: the store and the remedy
+        raise WorkflowError(str(e)) from None
 
 onsuccess:
     from scd import tracking
