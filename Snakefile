@@ -154,13 +154,19 @@ onsuccess:
     from scd import tracking
 
     if os.environ.get(tracking.PARENT_ENV):
-        tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=True)
+        try:
+            tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=True)
+        except tracking.StoreError as e:  # the results are written; only the run's record stays open
+            print(f"scd-bench: the workflow's MLflow run was not closed: {e}", file=sys.stderr)
 
 onerror:
     from scd import tracking
 
     if os.environ.get(tracking.PARENT_ENV):
-        tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
+        try:
+            tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
+        except tracking.StoreError as e:  # the results are written; only the run's record stays open
+            print(f"scd-bench: the workflow's MLflow run was not closed: {e}", file=sys.stderr)
 
 
 # The report, and every planned run's results by name: a results directory without Snakemake's metadata (copied,

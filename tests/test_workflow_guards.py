@@ -4,7 +4,7 @@ import os
 import re
 
 import pytest
-from conftest import REPO, dry_run, job_stats
+from conftest import REPO, dry_run, job_stats, snakemake
 
 from scd.config import enabled_methods, enabled_tasks, load_config
 from scd.layout import Layout
@@ -117,3 +117,21 @@ def test_a_copied_results_directory_plans_an_enabled_method_and_a_deleted_result
     L.distill_summary("synthetic_subdomains", 0, "td").unlink()
     code, out = dry_run(tmp_path, *base, "run_methods=[td]")
     assert code == 0 and job_stats(out) == {"distill": 1, "aggregate": 1, "report": 1, "all": 1}, out[-3000:]
+
+
+def test_a_results_directory_with_a_space_works_and_nothing_is_written_beside_it(tmp_path):
+    results = tmp_path / "with space" / "results"
+    beside = tmp_path / "with"  # what an unquoted `> {log}` would overwrite
+    beside.write_text("precious\n")
+    L = Layout(results)
+    args = ["--config", "tasks=[synthetic_subdomains]", "seeds=[0]", "run_methods=[td]", f"results_dir={results}"]
+    code, out = dry_run(tmp_path, *args, "--printshellcmds")
+    assert code == 0 and f"--out '{L.prepared('synthetic_subdomains')}' > '{L.prepare_log('synthetic_subdomains')}'" \
+        in out, out[-3000:]
+    code, out = snakemake(tmp_path, str(L.prepared("synthetic_subdomains")), "--cores", "1", *args)
+    assert code == 0, out[-3000:]
+    assert (L.prepared("synthetic_subdomains") / "train.jsonl").is_file() and L.mlflow_db().is_file()
+    assert L.prepare_log("synthetic_subdomains").is_file()
+    assert beside.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "with", "with space"]
+    assert sorted(p.name for p in results.iterdir()) == ["logs", "mlartifacts", "mlflow.db", "synthetic_subdomains"]
