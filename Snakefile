@@ -15,7 +15,6 @@ from pathlib import Path
 
 import yaml
 from snakemake.cli import parse_config
-
 from snakemake.exceptions import WorkflowError
 
 from scd.config import (ConfigError, ablation_plan, common_settings, enabled_methods, enabled_tasks,
@@ -35,7 +34,8 @@ PROFILE_ENV = "SCD_WORKFLOW_PROFILE"
 
 
 def _invocation_dir():
-    """The directory snakemake was started in (it has moved to --directory by now)."""
+    """The directory snakemake was started in (it has moved to --directory by now; an absolute --directory leaves
+    only the shell's $PWD to tell)."""
     here, moved = Path.cwd(), workflow.overwrite_workdir
     if moved and not Path(moved).is_absolute() and here.parts[-len(Path(moved).parts):] == Path(moved).parts:
         return Path(*here.parts[: -len(Path(moved).parts)])
@@ -45,10 +45,8 @@ def _invocation_dir():
 def workflow_profile():
     """The workflow profile directory in use (--workflow-profile, else profiles/default beside this file; none:
     None), as Snakemake finds it."""
-    if PROFILE_ENV in os.environ:
-        return Path(os.environ[PROFILE_ENV]) if os.environ[PROFILE_ENV] else None
-    if workflow.remote_exec:
-        return None
+    if workflow.remote_exec:  # a job's own snakemake (cluster executors): the main process's profile, if handed on
+        return Path(os.environ[PROFILE_ENV]) if os.environ.get(PROFILE_ENV) else None
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--workflow-profile")
     given = parser.parse_known_args(sys.argv[1:])[0].workflow_profile
