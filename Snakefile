@@ -7,20 +7,80 @@
 # Every rule calls one `scd` subcommand; the configuration is config/config.yaml, overlaid by
 # config/<profile>.yaml and by --config/--configfile, and validated at start (scd/config.py).
 
+import argparse
 import json
 import os
+import sys
+from pathlib import Path
 
+import yaml
+from snakemake.cli import parse_config
 from snakemake.exceptions import WorkflowError
 
 from scd.config import (ConfigError, ablation_plan, common_settings, enabled_methods, enabled_tasks,
                         from_command_line, load_config, stage_config, task_config)
+from scd.dicts import deep_merge
 from scd.layout import Layout
 from scd.settings import to_json
 from tasks import TaskDataError, get_task
 from tasks.datafiles import ensure_files, resolve_data_dir
 
+# A workflow profile's `config:` entries are Snakemake's defaults for --config, which any --config on the command line
+# replaces whole (`--workflow-profile profiles/smoke --config seeds='[0]'` would run profile `default`), and its
+# `configfile` likewise gives way to a --configfile. So the profile in use is read again here and its entries are
+# laid under the command line's: other keys keep it, `--config profile=...` still wins. The main process resolves the
+# profile as Snakemake does and hands it to the processes it starts (remote jobs evaluate this file again).
+PROFILE_ENV = "SCD_WORKFLOW_PROFILE"
+
+
+def _invocation_dir():
+    """The directory snakemake was started in (it has moved to --directory by now; an absolute --directory leaves
+    only the shell's $PWD to tell)."""
+    here, moved = Path.cwd(), workflow.overwrite_workdir
+    if moved and not Path(moved).is_absolute() and here.parts[-len(Path(moved).parts):] == Path(moved).parts:
+        return Path(*here.parts[: -len(Path(moved).parts)])
+    return Path(os.environ.get("PWD", here)) if moved else here
+
+
+def workflow_profile():
+    """The workflow profile directory in use (--workflow-profile, else profiles/default beside this file; none:
+    None), as Snakemake finds it."""
+    if workflow.remote_exec:  # a job's own snakemake (cluster executors): the main process's profile, if handed on
+        return Path(os.environ[PROFILE_ENV]) if os.environ.get(PROFILE_ENV) else None
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--workflow-profile")
+    given = parser.parse_known_args(sys.argv[1:])[0].workflow_profile
+    if given == "none":
+        return None
+    start, base = _invocation_dir(), Path(workflow.basedir)
+    name = Path(given or "default")
+    candidates = ([start / name, start / "profiles" / name] if given else []) + [base / "profiles" / name]
+    return next((p.resolve() for p in candidates if (p / "config.yaml").is_file()), None)
+
+
+def profile_defaults(profile):
+    """The profile's configfile(s) and `config:` entries as one dict (configfile first)."""
+    if profile is None:
+        return {}
+    spec = yaml.safe_load((profile / "config.yaml").read_text()) or {}
+    out = {}
+    files = spec.get("configfile") or spec.get("configfiles") or []
+    for f in [files] if isinstance(files, str) else files:
+        found = next((p for p in (profile / f, _invocation_dir() / f, Path(workflow.basedir) / f) if p.is_file()), None)
+        if found is None:
+            raise WorkflowError(f"workflow profile {profile}: its configfile {f} was not found")
+        out = deep_merge(out, yaml.safe_load(found.read_text()) or {})
+    entries = spec.get("config") or []
+    if isinstance(entries, dict):
+        entries = [f"{k}={v}" for k, v in entries.items()]
+    return deep_merge(out, parse_config(entries))
+
+
+PROFILE_DIR = workflow_profile()
+os.environ[PROFILE_ENV] = str(PROFILE_DIR or "")
 try:
-    CFG = load_config(config.get("profile"), overrides=from_command_line(dict(config)))
+    GIVEN = deep_merge(profile_defaults(PROFILE_DIR), dict(config))
+    CFG = load_config(GIVEN.get("profile"), overrides=from_command_line(GIVEN))
     ABLATIONS = ablation_plan(CFG)  # variant methods (e.g. scd+aw.n8) for the ablation plots
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -35,6 +95,18 @@ DISTILLED = {t: METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 THREADS = CFG.get("threads", 1)
+# Every file `scd aggregate` reads (rule aggregate, and rule all: see there)
+AGGREGATE_INPUTS = {
+    "evals": [L.eval_summary(*run) for run in RUNS],
+    "samples": [L.eval_samples(*run) for run in RUNS],
+    "distill_summaries": [L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
+    "teacher_outputs_manifests": [L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
+}
+
+if not workflow.remote_exec:  # what runs, in one line, before anything else does
+    _from = f"; workflow profile {os.path.relpath(PROFILE_DIR, workflow.basedir)}" if PROFILE_DIR else ""
+    print(f"scd-bench: profile {CFG['profile']} (config/{CFG['profile']}.yaml{_from}), tasks [{', '.join(TASKS)}], "
+          f"methods [{', '.join(METHODS)}], seeds {SEEDS}, results -> {os.path.abspath(R)}", file=sys.stderr)
 
 # Task data is checked (sha256) at start, not in a job minutes later (tasks already prepared need none): missing
 # files are fetched into the per-user cache, or stop the run when the data directory was given explicitly.
@@ -71,24 +143,37 @@ onstart:
     # schema), and opens the parent run that groups this invocation's jobs.
     from scd import tracking
 
-    os.environ[tracking.PARENT_ENV] = tracking.start_invocation(common_settings(CFG))
+    try:
+        os.environ[tracking.PARENT_ENV] = tracking.start_invocation(common_settings(CFG))
+    except tracking.StoreError as e:  # unreadable, or locked beyond the retries: the store and the remedy
+        raise WorkflowError(str(e)) from None
 
 onsuccess:
     from scd import tracking
 
     if os.environ.get(tracking.PARENT_ENV):
-        tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=True)
+        try:
+            tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=True)
+        except tracking.StoreError as e:  # the results are written; only the run's record stays open
+            print(f"scd-bench: the workflow's MLflow run was not closed: {e}", file=sys.stderr)
 
 onerror:
     from scd import tracking
 
     if os.environ.get(tracking.PARENT_ENV):
-        tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
+        try:
+            tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
+        except tracking.StoreError as e:  # the results are written; only the run's record stays open
+            print(f"scd-bench: the workflow's MLflow run was not closed: {e}", file=sys.stderr)
 
 
+# The report, and every planned run's results by name: a results directory without Snakemake's metadata (copied,
+# moved, or .snakemake deleted) has nothing that says its leaderboard predates a method enabled since, and Snakemake
+# then plans nothing for the method's missing files; asked for here, they are produced and the leaderboard redone.
 rule all:
     input:
         L.report(),
+        [f for files in AGGREGATE_INPUTS.values() for f in files],
 
 
 rule prepare:
@@ -99,7 +184,7 @@ rule prepare:
     log:
         L.prepare_log("{task}"),
     shell:
-        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output} > {log} 2>&1"
+        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule sft:
@@ -114,7 +199,7 @@ rule sft:
         L.sft_log("{task}", "{seed}", "{role}"),
     shell:
         "scd sft --task {wildcards.task} --role {wildcards.role} --seed {wildcards.seed} --config {params.cfg:q}"
-        " --data {input.data} --out {output} > {log} 2>&1"
+        " --data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule teacher_outputs:
@@ -131,7 +216,7 @@ rule teacher_outputs:
         L.teacher_outputs_log("{task}", "{seed}"),
     shell:
         "scd teacher-outputs --task {wildcards.task} --seed {wildcards.seed} --config {params.cfg:q}"
-        " --data {input.data} --teacher {input.teacher} --out {output.cache} > {log} 2>&1"
+        " --data {input.data:q} --teacher {input.teacher:q} --out {output.cache:q} > {log:q} 2>&1"
 
 
 # A distillation job ends with the test evaluation of its student (the same code as rule `evaluate`, its own
@@ -154,8 +239,9 @@ rule distill:
         L.distill_log("{task}", "{seed}", "{method}"),
     shell:
         "scd distill --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
-        " --config {params.cfg:q} --data {input.data} --teacher {input.teacher} --student {input.student}"
-        " --teacher-outputs {input.teacher_outputs} --out {output.model} --eval-out {output.summary} > {log} 2>&1"
+        " --config {params.cfg:q} --data {input.data:q} --teacher {input.teacher:q} --student {input.student:q}"
+        " --teacher-outputs {input.teacher_outputs:q} --out {output.model:q} --eval-out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 # The SFT models' test evaluation (distilled students are evaluated in their distillation job; method names
@@ -178,7 +264,8 @@ rule zero_shot:
         L.eval_log("{task}", "{seed}", "{role}_zero_shot"),
     shell:
         "scd evaluate --task {wildcards.task} --name {wildcards.role}_zero_shot --seed {wildcards.seed}"
-        " --config {params.cfg:q} --data {input.data} --zero-shot {wildcards.role} --out {output.summary} > {log} 2>&1"
+        " --config {params.cfg:q} --data {input.data:q} --zero-shot {wildcards.role} --out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -195,7 +282,8 @@ rule evaluate:
         L.eval_log("{task}", "{seed}", "{model}"),
     shell:
         "scd evaluate --task {wildcards.task} --name {wildcards.model} --seed {wildcards.seed}"
-        " --config {params.cfg:q} --data {input.data} --model {input.model} --out {output.summary} > {log} 2>&1"
+        " --config {params.cfg:q} --data {input.data:q} --model {input.model:q} --out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 # Every file `scd aggregate` reads is an input here, and it reads no other: each evaluation with its per-sample
@@ -203,22 +291,21 @@ rule evaluate:
 # manifest (ablation checkpoint sizes).
 rule aggregate:
     input:
-        evals=[L.eval_summary(*run) for run in RUNS],
-        samples=[L.eval_samples(*run) for run in RUNS],
-        distill_summaries=[L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
-        teacher_outputs_manifests=[L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
+        **AGGREGATE_INPUTS,
     output:
         L.leaderboard(),
     params:
-        methods=" ".join(METHODS),
+        methods=METHODS,
         profile=CFG["profile"],
         results_dir=R,
         ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"]}, sort_keys=True),
+        # the runs the leaderboard must hold (RUNS): aggregate refuses to leave one out
+        expect=json.dumps({t: {"seeds": SEEDS, "models": MODELS[t]} for t in TASKS}, sort_keys=True),
     shell:
-        "scd aggregate {input.evals} --samples {input.samples} --distill-summaries {input.distill_summaries}"
-        " --teacher-outputs-manifests {input.teacher_outputs_manifests} --methods {params.methods}"
-        " --profile {params.profile} --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
-        " --out {output}"
+        "scd aggregate {input.evals:q} --samples {input.samples:q} --distill-summaries {input.distill_summaries:q}"
+        " --teacher-outputs-manifests {input.teacher_outputs_manifests:q} --methods {params.methods:q}"
+        " --profile {params.profile:q} --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
+        " --expect {params.expect:q} --out {output:q}"
 
 
 rule report:
@@ -227,4 +314,4 @@ rule report:
     output:
         L.report(),
     shell:
-        "scd report --leaderboard {input} --out {output}"
+        "scd report --leaderboard {input:q} --out {output:q}"

@@ -102,10 +102,14 @@ def cmd_aggregate(args):
         ablations = json.loads(args.ablations) if args.ablations else None
     except json.JSONDecodeError as e:
         raise UsageError(f"--ablations is not valid JSON: {e}") from None
+    try:
+        expect = json.loads(args.expect) if args.expect else None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--expect is not valid JSON: {e}") from None
     lb = _load("scd.stages.aggregate").aggregate(
         [Path(f) for f in args.evals], args.methods, args.profile, args.results_dir, ablations,
         samples=[Path(f) for f in args.samples], distill_summaries=[Path(f) for f in args.distill_summaries],
-        teacher_outputs_manifests=[Path(f) for f in args.teacher_outputs_manifests])
+        teacher_outputs_manifests=[Path(f) for f in args.teacher_outputs_manifests], expect=expect)
     _load("scd.data").write_json(args.out, lb)
 
 
@@ -287,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-outputs-manifests", nargs="*", default=[],
                    help="teacher-output manifests (teacher_outputs/manifest.json): ablation checkpoint bytes")
     p.add_argument("--ablations", help="the workflow's ablation plan as JSON (tasks, axes)")
+    p.add_argument("--expect", help='the planned runs as JSON, {task: {"seeds": [...], "models": [...]}}: one '
+                                    "without an evaluation summary among those given is an error")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_aggregate)
 

@@ -47,15 +47,23 @@ def atomic_dir(out: Path):
     tmp.rename(out)
 
 
-def read_jsonl(path: Path) -> list[dict]:
+PREPARED_REMEDY = "re-run `scd prepare` for its task (or delete the task's data directory and rerun the workflow)"
+
+
+def read_jsonl(path: Path, remedy: str = PREPARED_REMEDY) -> list[dict]:
+    """The rows of a JSON-lines file. A malformed line (a truncated or edited file) is a ValueError naming the file
+    and the line, and ending with `remedy`: what rewrites this file (the default is for prepared splits)."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: malformed JSON line ({e}); re-run `scd prepare`") from None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:  # cut inside a character
+        raise ValueError(f"{path}: not UTF-8 text at byte {e.start}: {remedy}") from None
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: malformed JSON line ({e}): {remedy}") from None
     return rows
 
 

@@ -10,6 +10,8 @@ import functools
 import os
 import platform
 import re
+import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -44,8 +46,67 @@ def tracking_uri(job: Job) -> str:
     return f"sqlite:///{Layout(job.results_dir).mlflow_db().resolve()}"
 
 
+class StoreError(ValueError):
+    """The MLflow store cannot be used (unreadable, or locked for too long): one line naming it and the remedy."""
+
+
+LOCK_WAIT = 150.0  # seconds a locked store is retried, with back-off, before the job gives up
+_LOCKED = ("database is locked", "database table is locked")
+_UNREADABLE = ("file is not a database", "database disk image is malformed", "file is encrypted or is not a database",
+               "unable to open database file", "no such table", "no such column")
+
+
+def _messages(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield str(e)
+        e = e.__cause__ or e.__context__
+
+
+def _store_path(job: Job) -> str | None:
+    """The SQLite file of the store, None for other stores."""
+    uri = tracking_uri(job)
+    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+
+
+def store_call(job: Job, what: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs) on the job's store. A locked SQLite store (another process is writing) is retried with
+    exponential back-off for up to LOCK_WAIT seconds; locked beyond that, or unreadable, is a StoreError naming the
+    store and what to do."""
+    delay, deadline = 0.5, time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # MLflow and SQLAlchemy wrap sqlite3's errors in their own types
+            texts = list(_messages(e))
+            where = _store_path(job) or tracking_uri(job)
+            if any(m in t for t in texts for m in _LOCKED):
+                left = deadline - time.monotonic()
+                if left > 0:
+                    time.sleep(min(delay, left))
+                    delay = min(delay * 2, 30.0)
+                    continue
+                raise StoreError(
+                    f"MLflow store {where} stayed locked for {LOCK_WAIT:.0f} s ({what}): another process holds it "
+                    "(a hung job, or a tool writing to it); stop that process and rerun, or use an MLflow server "
+                    "(docs/profiles.md)") from None
+            path = _store_path(job)
+            bad = next((m for t in texts for m in _UNREADABLE if m in t), None)
+            if path and bad:
+                raise StoreError(
+                    f"MLflow store {path} is not a readable SQLite store ({bad}): move it aside (mv "
+                    f"{shlex.quote(path)} {shlex.quote(path + '.bak')}) and rerun; the results files are "
+                    "unaffected") from None
+            raise
+
+
 def init_store(job: Job) -> str:
     """Create the store and the experiment (idempotent); return the experiment id."""
+    return store_call(job, "opening it", _init_store, job)
+
+
+def _init_store(job: Job) -> str:
     # A client bound to the URI, never mlflow.set_tracking_uri: that also sets $MLFLOW_TRACKING_URI for this
     # process and every job it starts, which would then ignore their own configuration.
     client = MlflowClient(tracking_uri(job))
@@ -59,15 +120,69 @@ def init_store(job: Job) -> str:
 
 
 def start_invocation(job: Job) -> str:
-    """The parent run of one workflow invocation; jobs find it through $SCD_MLFLOW_PARENT_RUN."""
+    """The parent run of one workflow invocation; jobs find it through $SCD_MLFLOW_PARENT_RUN. Runs of this results
+    directory left RUNNING by an invocation that was killed are closed as KILLED first."""
     exp_id = init_store(job)
-    run = MlflowClient(tracking_uri(job)).create_run(
-        exp_id, run_name=f"workflow-{job.profile}", tags={"scd.kind": "workflow", "scd.profile": job.profile})
+    client = MlflowClient(tracking_uri(job))
+    stale = store_call(job, "closing stale runs", close_stale_runs, job, client, exp_id)
+    if stale:
+        print(f"scd-bench: {len(stale)} MLflow run(s) of {job.results_dir} left RUNNING by a killed invocation or "
+              "job marked KILLED", file=sys.stderr)
+    tags = {"scd.kind": "workflow", "scd.profile": job.profile, **owner_tags(job),
+            "scd.host": socket.gethostname(), "scd.pid": str(os.getpid())}
+    run = store_call(job, "creating the workflow run", client.create_run, exp_id,
+                     run_name=f"workflow-{job.profile}", tags=tags)
     return run.info.run_id
 
 
 def end_invocation(job: Job, run_id: str, ok: bool) -> None:
-    MlflowClient(tracking_uri(job)).set_terminated(run_id, "FINISHED" if ok else "FAILED")
+    store_call(job, "closing the workflow run", MlflowClient(tracking_uri(job)).set_terminated, run_id,
+               "FINISHED" if ok else "FAILED")
+
+
+def owner_tags(job: Job) -> dict[str, str]:
+    """The tag that says which results directory a run belongs to (stores may be shared: an MLflow server)."""
+    return {"scd.results_dir": str(Path(job.results_dir).resolve())}
+
+
+def _process_gone(tags: dict) -> bool:
+    """Whether the workflow process that opened a run has ended: known only on its own host."""
+    host, pid = tags.get("scd.host"), tags.get("scd.pid")
+    if host is None or pid is None:
+        return True  # opened before runs recorded their process: Snakemake's lock allows one invocation at a time
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def close_stale_runs(job: Job, client: MlflowClient, exp_id: str) -> list[str]:
+    """Mark KILLED this results directory's runs still RUNNING whose process is gone (SIGKILL, power loss): workflow
+    runs whose snakemake process has ended, and job runs whose workflow run is such a one or has ended. Runs of other
+    results directories, runs started outside a workflow and runs of a live invocation are left alone."""
+    mine = owner_tags(job)["scd.results_dir"]
+    own_store = not (os.environ.get("MLFLOW_TRACKING_URI") or job.mlflow.tracking_uri)  # the results dir's SQLite
+    running = client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=50000)
+
+    def ours(run) -> bool:
+        where = run.data.tags.get("scd.results_dir")
+        return where == mine or (where is None and own_store)
+
+    workflows = {r.info.run_id: r for r in running if r.data.tags.get("scd.kind") == "workflow"}
+    dead = {rid for rid, r in workflows.items() if ours(r) and _process_gone(r.data.tags)}
+    stale = []
+    for r in running:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if ours(r) and (r.info.run_id in dead or (r.info.run_id not in workflows and parent is not None
+                                                  and (parent in dead or parent not in workflows))):
+            client.set_terminated(r.info.run_id, "KILLED")
+            stale.append(r.info.run_id)
+    return stale
 
 
 def environment(device: str) -> dict[str, str]:
@@ -118,8 +233,11 @@ def provenance(job: Job) -> dict[str, str]:
 class RunLogger:
     """Buffers metrics and sends them in batches: per-step logging to SQLite one call at a time is slow."""
 
-    def __init__(self, client: MlflowClient, run_id: str, flush_at: int = 200):
-        self.client, self.run_id, self.flush_at, self._buf = client, run_id, flush_at, []
+    def __init__(self, client: MlflowClient, run_id: str, flush_at: int = 200, job: Job | None = None):
+        self.client, self.run_id, self.flush_at, self._buf, self.job = client, run_id, flush_at, [], job
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        return fn(*args, **kwargs) if self.job is None else store_call(self.job, what, fn, *args, **kwargs)
 
     def __call__(self, metrics: dict, step: int) -> None:
         ts = int(time.time() * 1000)
@@ -129,14 +247,14 @@ class RunLogger:
 
     def flush(self) -> None:
         for i in range(0, len(self._buf), 1000):
-            self.client.log_batch(self.run_id, metrics=self._buf[i: i + 1000])
+            self._call("logging metrics", self.client.log_batch, self.run_id, metrics=self._buf[i: i + 1000])
         self._buf = []
 
     def params(self, params: dict) -> None:
         # MLflow keys allow only [\w-. :/]; method names such as "scd+aw" appear in config keys.
         items = [Param(re.sub(r"[^\w\-. :/]", "_", k), str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i: i + 100])
+            self._call("logging parameters", self.client.log_batch, self.run_id, params=items[i: i + 100])
 
     def artifact_json(self, obj, name: str) -> None:
         self.client.log_dict(self.run_id, obj, name)
@@ -156,10 +274,11 @@ def job_run(job: Job, name: str, tags: dict, params: dict, device: str = "cpu"):
     client = MlflowClient(tracking_uri(job))
     all_tags = {f"scd.{k}": str(v) for k, v in tags.items()}
     all_tags["scd.profile"] = job.profile
+    all_tags.update(owner_tags(job))
     if os.environ.get(PARENT_ENV):
         all_tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    run = client.create_run(exp_id, run_name=name, tags=all_tags)
-    logger = RunLogger(client, run.info.run_id)
+    run = store_call(job, "creating the job's run", client.create_run, exp_id, run_name=name, tags=all_tags)
+    logger = RunLogger(client, run.info.run_id, job=job)
     try:
         params = {k: to_dict(v) if is_dataclass(v) else v for k, v in params.items()}
         logger.params({**flatten(params), **{f"env.{k}": v for k, v in environment(device).items()},
@@ -167,7 +286,7 @@ def job_run(job: Job, name: str, tags: dict, params: dict, device: str = "cpu"):
         logger.artifact_json({"argv": sys.argv, "config": to_dict(job)}, "job.json")
         yield logger
         logger.flush()
-        client.set_terminated(run.info.run_id, "FINISHED")
+        store_call(job, "closing the job's run", client.set_terminated, run.info.run_id, "FINISHED")
     except BaseException:
         logger.flush()
         client.set_terminated(run.info.run_id, "FAILED")

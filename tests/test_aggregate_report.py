@@ -166,3 +166,57 @@ def test_the_summaries_read_are_the_ones_given(tmp_path):
     with pytest.raises(ValueError, match="is the file of no evaluated run"):
         aggregate(files["eval_files"][:5], ["scd+aw"], "test", str(tmp_path), PLAN,
                   distill_summaries=files["distill_summaries"])
+
+
+EXPECT = {"t": {"seeds": [0, 1], "models": ["teacher_sft", "student_sft", "scd+aw", "scd+aw.n2", "scd+aw.lam0"]}}
+
+
+def test_every_planned_run_is_on_the_leaderboard_or_aggregate_says_which_is_not(tmp_path, capsys):
+    """The workflow's plan (--expect) against the summaries given: a method enabled but never run, or a result left
+    out, stops the aggregation naming the runs, never a leaderboard without them."""
+    files = finished_runs(tmp_path)
+    assert aggregate(methods=["scd+aw"], results_dir=str(tmp_path), ablations=PLAN, expect=EXPECT, **files)["rows"]
+    more = {"t": {"seeds": [0, 1], "models": EXPECT["t"]["models"] + ["td", "cd"]}}
+    with pytest.raises(ValueError, match=r"^4 planned run\(s\) have no evaluation summary .* t seed 0 td, t seed 0 "
+                                         r"cd, t seed 1 td \(and 1 more\)\. Rerun the workflow \(`snakemake"):
+        aggregate(methods=["scd+aw"], results_dir=str(tmp_path), ablations=PLAN, expect=more, **files)
+    out = tmp_path / "leaderboard.json"
+    code = main(["aggregate", *map(str, files["eval_files"][1:]), "--results-dir", str(tmp_path),
+                 "--methods", "scd+aw", "--expect", json.dumps(EXPECT), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "1 planned run(s)" in err and "t seed 0 teacher_sft" in err
+    assert not out.exists()
+    code = main(["aggregate", *map(str, files["eval_files"]), "--expect", "{t:", "--out", str(out)])
+    assert code == 2 and "--expect is not valid JSON" in capsys.readouterr().err
+    code = main(["aggregate", *map(str, files["eval_files"]), "--expect", '{"t": [0]}', "--out", str(out)])
+    assert code == 2 and "is not {task:" in capsys.readouterr().err
+
+
+def test_a_copied_summary_is_not_averaged_in_twice(tmp_path):
+    files = finished_runs(tmp_path)
+    copy = tmp_path / "copy.json"
+    copy.write_text(files["eval_files"][0].read_text())
+    with pytest.raises(ValueError, match="are both the evaluation of t seed 0 teacher_sft"):
+        aggregate(files["eval_files"] + [copy], ["scd+aw"], results_dir=str(tmp_path))
+
+
+def test_a_truncated_samples_file_names_file_line_and_the_remedy_for_it(tmp_path, capsys):
+    files = finished_runs(tmp_path)
+    L = Layout(tmp_path)
+    for model in ("teacher_sft", "student_sft", "scd+aw"):
+        rows = [{"id": i, "gold_nll": 0.1 * (i + 1), "correct": True} for i in range(4)]
+        L.eval_samples("t", 0, model).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files["samples"].append(L.eval_samples("t", 0, model))
+    assert aggregate(methods=["scd+aw"], results_dir=str(tmp_path), **files)["decomposition"]["t"]["scd+aw"]
+    cut = L.eval_samples("t", 0, "scd+aw")
+    cut.write_bytes(cut.read_bytes()[:-20])
+    out = tmp_path / "leaderboard.json"
+    code = main(["aggregate", *map(str, files["eval_files"]), "--results-dir", str(tmp_path),
+                 "--samples", *map(str, files["samples"]), "--methods", "scd+aw", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{cut}:4: malformed JSON line" in err
+    assert err.rstrip().endswith("delete it and rerun the workflow, which re-evaluates that model")
+    assert "scd prepare" not in err and not out.exists()
+    cut.write_bytes("é".encode() * 3 + b"\xc3")  # cut inside a character
+    with pytest.raises(ValueError, match="not UTF-8 text at byte 6: delete it and rerun"):
+        aggregate(methods=["scd+aw"], results_dir=str(tmp_path), **files)

@@ -18,6 +18,7 @@ from scd.decompose import decompose
 from scd.layout import Layout
 from tasks import task_groups
 
+SAMPLES_REMEDY = "delete it and rerun the workflow, which re-evaluates that model"
 ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
 
 
@@ -28,10 +29,12 @@ def mean_std(values: list[float]) -> dict:
 
 def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results",
               ablations: dict | None = None, samples: list[Path] = (), distill_summaries: list[Path] = (),
-              teacher_outputs_manifests: list[Path] = ()) -> dict:
+              teacher_outputs_manifests: list[Path] = (), expect: dict | None = None) -> dict:
     """The leaderboard of these evaluation summaries. `results_dir` is the layout's root, where the other files
     (`samples`, `distill_summaries`, `teacher_outputs_manifests`) are looked up per run; a run whose file is not
-    given goes without (no decomposition, schedule or ablation cost); a given file that is missing is an error."""
+    given goes without (no decomposition, schedule or ablation cost); a given file that is missing is an error.
+    `expect` is the workflow's plan, {task: {"seeds": [...], "models": [...]}}: a planned run without an evaluation
+    summary among those given is an error (the leaderboard would silently lack it)."""
     given = [*eval_files, *samples, *distill_summaries, *teacher_outputs_manifests]
     missing = [f for f in given if not Path(f).is_file()]
     if missing:
@@ -40,6 +43,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     runs = [json.loads(Path(f).read_text()) for f in eval_files]
     layout = Layout(results_dir)
     keys = [_key(r) for r in runs]
+    _check_runs(eval_files, keys, expect)
     sample_files = _lookup(samples, keys, layout.eval_samples, "per-sample file")
     distilled = {k: json.loads(p.read_text()) for k, p in
                  _lookup(distill_summaries, keys, layout.distill_summary, "distillation summary").items()}
@@ -111,6 +115,42 @@ def _lookup(files: list[Path], keys: list[tuple], path_of, what: str) -> dict[tu
     if stray:
         raise ValueError(f"{what} {stray[0]} is the file of no evaluated run in this results directory")
     return found
+
+
+class MissingRuns(ValueError):
+    """Planned runs without an evaluation summary, or two summaries of one run."""
+
+
+def expected_runs(expect: dict) -> list[tuple]:
+    """The plan {task: {"seeds": [...], "models": [...]}} as (task, seed, model) keys."""
+    try:
+        return [(t, int(s), m) for t, plan in expect.items() for s in plan["seeds"] for m in plan["models"]]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise MissingRuns(f"the expected plan {json.dumps(expect)[:200]} is not "
+                          '{task: {"seeds": [...], "models": [...]}}') from None
+
+
+def _check_runs(eval_files: list[Path], keys: list[tuple], expect: dict | None) -> None:
+    seen: dict = {}
+    for f, k in zip(eval_files, keys):
+        if k in seen:
+            raise MissingRuns(f"{seen[k]} and {f} are both the evaluation of {_name(k)}: one of them was copied or "
+                              "moved; delete the wrong one and rerun the workflow")
+        seen[k] = f
+    if expect is None:
+        return
+    lacking = [k for k in expected_runs(expect) if k not in seen]
+    if lacking:
+        more = f" (and {len(lacking) - 3} more)" if len(lacking) > 3 else ""
+        raise MissingRuns(
+            f"{len(lacking)} planned run(s) have no evaluation summary among the inputs, the leaderboard would lack "
+            f"them: {', '.join(map(_name, lacking[:3]))}{more}. Rerun the workflow (`snakemake --cores N` produces "
+            "missing results; a results file that exists but is of another run: delete it, or `--forcerun` it)")
+
+
+def _name(key: tuple) -> str:
+    task, seed, model = key
+    return f"{task} seed {seed} {model}"
 
 
 def _key(run: dict) -> tuple:
@@ -186,7 +226,7 @@ def decomposition(samples: dict[tuple, Path], rows: list[str]) -> dict:
         t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
         if t is None or s is None:
             continue
-        per[task][model].append(decompose(read_jsonl(t), read_jsonl(s), read_jsonl(path)))
+        per[task][model].append(decompose(*(read_jsonl(f, remedy=SAMPLES_REMEDY) for f in (t, s, path))))
     out: dict = {}
     for task, models in per.items():
         out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
