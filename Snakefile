@@ -17,7 +17,7 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.exceptions import WorkflowError
 
-from scd.config import (ConfigError, ablation_plan, common_settings, enabled_methods, enabled_tasks,
+from scd.config import (ConfigError, ablation_plan, common_settings, data_inputs, enabled_methods, enabled_tasks,
                         from_command_line, load_config, stage_config, task_config)
 from scd.dicts import deep_merge
 from scd.layout import Layout
@@ -101,6 +101,7 @@ AGGREGATE_INPUTS = {
     "samples": [L.eval_samples(*run) for run in RUNS],
     "distill_summaries": [L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
     "teacher_outputs_manifests": [L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
+    "prepared_manifests": [L.prepared_manifest(t) for t in TASKS],
 }
 
 if not workflow.remote_exec:  # what runs, in one line, before anything else does
@@ -108,12 +109,15 @@ if not workflow.remote_exec:  # what runs, in one line, before anything else doe
     print(f"scd-bench: profile {CFG['profile']} (config/{CFG['profile']}.yaml{_from}), tasks [{', '.join(TASKS)}], "
           f"methods [{', '.join(METHODS)}], seeds {SEEDS}, results -> {os.path.abspath(R)}", file=sys.stderr)
 
-# Task data is checked (sha256) at start, not in a job minutes later (tasks already prepared need none): missing
-# files are fetched into the per-user cache, or stop the run when the data directory was given explicitly.
-for _task in TASKS:
-    if get_task(_task).data and not os.path.exists(L.prepared(_task)):
+# Task data is checked (sha256) at start, not in a job minutes later: missing files are fetched into the per-user
+# cache, or stop the run when the data directory was given explicitly; files that differ from the pinned ones stop
+# it too, unless the config allows modified data. The raw files are the prepare rule's inputs: a change re-prepares.
+for _task in TASKS if not workflow.remote_exec else []:
+    if get_task(_task).data:
         try:
-            ensure_files(get_task(_task), *resolve_data_dir(task_config(CFG, _task).get("data_dir")))
+            ensure_files(get_task(_task), *resolve_data_dir(task_config(CFG, _task).get("data_dir")),
+                         allow_modified=task_config(CFG, _task).get("allow_modified_data", False),
+                         say=lambda line: print(f"scd-bench: {line}", file=sys.stderr))
         except TaskDataError as e:
             raise WorkflowError(str(e)) from None
 
@@ -177,14 +181,17 @@ rule all:
 
 
 rule prepare:
+    input:
+        raw=lambda wc: data_inputs(CFG, wc.task),  # the task's declared data files ([] for generated tasks)
     output:
-        directory(L.prepared("{task}")),
+        data=directory(L.prepared("{task}")),
+        manifest=L.prepared_manifest("{task}"),  # written inside data; aggregate reads it
     params:
         cfg=job_config("prepare"),
     log:
         L.prepare_log("{task}"),
     shell:
-        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"
+        "scd prepare --task {wildcards.task} --config {params.cfg:q} --out {output.data:q} > {log:q} 2>&1"
 
 
 rule sft:
@@ -303,7 +310,8 @@ rule aggregate:
         expect=json.dumps({t: {"seeds": SEEDS, "models": MODELS[t]} for t in TASKS}, sort_keys=True),
     shell:
         "scd aggregate {input.evals:q} --samples {input.samples:q} --distill-summaries {input.distill_summaries:q}"
-        " --teacher-outputs-manifests {input.teacher_outputs_manifests:q} --methods {params.methods:q}"
+        " --teacher-outputs-manifests {input.teacher_outputs_manifests:q}"
+        " --prepared-manifests {input.prepared_manifests:q} --methods {params.methods:q}"
         " --profile {params.profile:q} --results-dir {params.results_dir:q} --ablations {params.ablations:q}"
         " --expect {params.expect:q} --out {output:q}"
 

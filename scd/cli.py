@@ -109,7 +109,8 @@ def cmd_aggregate(args):
     lb = _load("scd.stages.aggregate").aggregate(
         [Path(f) for f in args.evals], args.methods, args.profile, args.results_dir, ablations,
         samples=[Path(f) for f in args.samples], distill_summaries=[Path(f) for f in args.distill_summaries],
-        teacher_outputs_manifests=[Path(f) for f in args.teacher_outputs_manifests], expect=expect)
+        teacher_outputs_manifests=[Path(f) for f in args.teacher_outputs_manifests], expect=expect,
+        prepared_manifests=[Path(f) for f in args.prepared_manifests])
     _load("scd.data").write_json(args.out, lb)
 
 
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablation times")
     p.add_argument("--teacher-outputs-manifests", nargs="*", default=[],
                    help="teacher-output manifests (teacher_outputs/manifest.json): ablation checkpoint bytes")
+    p.add_argument("--prepared-manifests", nargs="*", default=[],
+                   help="prepared-data manifests (<task>/data/manifest.json): modified data and the data checks")
     p.add_argument("--ablations", help="the workflow's ablation plan as JSON (tasks, axes)")
     p.add_argument("--expect", help='the planned runs as JSON, {task: {"seeds": [...], "models": [...]}}: one '
                                     "without an evaluation summary among those given is an error")

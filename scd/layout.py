@@ -40,6 +40,9 @@ class Layout:
     def prepared(self, task: Part) -> Path:
         return self.root / str(task) / "data"
 
+    def prepared_manifest(self, task: Part) -> Path:
+        return self.prepared(task) / "manifest.json"
+
     def seed_dir(self, task: Part, seed: Part) -> Path:
         return self.root / str(task) / f"seed{seed}"
 

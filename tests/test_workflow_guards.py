@@ -92,7 +92,7 @@ def _copied_results(root):
         os.utime(path, (stamp[0], stamp[0]))
 
     task = "synthetic_subdomains"
-    make(L.prepared(task), directory=True)
+    make(L.prepared_manifest(task)), make(L.prepared(task), directory=True)
     for role in ("teacher", "student"):
         make(L.sft(task, 0, role), directory=True)
         make(L.eval_summary(task, 0, f"{role}_zero_shot")), make(L.eval_samples(task, 0, f"{role}_zero_shot"))

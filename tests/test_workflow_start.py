@@ -22,7 +22,11 @@ def test_ablations_add_variant_runs_only(tmp_path, shared_data):
     code, out = dry_run(tmp_path, data=str(shared_data))
     assert code == 0
     base = job_stats(out)
-    code, out = dry_run(tmp_path, "--configfile", str(REPO / "config" / "ablations.yaml"), data=str(shared_data))
+    # granularity 8 needs distillation epochs that 8 stages divide (smoke trains 2)
+    budget = tmp_path / "budget.yaml"
+    budget.write_text("task_overrides: {synthetic_subdomains: {training: {distill: {epochs: 8}}}}\n")
+    code, out = dry_run(tmp_path, "--configfile", str(REPO / "config" / "ablations.yaml"), str(budget),
+                        data=str(shared_data))
     assert code == 0, out[-3000:]
     plus = job_stats(out)
     # smoke: 2 seeds, synthetic task only, SCD+AW enabled (cd is disabled there, so its axis adds nothing);

@@ -29,25 +29,28 @@ def mean_std(values: list[float]) -> dict:
 
 def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results",
               ablations: dict | None = None, samples: list[Path] = (), distill_summaries: list[Path] = (),
-              teacher_outputs_manifests: list[Path] = (), expect: dict | None = None) -> dict:
+              teacher_outputs_manifests: list[Path] = (), expect: dict | None = None,
+              prepared_manifests: list[Path] = ()) -> dict:
     """The leaderboard of these evaluation summaries. `results_dir` is the layout's root, where the other files
     (`samples`, `distill_summaries`, `teacher_outputs_manifests`) are looked up per run; a run whose file is not
     given goes without (no decomposition, schedule or ablation cost); a given file that is missing is an error.
     `expect` is the workflow's plan, {task: {"seeds": [...], "models": [...]}}: a planned run without an evaluation
-    summary among those given is an error (the leaderboard would silently lack it)."""
-    given = [*eval_files, *samples, *distill_summaries, *teacher_outputs_manifests]
+    summary among those given is an error (the leaderboard would silently lack it). `prepared_manifests` (one per
+    task) say which tasks ran on data that differs from the pinned files, and the data checks' counts."""
+    given = [*eval_files, *samples, *distill_summaries, *teacher_outputs_manifests, *prepared_manifests]
     missing = [f for f in given if not Path(f).is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise FileNotFoundError(f"input {missing[0]} not found{more}: run the job that writes it first")
-    runs = [json.loads(Path(f).read_text()) for f in eval_files]
+    runs = [read_json(f, "evaluation summary") for f in eval_files]
     layout = Layout(results_dir)
     keys = [_key(r) for r in runs]
     _check_runs(eval_files, keys, expect)
     sample_files = _lookup(samples, keys, layout.eval_samples, "per-sample file")
-    distilled = {k: json.loads(p.read_text()) for k, p in
+    distilled = {k: read_json(p, "distillation summary") for k, p in
                  _lookup(distill_summaries, keys, layout.distill_summary, "distillation summary").items()}
-    manifests = {k: json.loads(p.read_text()) for k, p in _lookup(
+    prepared = {m["task"]: m for m in (read_json(p, "prepared-data manifest") for p in prepared_manifests)}
+    manifests = {k: read_json(p, "teacher-output manifest") for k, p in _lookup(
         teacher_outputs_manifests, sorted({k[:2] for k in keys}), layout.teacher_outputs_manifest,
         "teacher-output manifest").items()}
     tasks = sorted({r["task"] for r in runs})
@@ -92,7 +95,18 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
             "groups": groups, "group_cells": group_cells,
             "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows, distilled),
-            "ablations": ablation_results(runs, ablations or {}, distilled, manifests)}
+            "ablations": ablation_results(runs, ablations or {}, distilled, manifests),
+            "data_modified": {t: m["data_modified"] for t, m in sorted(prepared.items()) if m.get("data_modified")},
+            "data_checks": {t: m["data_checks"] for t, m in sorted(prepared.items()) if m.get("data_checks")}}
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON results file; a truncated or edited one is one line naming it and what rewrites it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON ({e}): delete it and rerun the workflow, which "
+                         f"rewrites it") from None
 
 
 def task_groups_of(tasks: list[str]) -> dict[str, list[str]]:
