@@ -270,9 +270,58 @@ CASES = [
     Case("aggregate-ablations-not-json", "an ablation plan that is not JSON",
          lambda w: SCD + ["aggregate", str(w.root / FINISHED), "--ablations", "{", "--out",
                           str(w.results / "leaderboard.json")], r"--ablations is not valid JSON"),
+    Case("aggregate-missing-row", "a planned run whose evaluation summary is not among the leaderboard's inputs",
+         lambda w: SCD + ["aggregate", *_evaluations(w, ["td"]), "--expect",
+                          json.dumps({"synthetic_subdomains": {"seeds": [1], "models": ["td", "scd+aw"]}})],
+         r"1 planned run\(s\) have no evaluation summary.*synthetic_subdomains seed 1 scd\+aw.*snakemake --cores"),
+    Case("aggregate-truncated-samples", "a truncated per-sample file",
+         lambda w: SCD + ["aggregate", *_evaluations(w, ["teacher_sft", "student_sft"], cut="student_sft")],
+         r"student_sft\.samples\.jsonl:1: malformed JSON line.*delete it and rerun the workflow"),
+    Case("aggregate-truncated-summary", "a truncated evaluation summary",
+         lambda w: SCD + ["aggregate", *_evaluations(w, ["td"], cut_summary=True)],
+         r"evaluation summary .*td\.json is not valid JSON .*delete it and rerun the workflow"),
+    Case("mlflow-store-corrupt", "an MLflow store that is not a database",
+         lambda w: SCD + ["prepare", "--task", "synthetic_subdomains", "--config", _corrupt_store(w), "--out",
+                          str(w.results / "p")],
+         r"MLflow store .*mlflow\.db is not a readable SQLite store.*move it aside .*and rerun"),
+    Case("results-path-with-space", "a results directory whose path has a space (planned, nothing written beside it)",
+         lambda w: w.snakemake("seeds=[0]", f"results_dir={w.root / 'with space' / 'results'}"),
+         r"results -> .*/with space/results$", fails=False),
+    Case("profile-with-other-config", "a workflow profile with other --config keys (the profile is kept and named)",
+         lambda w: w.snakemake("seeds=[0]"), r"^scd-bench: profile smoke \(config/smoke\.yaml.*seeds \[0\]",
+         fails=False),
     Case("methods-check-unknown", "a property check of an unknown divergence",
          lambda w: SCD + ["methods", "check", "fkll"], r"'fkll'.*fkl"),
 ]
+
+
+def _evaluations(w: Workspace, models: list[str], cut: str | None = None, cut_summary: bool = False) -> list[str]:
+    """Evaluation summaries (and per-sample records) of the synthetic task's seed 1 for `models`, in the results
+    layout; the samples file of model `cut` is truncated mid-line (with `cut_summary`, every summary is). Returns
+    the aggregate arguments."""
+    from scd.layout import Layout
+
+    layout, task, summaries, samples = Layout(w.results), "synthetic_subdomains", [], []
+    for model in models:
+        summary, records = layout.eval_summary(task, 1, model), layout.eval_samples(task, 1, model)
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(json.dumps({"task": task, "seed": 1, "model": model, "metric": "accuracy", "score": 0.5,
+                                       "subdomains": {}, "run_id": "r"})[: 15 if cut_summary else None])
+        records.write_text('{"id": 0, "nll": 1.0}\n' if model != cut else '{"id": 0, "nl')
+        summaries.append(str(summary))
+        samples.append(str(records))
+    return [*summaries, "--samples", *samples, "--results-dir", str(w.results), "--out",
+            str(w.results / "leaderboard.json")]
+
+
+def _corrupt_store(w: Workspace) -> str:
+    """The results directory's MLflow store overwritten with garbage; the prepare job's configuration."""
+    from scd.layout import Layout
+
+    db = Layout(w.results).mlflow_db()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    return _job("prepare", results_dir=str(w.results))
 
 
 def _broken_prepared(w: Workspace) -> Path:
