@@ -220,3 +220,25 @@ def test_a_truncated_samples_file_names_file_line_and_the_remedy_for_it(tmp_path
     cut.write_bytes("é".encode() * 3 + b"\xc3")  # cut inside a character
     with pytest.raises(ValueError, match="not UTF-8 text at byte 6: delete it and rerun"):
         aggregate(methods=["scd+aw"], results_dir=str(tmp_path), **files)
+
+
+def test_modified_data_reaches_the_leaderboard_and_the_report(tmp_path):
+    """A task prepared from data that differs from the pinned files (allowed on purpose) is named at the top of the
+    report with both hashes; pinned data gives no notice. The data checks' counts travel along."""
+    layout = Layout(tmp_path)
+    evals, manifests = [], []
+    for task in ("a", "b"):
+        layout.eval_summary(task, 0, "td").parent.mkdir(parents=True)
+        evals.append(write_eval(layout.eval_summary(task, 0, "td"), task, "td", 0, 0.5))
+    for task, modified in (("a", {"a/x.csv": {"expected": "e" * 64, "found": "f" * 64}}), ("b", {})):
+        path = layout.prepared_manifest(task)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"task": task, "data_modified": modified,
+                                    "data_checks": {"duplicate_ids": {"train": 0}}}))
+        manifests.append(path)
+    lb = aggregate(evals, ["td"], "test", str(tmp_path), prepared_manifests=manifests)
+    assert lb["data_modified"] == {"a": {"a/x.csv": {"expected": "e" * 64, "found": "f" * 64}}}
+    assert set(lb["data_checks"]) == {"a", "b"}
+    html = render(lb)
+    assert 'id="data-modified"' in html.replace("'", '"') and "a/x.csv" in html and "f" * 64 in html
+    assert 'id="data-modified"' not in render(lb | {"data_modified": {}}).replace("'", '"')
