@@ -23,12 +23,12 @@ import json
 import os
 import platform
 import sqlite3
-import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from scd.checkout import git_state
 from scd.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,20 +143,11 @@ def run_environment(results_dir: Path) -> dict[str, list[str]]:
 
 
 # -- the stamp -----------------------------------------------------------------------------------------------
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def code_commit() -> str:
-    commit = _git("rev-parse", "HEAD")
-    if not commit:
+    commit, dirty = git_state()
+    if commit == "unknown":
         return "unknown (not a git checkout)"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return commit + (" (with uncommitted changes)" if dirty else "" if dirty is not None else " (state unknown)")
+    return commit + {"true": " (with uncommitted changes)", "false": ""}.get(dirty, " (state unknown)")
 
 
 def _package_version(name: str) -> str:

@@ -6,13 +6,11 @@ before parallel jobs: concurrent first writers race on the schema migration.
 """
 from __future__ import annotations
 
-import functools
 import os
 import platform
 import re
 import shlex
 import socket
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ import torch  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from scd.checkout import git_state
 from scd.dicts import flatten  # noqa: E402
 from scd.layout import Layout  # noqa: E402
 from scd.settings import Job, to_dict  # noqa: E402
@@ -194,27 +193,6 @@ def environment(device: str) -> dict[str, str]:
         except PackageNotFoundError:
             env[f"version.{pkg}"] = "not installed"
     return env
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.lru_cache(maxsize=None)
-def git_state(root: str | Path = REPO_ROOT) -> tuple[str, str]:
-    """(commit, dirty) of the project's checkout: `git rev-parse HEAD`, and "true"/"false" from
-    `git status --porcelain`; "unknown" for either when there is no git or `root` is not a repository."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit or not commit.strip():
-        return "unknown", "unknown"
-    status = git("status", "--porcelain")
-    return commit.strip(), "unknown" if status is None else str(bool(status.strip())).lower()
 
 
 def provenance(job: Job) -> dict[str, str]:

@@ -171,8 +171,8 @@ CASES = [
          lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmed: {}}\n")),
          r"task_overrides\.pubmed: not a task or group name.*pubmedqa"),
     Case("config-ablation-task", "an ablation over a task the profile does not run",
-         lambda w: w.snakemake(configfile=w.write("a.yaml", "ablations: {tasks: [pubmedqa]}\n")),
-         r"ablations\.tasks: 'pubmedqa' is not a configured task"),
+         lambda w: w.snakemake(configfile=w.write("a.yaml", "ablations: {tasks: [crade]}\n")),
+         r"ablations\.tasks: 'crade' is not a configured task"),
 
     Case("config-task-option-zero", "a row cap of 0 (`max_train: 0`, which once meant no cap)",
          lambda w: w.snakemake(configfile=w.write("o.yaml", "task_overrides: {pubmedqa: {task_options: "

@@ -11,8 +11,8 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from scd import checkout, tracking
 from scd import config as config_mod
-from scd import tracking
 from scd.cli import main
 from scd.config import ConfigError, code_files, data_inputs, load_config, stage_config
 from scd.distill import plugins
@@ -244,8 +244,8 @@ def test_plugin_version_is_in_the_fingerprint_and_the_job(outside_part, monkeypa
 
 
 def test_git_state_of_a_repository_and_of_none(tmp_path, monkeypatch):
-    tracking.git_state.cache_clear()
-    assert tracking.git_state(tmp_path) == ("unknown", "unknown")  # not a repository
+    checkout.git_state.cache_clear()
+    assert checkout.git_state(tmp_path) == ("unknown", "unknown")  # not a repository
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
@@ -256,14 +256,14 @@ def test_git_state_of_a_repository_and_of_none(tmp_path, monkeypatch):
     subprocess.run(git + ["add", "a.txt"], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "a"], check=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert tracking.git_state(repo) == (head, "false")
+    assert checkout.git_state(repo) == (head, "false")
     (repo / "a.txt").write_text("b")
-    tracking.git_state.cache_clear()
-    assert tracking.git_state(repo) == (head, "true")
-    tracking.git_state.cache_clear()
+    checkout.git_state.cache_clear()
+    assert checkout.git_state(repo) == (head, "true")
+    checkout.git_state.cache_clear()
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git at all
-    assert tracking.git_state(repo) == ("unknown", "unknown")
-    tracking.git_state.cache_clear()
+    assert checkout.git_state(repo) == ("unknown", "unknown")
+    checkout.git_state.cache_clear()
 
 
 def test_job_run_records_code_and_plugins(tmp_path, monkeypatch):
@@ -274,7 +274,7 @@ def test_job_run_records_code_and_plugins(tmp_path, monkeypatch):
     with tracking.job_run(job, "x", {}, {}) as log:
         run_id = log.run_id
     params = MlflowClient(tracking.tracking_uri(job)).get_run(run_id).data.params
-    commit, dirty = tracking.git_state()
+    commit, dirty = checkout.git_state()
     assert params["code.commit"] == commit and params["code.dirty"] == dirty
     assert params["code.fingerprint"] == "0123456789abcdef" and params["plugin.my_lab.version"] == "0.1"
     job = EvaluateJob(task=TASK, results_dir=str(tmp_path))
