@@ -281,6 +281,10 @@ def render_page(lb: dict, results_dir: Path, command: str, now: datetime | None 
     lines += _table(["stamp", ""], [[k, _md(v)] for k, v in
                                     stamp(command, now) + [("results directory", str(results_dir))]
                                     + ([("profile", _md(profile))] if profile else [])])
+    for task, files in sorted((lb.get("data_modified") or {}).items()):  # allowed on purpose: said on the page
+        lines += ["", f"> Modified data: task `{task}` ran on data that differs from its pinned files ("
+                  + "; ".join(f"`{name}` sha256 {h.get('found')}, pinned {h.get('expected')}"
+                              for name, h in sorted(files.items())) + "): its scores are not comparable."]
     lines += [""] + leaderboard_section(lb) + subdomain_section(lb) + time_section(results_dir)
     lines += environment_section(results_dir)
     lines += ["", "The HTML report beside the leaderboard (`report.html` in the results directory) has the per-seed "

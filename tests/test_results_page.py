@@ -128,3 +128,16 @@ def test_command_line_writes_the_page_without_a_traceback(tmp_path):
                               "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().startswith("results page:") and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_modified_data_is_said_on_the_page(tmp_path):
+    results = _results(tmp_path)
+    board = _leaderboard() | {"data_modified": {"pubmedqa": {"pubmedqa/ori_pqal.json": {"expected": "e" * 64,
+                                                                                          "found": "f" * 64}}}}
+    (results / "leaderboard.json").write_text(json.dumps(board))
+    write_results_page(results, tmp_path / "page.md", "snakemake --cores 2")
+    page = (tmp_path / "page.md").read_text()
+    assert "> Modified data: task `pubmedqa`" in page and "f" * 64 in page and "e" * 64 in page
+    (tmp_path / "pinned").mkdir()
+    write_results_page(_results(tmp_path / "pinned"), tmp_path / "pinned.md", "snakemake --cores 2")
+    assert "Modified data" not in (tmp_path / "pinned.md").read_text()
