@@ -20,7 +20,7 @@ LAYERS = [
                       "tasks", "tasks."]),
     ("models, training, evaluation", ["scd.prepared", "scd.models", "scd.train", "scd.evaluate"]),
     ("distillation parts and plugins", ["scd.distill", "scd.distill.", "baselines", "baselines."]),
-    ("configuration", ["scd.config"]),
+    ("configuration", ["scd.config", "scd.fingerprint"]),
     ("stage commands and the report", ["scd.stages", "scd.stages.", "report", "report."]),
     ("command line and benchmarks", ["scd.cli", "scd.benchmarks", "scd.benchmarks."]),
 ]

@@ -11,12 +11,12 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scd import checkout, tracking
-from scd import config as config_mod
+from scd import checkout, fingerprint, tracking
 from scd.cli import main
-from scd.config import ConfigError, code_files, data_inputs, load_config, stage_config
+from scd.config import ConfigError, data_inputs, load_config, stage_config
 from scd.distill import plugins
 from scd.distill.parts import DIVERGENCES, RESPONSES, SCHEDULES, WEIGHTINGS
+from scd.fingerprint import code_files
 from scd.settings import STAGES, DistillJob, EvaluateJob, MethodSpec, to_json
 from scd.stages.prepare import prepare
 from tasks import get_task, list_tasks
@@ -193,12 +193,12 @@ def test_editing_a_method_part_reruns_only_its_jobs(outside_part):
 def test_editing_core_code_reruns_the_stages_that_run_it(monkeypatch):
     cfg = load_config("smoke")
     before = _jobs_core(cfg)
-    real = config_mod._file_hash
+    real = fingerprint._file_hash
 
     def edited(path):
         return "edited" if str(path).endswith(os.path.join("scd", "train.py")) else real(path)
 
-    monkeypatch.setattr(config_mod, "_file_hash", edited)
+    monkeypatch.setattr(fingerprint, "_file_hash", edited)
     after = _jobs_core(cfg)
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {("sft", "teacher"), ("distill", "td")}
