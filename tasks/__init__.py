@@ -143,11 +143,9 @@ class Task:
         TaskDataError; a nonzero count within it (a public data set that has them) is a TaskDataWarning. The
         prepare stage records these counts in its manifest (key `data_checks`; `load` has warned already, so it
         passes warn=False)."""
-        dups = {}
-        for split in (*SPLITS, TRANSFER):
-            if splits.get(split):
-                ids = Counter(str(r["id"]) for r in splits[split])
-                dups[split] = sum(n - 1 for n in ids.values())
+        ids = {split: Counter(str(r["id"]) for r in splits[split]) for split in (*SPLITS, TRANSFER)
+               if splits.get(split)}
+        dups = {split: sum(n - 1 for n in counts.values()) for split, counts in ids.items()}
         train = {r["prompt"] for r in splits["train"]}
         train_pa = {(r["prompt"], r["answer"]) for r in splits["train"]}
         overlap = {split: {"prompt": sum(r["prompt"] in train for r in splits[split]),
@@ -158,7 +156,7 @@ class Task:
         for split, n in dups.items():
             allowed = (self.allow_duplicates or {}).get(split, 0)
             if n > allowed:
-                examples = [i for i, c in Counter(str(r["id"]) for r in splits[split]).items() if c > 1][:3]
+                examples = [i for i, c in ids[split].items() if c > 1][:3]
                 problems.append(f"{n} {split} row(s) repeat an earlier id (e.g. {examples}; allowed: {allowed})")
             elif n:
                 known.append(f"{n} duplicate id(s) in {split}")

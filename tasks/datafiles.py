@@ -182,6 +182,21 @@ def verify(tasks: Iterable, data_dir: str | Path) -> list[FileCheck]:
 ALLOW_MODIFIED_KEY = "allow_modified_data"
 
 
+def _stop_if_missing(task, root: Path, checks: list[FileCheck]) -> None:
+    """A TaskDataError when any of `checks` is a missing file: the task's own message (it names `scd data fetch`
+    and $SCD_DATA_DIR), else one naming the files and their folder."""
+    missing = [c for c in checks if c.status == "missing"]
+    if not missing:
+        return
+    check = getattr(task, "check_files", None)
+    if check is not None:
+        check(root)
+    folder = root / declared_files(task)[0].subdir
+    names = ", ".join(str(c.path.relative_to(folder)) for c in missing)
+    raise TaskDataError(f"task {task.name!r}: data not found: {names} missing in {folder.resolve()}; "
+                        f"`scd data fetch {task.name}` downloads and verifies it.")
+
+
 def check_pinned(task, data_dir: str | Path, allow_modified: bool = False) -> dict[str, dict[str, str]]:
     """The sha256 found for each declared file of `task` against the declared one, as {file: {expected, found}}
     with `file` its path under the data directory (subdir/name); {} for a task without data. What a prepare job
@@ -190,13 +205,7 @@ def check_pinned(task, data_dir: str | Path, allow_modified: bool = False) -> di
     (the config key allow_modified_data: the user changed the data on purpose; the caller records what it found)."""
     root = Path(data_dir)
     checks = verify([task], root)
-    if any(c.status == "missing" for c in checks):
-        check = getattr(task, "check_files", None)
-        if check is not None:
-            check(root)
-        missing = ", ".join(str(c.path) for c in checks if c.status == "missing")
-        raise TaskDataError(f"task {task.name!r}: data not found: {missing}; `scd data fetch {task.name}` "
-                            f"downloads and verifies it.")
+    _stop_if_missing(task, root, checks)
     out = {c.path.relative_to(root).as_posix(): {"expected": c.expected, "found": c.actual} for c in checks}
     bad = [c for c in checks if c.status == "mismatch"]
     if bad and not allow_modified:
@@ -311,13 +320,7 @@ def ensure_files(task, root: str | Path, fetch_allowed: bool, base_url: str | No
     if not bad:
         return []
     if not fetch_allowed:
-        if any(c.status == "missing" for c in bad):
-            check = getattr(task, "check_files", None)
-            if check is not None:
-                check(root)  # the task's own message (names `scd data fetch` and $SCD_DATA_DIR)
-            missing = ", ".join(str(c.path.relative_to(root / files[0].subdir)) for c in bad if c.status == "missing")
-            raise TaskDataError(f"task {task.name!r}: data not found: {missing} missing in {folder}; "
-                                f"`scd data fetch {task.name}` downloads and verifies it.")
+        _stop_if_missing(task, root, bad)
         wrong = "; ".join(f"{c.path.relative_to(root / files[0].subdir)} has sha256 {c.actual}, expected "
                           f"{c.expected}" for c in bad)
         raise TaskDataError(

@@ -22,7 +22,8 @@ class TaskDataWarning(UserWarning):
     """Task data has a known flaw that its declaration allows (e.g. test prompts also in train upstream)."""
 
 
-def _fix(task: str | None) -> str:
+def fix_hint(task: str | None) -> str:
+    """How to fix a task's bad data file: the end of every data error (loaders use it too)."""
     return (f"check it with `scd data verify {task}` and re-fetch it with `scd data fetch {task}`, or check the "
             f"data directory" if task else "re-fetch the file or check the data directory")
 
@@ -38,9 +39,10 @@ def read_text(path: Path, task: str | None = None) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise TaskDataError(f"{_where(path, task)}: file not found; {_fix(task)}") from None
+        raise TaskDataError(f"{_where(path, task)}: file not found; {fix_hint(task)}") from None
     except OSError as e:
-        raise TaskDataError(f"{_where(path, task)}: cannot read the file ({e.strerror or e}); {_fix(task)}") from None
+        raise TaskDataError(f"{_where(path, task)}: cannot read the file ({e.strerror or e}); "
+                            f"{fix_hint(task)}") from None
     raw = raw.removeprefix(b"\xef\xbb\xbf")  # the BOM (not decoded with utf-8-sig: its error offsets skip the BOM)
     try:
         return raw.decode("utf-8")
@@ -50,7 +52,7 @@ def read_text(path: Path, task: str | None = None) -> str:
         column = len(raw[line_start:e.start].decode("utf-8")) + 1  # the bytes before the first bad one decode
         raise TaskDataError(f"{_where(path, task)}: line {line}, column {column}: byte 0x{raw[e.start]:02x} is not "
                             f"valid UTF-8 (the file must be UTF-8); re-encode the file as UTF-8 or "
-                            f"{_fix(task)}") from None
+                            f"{fix_hint(task)}") from None
 
 
 def read_table(path: Path, required: list[str], delimiter: str = ",", task: str | None = None) -> list[dict]:
@@ -71,15 +73,15 @@ def read_table(path: Path, required: list[str], delimiter: str = ",", task: str 
     try:
         header = next(reader, None)
         if header is None:
-            raise TaskDataError(f"{where}: the file is empty (no header line); {_fix(task)}")
+            raise TaskDataError(f"{where}: the file is empty (no header line); {fix_hint(task)}")
         missing = [c for c in required if c not in header]
         if missing:
             raise TaskDataError(f"{where}: line 1 (the header): missing required column(s) {missing}; the header "
-                                f"found is {header} (delimiter {delimiter!r}); {_fix(task)}")
+                                f"found is {header} (delimiter {delimiter!r}); {fix_hint(task)}")
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
             raise TaskDataError(f"{where}: line 1 (the header): column(s) {repeated} appear more than once in "
-                                f"{header}; {_fix(task)}")
+                                f"{header}; {fix_hint(task)}")
         rows = []
         start = reader.line_num + 1
         for fields in reader:
@@ -92,14 +94,14 @@ def read_table(path: Path, required: list[str], delimiter: str = ",", task: str 
                     f"{where}: data row {len(rows) + 1} (line {start}) has {len(fields)} fields, {more} than the "
                     f"{len(header)} of the header {header}"
                     + (" (a stray tab in a text?)" if delimiter == "\t" and more == "more" else "")
-                    + f"; {_fix(task)}")
+                    + f"; {fix_hint(task)}")
             rows.append(dict(zip(header, fields)) | {"_line": start})
             start = reader.line_num + 1
     except csv.Error as e:
         raise TaskDataError(f"{where}: data row starting at line {start}: {e} (an unbalanced quote?); "
-                            f"{_fix(task)}") from None
+                            f"{fix_hint(task)}") from None
     if not rows:
-        raise TaskDataError(f"{where}: the table is empty (a header, no data rows); {_fix(task)}")
+        raise TaskDataError(f"{where}: the table is empty (a header, no data rows); {fix_hint(task)}")
     return rows
 
 
@@ -129,11 +131,11 @@ def read_conll(path: Path, labels: list[str] | None = None, task: str | None = N
         fields = line.split("\t")
         if len(fields) != 2:
             raise TaskDataError(f"{where}: line {n}: expected `token<TAB>tag` (2 tab-separated fields), got "
-                                f"{len(fields)} field(s) in {line[:80]!r}; {_fix(task)}")
+                                f"{len(fields)} field(s) in {line[:80]!r}; {fix_hint(task)}")
         token, tag = fields
         if labels is not None and tag not in labels:
             raise TaskDataError(f"{where}: line {n}: tag {tag!r} (token {token!r}) is not one of the declared labels "
-                                f"{list(labels)}; fix the file ({_fix(task)}) or the task declaration's `labels`")
+                                f"{list(labels)}; fix the file ({fix_hint(task)}) or the task declaration's `labels`")
         if first is None:
             first = n
         tokens.append(token)
@@ -141,7 +143,7 @@ def read_conll(path: Path, labels: list[str] | None = None, task: str | None = N
     if tokens:
         sentences.append({"tokens": tokens, "tags": tags, "_line": first})
     if not sentences:
-        raise TaskDataError(f"{where}: no sentences (the file is empty or blank); {_fix(task)}")
+        raise TaskDataError(f"{where}: no sentences (the file is empty or blank); {fix_hint(task)}")
     return sentences
 
 
@@ -153,10 +155,10 @@ def read_json(path: Path, task: str | None = None, expect: type | None = None):
         value = json.loads(read_text(path, task))
     except json.JSONDecodeError as e:
         raise TaskDataError(f"{_where(path, task)}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); "
-                            f"{_fix(task)}") from None
+                            f"{fix_hint(task)}") from None
     if expect is not None and not isinstance(value, expect):
         raise TaskDataError(f"{_where(path, task)}: expected a JSON {'object' if expect is dict else expect.__name__} "
-                            f"at the top level, got {type(value).__name__}; {_fix(task)}")
+                            f"at the top level, got {type(value).__name__}; {fix_hint(task)}")
     return value
 
 

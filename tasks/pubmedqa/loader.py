@@ -6,27 +6,24 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from tasks.readers import TaskDataError, read_json
+from tasks.readers import TaskDataError, fix_hint, read_json
 
 LABELS = ("yes", "no", "maybe")
 
 
-def _fix(task) -> str:
-    return f"check the file with `scd data verify {task.name}` and re-fetch it with `scd data fetch {task.name}`"
-
-
 def _check(task, pmid: str, item, where: str) -> None:
     if not isinstance(item, dict):
-        raise TaskDataError(f"{where}: entry {pmid} must be a JSON object, got {type(item).__name__}; {_fix(task)}")
+        raise TaskDataError(f"{where}: entry {pmid} must be a JSON object, got {type(item).__name__}; "
+                            f"{fix_hint(task.name)}")
     for key in ("QUESTION", "CONTEXTS", "final_decision"):
         if key not in item:
-            raise TaskDataError(f"{where}: entry {pmid} lacks the field {key!r}; {_fix(task)}")
+            raise TaskDataError(f"{where}: entry {pmid} lacks the field {key!r}; {fix_hint(task.name)}")
     if item["final_decision"] not in LABELS:
         raise TaskDataError(f"{where}: entry {pmid} has label {item['final_decision']!r}, expected one of {LABELS}; "
-                            f"{_fix(task)}")
+                            f"{fix_hint(task.name)}")
     contexts = item["CONTEXTS"]
     if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
-        raise TaskDataError(f"{where}: entry {pmid} field CONTEXTS must be a list of strings; {_fix(task)}")
+        raise TaskDataError(f"{where}: entry {pmid} field CONTEXTS must be a list of strings; {fix_hint(task.name)}")
 
 
 def _row(task, pmid: str, item: dict) -> dict:
@@ -42,7 +39,7 @@ def load(task, data_dir: Path, opt: dict) -> dict[str, list[dict]]:
     unknown = sorted(set(test_ids) - set(items))
     if unknown:
         raise TaskDataError(f"task {task.name!r}: {folder / 'test_ground_truth.json'}: PMIDs not in ori_pqal.json: "
-                            f"{unknown[:5]}; {_fix(task)}")
+                            f"{unknown[:5]}; {fix_hint(task.name)}")
     where = f"task {task.name!r}: {folder / 'ori_pqal.json'}"
     for pmid, item in items.items():  # every entry, before the split reads their labels
         _check(task, pmid, item, where)
