@@ -202,6 +202,7 @@ rule sft:
     params:
         cfg=job_config("sft"),
     threads: THREADS
+    priority: 2  # the critical path: teacher SFT, its outputs, then the distillations they unlock (leaves last)
     log:
         L.sft_log("{task}", "{seed}", "{role}"),
     shell:
@@ -219,6 +220,7 @@ rule teacher_outputs:
     params:
         cfg=job_config("teacher_outputs"),
     threads: THREADS
+    priority: 3
     log:
         L.teacher_outputs_log("{task}", "{seed}"),
     shell:
@@ -242,6 +244,7 @@ rule distill:
     params:
         cfg=job_config("distill"),
     threads: THREADS
+    priority: 1
     log:
         L.distill_log("{task}", "{seed}", "{method}"),
     shell:
