@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -32,6 +33,8 @@ from scd.layout import Layout  # noqa: E402
 from scd.settings import Job  # noqa: E402
 from scd.tracking import PARENT_ENV, configured_uri, owner_tags, tracking_uri  # noqa: E402
 
+# the store's creation is said in INFO lines on stderr: a stage command run by hand prints one line, its result
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 RECORD_TAG = "scd.run_id"
 __all__ = ["PARENT_ENV", "StoreError", "RecordError", "store_call", "init_store", "start_invocation",
@@ -291,5 +294,8 @@ def sync_records(paths, results_dir: str | Path | None = None) -> dict[str, str]
 
 def sync(results_dir: str | Path) -> dict[str, str]:
     """Log every run record of a results directory not logged yet (sync_records)."""
+    if not Path(results_dir).is_dir():
+        raise FileNotFoundError(f"results directory {results_dir} does not exist: give the one the workflow wrote "
+                                "(the config's results_dir, e.g. results/smoke)")
     runs = Layout(results_dir).run_records()
     return sync_records(sorted(runs.glob("*/record.json")) if runs.is_dir() else [], results_dir)

@@ -135,7 +135,7 @@ def test_a_corrupt_record_is_one_line_naming_it_and_the_others_are_synced(job, t
     assert [r.info.run_name for r in _runs(job)] == ["t/good"]
     assert json.loads(Layout(tmp_path).run_record(good.run_id).read_text())["mlflow_run_id"]
     assert cli.main(["tracking", "sync", "--results", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"scd tracking: error: {err.value}"  # after MLflow's INFO
+    assert capsys.readouterr().err == f"scd tracking: error: {err.value}\n"
 
 
 def test_scd_tracking_sync_and_a_stage_command_run_by_hand(job, tmp_path, capsys):
@@ -157,3 +157,9 @@ def test_scd_tracking_sync_and_a_stage_command_run_by_hand(job, tmp_path, capsys
         subprocess.run([sys.executable, "-c", code], env=env, check=True)
         assert len(_runs(job)) == expected
     assert sum(1 for _ in Layout(tmp_path).run_records().glob("*/record.json")) == 3
+    # a results directory that is not there: one line
+    capsys.readouterr()
+    assert cli.main(["tracking", "sync", "--results", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == (f"scd tracking: error: results directory {tmp_path / 'nope'} does not exist: "
+                                       "give the one the workflow wrote (the config's results_dir, e.g. "
+                                       "results/smoke)\n")
