@@ -144,31 +144,35 @@ def job_config(stage, name=None):
 
 onstart:
     # One process creates the MLflow store before parallel jobs start (concurrent first writers race on the
-    # schema), and opens the parent run that groups this invocation's jobs.
-    from scd import tracking
+    # schema), and opens the parent run that groups this invocation's jobs. The jobs write run records
+    # (scd/tracking.py); the end of the invocation logs them into the store (scd/mlflow_sync.py), then closes it.
+    from scd import mlflow_sync
 
     try:
-        os.environ[tracking.PARENT_ENV] = tracking.start_invocation(common_settings(CFG))
-    except tracking.StoreError as e:  # unreadable, or locked beyond the retries: the store and the remedy
+        os.environ[mlflow_sync.PARENT_ENV] = mlflow_sync.start_invocation(common_settings(CFG))
+    except mlflow_sync.StoreError as e:  # unreadable, or locked beyond the retries: the store and the remedy
         raise WorkflowError(str(e)) from None
 
-onsuccess:
-    from scd import tracking
 
-    if os.environ.get(tracking.PARENT_ENV):
+def end_invocation(ok):
+    from scd import mlflow_sync
+
+    try:
+        mlflow_sync.sync(R)
+    except (mlflow_sync.StoreError, mlflow_sync.RecordError) as e:  # the results are written; `scd tracking sync` later
+        print(f"scd-bench: the jobs' run records were not all logged to MLflow: {e}", file=sys.stderr)
+    if os.environ.get(mlflow_sync.PARENT_ENV):
         try:
-            tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=True)
-        except tracking.StoreError as e:  # the results are written; only the run's record stays open
+            mlflow_sync.end_invocation(common_settings(CFG), os.environ[mlflow_sync.PARENT_ENV], ok=ok)
+        except mlflow_sync.StoreError as e:  # the results are written; only the run's record stays open
             print(f"scd-bench: the workflow's MLflow run was not closed: {e}", file=sys.stderr)
+
+
+onsuccess:
+    end_invocation(ok=True)
 
 onerror:
-    from scd import tracking
-
-    if os.environ.get(tracking.PARENT_ENV):
-        try:
-            tracking.end_invocation(common_settings(CFG), os.environ[tracking.PARENT_ENV], ok=False)
-        except tracking.StoreError as e:  # the results are written; only the run's record stays open
-            print(f"scd-bench: the workflow's MLflow run was not closed: {e}", file=sys.stderr)
+    end_invocation(ok=False)
 
 
 # The report, and every planned run's results by name: a results directory without Snakemake's metadata (copied,

@@ -10,13 +10,16 @@ would supply (sampling, the JSD) are each a few lines and are tested against TRL
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import torch
 
 from scd.data import Encoded, collate
 from scd.distill.parts import register_method, register_responses
-from scd.distill.teacher import LiveTeacher, TeacherCache
 from scd.evaluate import generate_ids
+
+if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
+    from scd.distill.teacher import LiveTeacher, TeacherCache
 
 REFERENCE = "Agarwal et al., On-Policy Distillation of Language Models (GKD), ICLR 2024; TRL GKDTrainer"
 

@@ -6,9 +6,13 @@ teacher outputs and are trained by CE too. No divergence: the teacher's logits a
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scd.data import Encoded
 from scd.distill.parts import register_method, register_responses
-from scd.distill.teacher import LiveTeacher, TeacherCache
+
+if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
+    from scd.distill.teacher import LiveTeacher, TeacherCache
 
 REFERENCE = "Kim & Rush, Sequence-Level Knowledge Distillation, EMNLP 2016"
 

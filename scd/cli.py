@@ -190,6 +190,23 @@ def cmd_methods(args):
                 print(f"  {'':14s} reference: {ref}")
 
 
+def cmd_tracking(args):
+    """Log the run records of finished jobs into the MLflow store (scd/mlflow_sync.py)."""
+    synced = _load("scd.mlflow_sync").sync(args.results)
+    print(f"{len(synced)} run record(s) of {args.results} in the MLflow store")
+
+
+# Stage commands write run records (scd/tracking.py); run by hand (no workflow around them, whose end syncs) they
+# log their own records into MLflow as they end.
+STAGES = ("prepare", "sft", "teacher-outputs", "distill", "evaluate")
+
+
+def _sync_own_records(args) -> None:
+    tracking = sys.modules.get("scd.tracking")  # not imported: the command wrote no record
+    if args.command in STAGES and tracking and not os.environ.get(tracking.PARENT_ENV) and tracking.records_written():
+        _load("scd.mlflow_sync").sync_records(tracking.records_written())
+
+
 def cmd_check_config(args):
     cfg = _load("scd.config").load_config(args.profile)
     print(f"configuration for profile {cfg['profile']!r} is valid: tasks {', '.join(cfg['tasks'])} "
@@ -336,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the page to write (default: docs/results/<profile>.md)")
     p.add_argument("--command", help="the command that produced the results, for the stamp")
     p.set_defaults(fn=cmd_results_page)
+    p = sub.add_parser("tracking", help="sync: log the run records of finished jobs into the MLflow store (the "
+                                        "workflow does at its end; run it to see jobs of a run still going)")
+    p.add_argument("action", choices=["sync"])
+    p.add_argument("--results", default="results", help="the results directory (default: results)")
+    p.set_defaults(fn=cmd_tracking)
     p = sub.add_parser("check-config", help="validate config/config.yaml with a profile overlay")
     p.add_argument("--profile", default="default")
     p.set_defaults(fn=cmd_check_config)
@@ -345,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        rc = args.fn(args)
+        try:
+            rc = args.fn(args)
+        finally:
+            _sync_own_records(args)
     except (FileNotFoundError, ValueError, KeyError) as e:  # ConfigError, TaskDataError, UsageError among them
         print(f"scd {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ from it, and the code that reads results (aggregation, the results page, the MLf
       logs/<task>/prepare.log, logs/<task>/seed<seed>/<job>.log               prepare_log(task), sft_log(...), ...
       leaderboard.json, report.html                                           leaderboard(), report()
       mlflow.db, mlartifacts/                   MLflow store (the default)    mlflow_db(), mlflow_artifacts()
+      runs/<id>/record.json                     a job's run record, until and  run_record(id)
+      runs/<id>/files/                          after its MLflow sync          run_record_files(id)
 
 Every method takes its parts as strings or numbers, so placeholders make the Snakemake pattern of a path
 (`Layout(R).eval_summary("{task}", "{seed}", "{model}")`) and `*` a glob pattern (`Layout(".")` gives one
@@ -106,3 +108,13 @@ class Layout:
 
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    # the jobs' run records (scd/tracking.py), logged into the MLflow store by scd/mlflow_sync.py
+    def run_records(self) -> Path:
+        return self.root / "runs"
+
+    def run_record(self, run_id: str) -> Path:
+        return self.run_records() / run_id / "record.json"
+
+    def run_record_files(self, run_id: str) -> Path:
+        return self.run_records() / run_id / "files"

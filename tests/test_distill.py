@@ -5,7 +5,7 @@ from conftest import TINY_SYNTHETIC
 from mlflow.tracking import MlflowClient
 
 import scd.train
-from scd import tracking
+from scd import mlflow_sync, tracking
 from scd.config import common_settings, load_config, stage_config
 from scd.data import collate
 from scd.distill.teacher import CheckpointOutputs, TeacherCache, evenly_spaced, live_teacher, open_cache
@@ -36,7 +36,8 @@ def run(trained, method, checkpoints, stages, out, cache=None):
     cfg = stage_config(config(checkpoints, stages), "synthetic_subdomains", "distill", method)
     summary = distill(cfg, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out,
                       teacher_cache=cache)
-    losses = [m.value for m in MlflowClient(tracking.tracking_uri(cfg)).get_metric_history(summary["run_id"],
+    summary["mlflow_run_id"] = mlflow_sync.sync(cfg.results_dir)[summary["run_id"]]  # its run record, logged
+    losses = [m.value for m in MlflowClient(tracking.tracking_uri(cfg)).get_metric_history(summary["mlflow_run_id"],
                                                                                            "train/loss")]
     return summary, losses
 
@@ -80,14 +81,14 @@ def test_scd_aw_logs_schedule_scores_and_weights(trained):
     assert all(torch.isfinite(torch.tensor(losses)))
     root, config = trained
     client = MlflowClient(tracking.tracking_uri(common_settings(config(3, 2))))
-    run_ = client.get_run(summary["run_id"])
+    run_ = client.get_run(summary["mlflow_run_id"])
     assert 0 < run_.data.metrics["aw/mean"] < 1
-    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
     assert "schedule.json" in artifacts and "aw" in artifacts
-    aw = {a.path for a in client.list_artifacts(summary["run_id"], "aw")}
+    aw = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "aw")}
     assert {"aw/histogram_stage0.svg", "aw/weights_stage0.json", "aw/histogram_stage1.svg"} <= aw
     # the score matrix: both terms of every checkpoint at every stage, as in the summary
-    history = client.get_metric_history(summary["run_id"], "schedule/learnability/ckpt-1")
+    history = client.get_metric_history(summary["mlflow_run_id"], "schedule/learnability/ckpt-1")
     assert [m.step for m in history] == [0, 1]
     expected = [s["ckpt-1"]["learnability"] for s in summary["schedule_scores"]]
     assert [m.value for m in history] == pytest.approx(expected)

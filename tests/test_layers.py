@@ -16,8 +16,8 @@ PACKAGES = ("scd", "baselines", "tasks", "report")
 # package's modules; otherwise the name must be equal).
 LAYERS = [
     ("ground floor", ["scd", "scd.registry", "scd.dicts", "scd.data", "scd.tokens", "scd.runtime", "scd.tracking",
-                      "scd.tokenizer", "scd.plots", "scd.decompose", "scd.layout", "scd.settings", "scd.checkout",
-                      "tasks", "tasks."]),
+                      "scd.mlflow_sync", "scd.tokenizer", "scd.plots", "scd.decompose", "scd.layout", "scd.settings",
+                      "scd.checkout", "tasks", "tasks."]),
     ("models, training, evaluation", ["scd.prepared", "scd.models", "scd.train", "scd.evaluate"]),
     ("distillation parts and plugins", ["scd.distill", "scd.distill.", "baselines", "baselines."]),
     ("configuration", ["scd.config", "scd.fingerprint"]),

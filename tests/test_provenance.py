@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scd import checkout, fingerprint, tracking
+from scd import checkout, fingerprint, mlflow_sync, tracking
 from scd.cli import main
 from scd.config import ConfigError, data_inputs, load_config, stage_config
 from scd.distill import plugins
@@ -84,6 +84,7 @@ def test_allow_modified_data_is_recorded_in_the_manifest_and_mlflow(tmp_path, ta
     found = manifest["data_modified"][key]["found"]
     assert found != expected and manifest["data_sha256"][key] == found
     assert set(manifest["data_sha256"]) == {f"{f.subdir}/{f.name}" for f in declared_files(get_task(TASK))}
+    mlflow_sync.sync(job.results_dir)  # the job's run record, logged as its MLflow run
     client = MlflowClient(tracking.tracking_uri(job))
     exp = client.get_experiment_by_name(job.mlflow.experiment)
     params = client.search_runs([exp.experiment_id])[0].data.params
@@ -272,14 +273,16 @@ def test_job_run_records_code_and_plugins(tmp_path, monkeypatch):
     job = DistillJob(task=TASK, results_dir=str(tmp_path), method="mine", code="0123456789abcdef",
                      plugins={"my_lab": "0.1"})
     with tracking.job_run(job, "x", {}, {}) as log:
-        run_id = log.run_id
+        pass
+    run_id = mlflow_sync.sync(tmp_path)[log.run_id]
     params = MlflowClient(tracking.tracking_uri(job)).get_run(run_id).data.params
     commit, dirty = checkout.git_state()
     assert params["code.commit"] == commit and params["code.dirty"] == dirty
     assert params["code.fingerprint"] == "0123456789abcdef" and params["plugin.my_lab.version"] == "0.1"
     job = EvaluateJob(task=TASK, results_dir=str(tmp_path))
     with tracking.job_run(job, "y", {}, {}) as log:
-        run_id = log.run_id
+        pass
+    run_id = mlflow_sync.sync(tmp_path)[log.run_id]
     params = MlflowClient(tracking.tracking_uri(job)).get_run(run_id).data.params
     assert "code.commit" in params and not any(k.startswith("plugin.") for k in params)
 

@@ -1,4 +1,5 @@
-"""The MLflow store a run creates: one experiment of the model-training kind, jobs as runs with their settings."""
+"""The MLflow store a run creates: one experiment of the model-training kind, jobs as runs with their settings,
+logged from the jobs' run records by the sync (scd/mlflow_sync.py)."""
 import os
 import socket
 import sqlite3
@@ -10,20 +11,20 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scd import tracking
+from scd import mlflow_sync, tracking
 from scd.settings import Job, Tracking
 
 
 def test_the_experiment_opens_on_its_runs_and_jobs_log_their_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     job = Job(task="pubmedqa", results_dir=str(tmp_path), mlflow=Tracking(experiment="x"))
-    exp_id = tracking.init_store(job)
-    assert tracking.init_store(job) == exp_id  # idempotent
+    exp_id = mlflow_sync.init_store(job)
+    assert mlflow_sync.init_store(job) == exp_id  # idempotent
     client = MlflowClient(tracking.tracking_uri(job))
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
     with tracking.job_run(job, "pubmedqa/prepare", {"task": "pubmedqa"}, {"config": job, "seed": 3}) as log:
         log({"m": 1.0}, 0)
-    run = client.get_run(log.run_id)
+    run = client.get_run(mlflow_sync.sync(tmp_path)[log.run_id])
     assert run.info.status == "FINISHED" and run.data.tags["scd.task"] == "pubmedqa"
     assert run.data.params["config.evaluation.batch_size"] == str(job.evaluation.batch_size)
     assert run.data.params["seed"] == "3" and run.data.metrics["m"] == 1.0
@@ -42,9 +43,11 @@ def test_an_unreadable_store_is_one_line_with_its_path_and_the_remedy(tmp_path, 
     db.write_text("not a database\n" * 100)
     expected = (f"MLflow store {db} is not a readable SQLite store (file is not a database): move it aside "
                 f"(mv '{db}' '{db}.bak') and rerun; the results files are unaffected")
-    for call in (lambda: tracking.init_store(job), lambda: tracking.start_invocation(job),
-                 lambda: tracking.job_run(job, "t/prepare", {}, {}).__enter__()):
-        with pytest.raises(tracking.StoreError) as err:
+    with tracking.job_run(job, "t/prepare", {}, {}):
+        pass
+    for call in (lambda: mlflow_sync.init_store(job), lambda: mlflow_sync.start_invocation(job),
+                 lambda: mlflow_sync.sync(results)):
+        with pytest.raises(mlflow_sync.StoreError) as err:
             call()
         assert str(err.value) == expected
     assert db.read_text().startswith("not a database")  # left as it was
@@ -60,20 +63,20 @@ def _hold_lock(db, seconds):
 
 def test_a_locked_store_is_retried_then_named(tmp_path, monkeypatch):
     job = _job(tmp_path, monkeypatch)
-    tracking.init_store(job)
+    mlflow_sync.init_store(job)
     # locked longer than one attempt waits (sqlite's busy timeout): the retries outlast it
     _hold_lock(tmp_path / "mlflow.db", 8.0)
     t0 = time.monotonic()
-    run_id = tracking.start_invocation(job)
+    run_id = mlflow_sync.start_invocation(job)
     assert time.monotonic() - t0 >= 7.5
     assert MlflowClient(tracking.tracking_uri(job)).get_run(run_id).info.status == "RUNNING"
     # locked beyond the retries: one line
-    monkeypatch.setattr(tracking, "LOCK_WAIT", 0.5)
+    monkeypatch.setattr(mlflow_sync, "LOCK_WAIT", 0.5)
     release = _hold_lock(tmp_path / "mlflow.db", 30.0)
     try:
-        with pytest.raises(tracking.StoreError, match=r"^MLflow store .*mlflow.db stayed locked for 0 s \(opening "
+        with pytest.raises(mlflow_sync.StoreError, match=r"^MLflow store .*mlflow.db stayed locked for 0 s \(opening "
                                                       r"it\): another process holds it"):
-            tracking.init_store(job)
+            mlflow_sync.init_store(job)
     finally:
         release.cancel()
         release.function()
@@ -82,7 +85,7 @@ def test_a_locked_store_is_retried_then_named(tmp_path, monkeypatch):
 def test_runs_left_running_by_a_killed_invocation_are_closed_as_killed(tmp_path, monkeypatch):
     job = _job(tmp_path, monkeypatch)
     other = Job(task="pubmedqa", results_dir=str(tmp_path / "elsewhere"), mlflow=Tracking(experiment="x"))
-    exp_id = tracking.init_store(job)
+    exp_id = mlflow_sync.init_store(job)
     client = MlflowClient(tracking.tracking_uri(job))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -102,7 +105,7 @@ def test_runs_left_running_by_a_killed_invocation_are_closed_as_killed(tmp_path,
     by_hand = run()  # a job started outside a workflow
     remote_wf = run(**{"scd.kind": "workflow", "scd.pid": "1", "scd.host": "another-host"})
     elsewhere = run(run(owner=other, **{"scd.kind": "workflow", "scd.pid": str(dead.pid)} | me), owner=other)
-    new = tracking.start_invocation(job)
+    new = mlflow_sync.start_invocation(job)
     status = {r: client.get_run(r).info.status for r in (killed_wf, killed_job, live_wf, live_job, orphan_job,
                                                          by_hand, remote_wf, elsewhere, new)}
     assert status == {killed_wf: "KILLED", killed_job: "KILLED", orphan_job: "KILLED", live_wf: "RUNNING",

@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY_SYNTHETIC
 from mlflow import MlflowClient
 
-from scd import tracking
+from scd import mlflow_sync, tracking
 from scd.config import common_settings, load_config, stage_config
 
 TASK = "synthetic_subdomains"
@@ -90,11 +90,12 @@ def test_stages_log_to_the_server_named_in_the_config(server, tmp_path, monkeypa
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     cfg = config(tmp_path, mlflow={"experiment": "via-config", "tracking_uri": server})
     # as the workflow does: a parent run for the invocation, found by the jobs through the environment
-    parent = tracking.start_invocation(common_settings(cfg))
+    parent = mlflow_sync.start_invocation(common_settings(cfg))
     monkeypatch.setenv(tracking.PARENT_ENV, parent)
     prepare(stage_config(cfg, TASK, "prepare"), tmp_path / "data")
     summary = sft(stage_config(cfg, TASK, "sft", "student"), 0, tmp_path / "data", tmp_path / "student")
-    tracking.end_invocation(common_settings(cfg), parent, ok=True)
+    mlflow_sync.sync(tmp_path)  # as the workflow's end does: the jobs' run records, then the parent run
+    mlflow_sync.end_invocation(common_settings(cfg), parent, ok=True)
 
     runs = runs_named(server, "via-config")
     assert set(runs) == {"workflow-smoke", f"{TASK}/prepare", f"{TASK}/student_sft/seed0"}
@@ -103,7 +104,7 @@ def test_stages_log_to_the_server_named_in_the_config(server, tmp_path, monkeypa
     assert prep.data.tags["mlflow.parentRunId"] == parent == train.data.tags["mlflow.parentRunId"]
     counts = json.loads((tmp_path / "data" / "manifest.json").read_text())["counts"]
     assert prep.data.params["split.train.n"] == str(counts["train"])
-    assert train.info.status == "FINISHED" and train.info.run_id == summary["run_id"]
+    assert train.info.status == "FINISHED" and train.data.tags["scd.run_id"] == summary["run_id"]
     assert train.data.params["seed"] == "0" and "env.version.mlflow" in train.data.params
     assert train.data.metrics["best_val_score"] == pytest.approx(summary["best_val_score"])
     client = MlflowClient(tracking_uri=server)
@@ -123,6 +124,7 @@ def test_environment_variable_wins_over_the_config(server, tmp_path, monkeypatch
     with tracking.job_run(common_settings(cfg), "probe", {"stage": "probe"}, {"answer": 42}) as log:
         log({"loss": 0.25}, step=3)
         log.artifact_text("hello", "note.txt")
+    mlflow_sync.sync(tmp_path)
 
     (run,) = runs_named(server, "via-env").values()
     assert run.info.status == "FINISHED" and run.data.params["answer"] == "42"

@@ -10,7 +10,7 @@ from conftest import TINY_SYNTHETIC
 from mlflow.tracking import MlflowClient
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from scd import tracking
+from scd import mlflow_sync, tracking
 from scd.cli import main as scd_main
 from scd.config import CONFIG_DIR, ConfigError, ablation_plan, load_config, stage_config
 from scd.data import Encoded
@@ -88,6 +88,7 @@ def guarded_config(root, methods=None, **training):
 
 
 def last_run(job):
+    mlflow_sync.sync(job.results_dir)  # the jobs' run records, logged as their MLflow runs
     client = MlflowClient(tracking.tracking_uri(job))
     exp = client.get_experiment_by_name(job.mlflow.experiment)
     return client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]

@@ -134,4 +134,5 @@ def test_a_results_directory_with_a_space_works_and_nothing_is_written_beside_it
     assert L.prepare_log("synthetic_subdomains").is_file()
     assert beside.read_text() == "precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "with", "with space"]
-    assert sorted(p.name for p in results.iterdir()) == ["logs", "mlartifacts", "mlflow.db", "synthetic_subdomains"]
+    assert sorted(p.name for p in results.iterdir()) == ["logs", "mlartifacts", "mlflow.db", "runs",
+                                                         "synthetic_subdomains"]

@@ -9,9 +9,13 @@ teacher-forced on the gold responses (plus the transfer set's teacher outputs). 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scd.data import Encoded
 from scd.distill.parts import register_responses
-from scd.distill.teacher import LiveTeacher, TeacherCache
+
+if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
+    from scd.distill.teacher import LiveTeacher, TeacherCache
 
 
 @register_responses("gold", reference="teacher forcing on the task's gold responses (off-policy KD)")

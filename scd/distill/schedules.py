@@ -5,9 +5,13 @@ training order with `best` (T*) last, the checkpoints chosen so far, and a probe
 """
 from __future__ import annotations
 
-from scd.distill.context import StageContext
+from typing import TYPE_CHECKING
+
 from scd.distill.parts import register_schedule
 from scd.distill.probe import mean_kl
+
+if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
+    from scd.distill.context import StageContext
 
 
 def _no_options(name: str, options: dict) -> None:

@@ -5,10 +5,14 @@ the rows of each batch (by their index in the training set). Weights never carry
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from scd.distill.context import StageContext
 from scd.distill.parts import register_weighting
+
+if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
+    from scd.distill.context import StageContext
 
 
 @register_weighting("none", reference="the fixed CE mix of vanilla KD, Hinton et al. 2015")
