@@ -191,7 +191,7 @@ def _figure(key: str, value, std=None) -> str:
     if value is None:
         return "<td class='missing'>–</td>"
     scale = 1e6 if key.endswith("_bytes") else 1
-    digits = 2 if abs(value) / scale < 1 else 1  # a model of kilobytes is not 0.0 MB
+    digits = 2 if scale > 1 and abs(value) < scale else 1  # a model of kilobytes is not 0.0 MB
     text = f"{value / scale:.{digits}f}"
     return f"<td>{text}" + (f" ± {std / scale:.{digits}f}" if std else "") + "</td>"
 
