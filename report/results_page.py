@@ -6,7 +6,8 @@ Measured results are never typed into the documentation: this page is written fr
 results directory, so a number on it is always the number in those files, and the stamp says which code, machine
 and command produced them. It reads:
 
-- `leaderboard.json` (written by `scd aggregate`): per row and task the mean, std and number of seeds;
+- `leaderboard.json` (written by `scd aggregate`): per row and task the mean, std and number of seeds, and the
+  compute table (training and live-teacher seconds, peak RSS, disk: the report's figures, from the same file);
 - the jobs' own time records, where present: `<task>/seed<k>/{teacher,student}/summary.json` (`train_seconds`),
   `<task>/seed<k>/teacher_outputs/manifest.json` (`seconds` per checkpoint), `<task>/seed<k>/distill/<method>/
   summary.json` (`wall_seconds`);
