@@ -153,3 +153,18 @@ def test_a_results_directory_with_a_space_works_and_nothing_is_written_beside_it
     assert beside.read_text() == "precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "with", "with space"]
     assert sorted(p.name for p in results.iterdir()) == ["logs", "mlartifacts", "mlflow.db", "synthetic_subdomains"]
+
+
+def test_tasks_with_different_trajectories_keep_their_teacher_output_caches(tmp_path, shared_data):
+    """A temporary output must be named file by file; when the tasks save different numbers of teacher checkpoints
+    the caches are directories, kept (planned, not an error)."""
+    results = tmp_path / "results"
+    L = Layout(results)
+    override = 'task_overrides={"pubmedqa": {"training": {"teacher": {"save_checkpoints": 1}}}}'
+    code, out = dry_run(tmp_path, "--config", "tasks=[synthetic_subdomains,pubmedqa]", "seeds=[0]",
+                        "run_methods=[td]", f"results_dir={results}", override, data=shared_data)
+    assert code == 0, out[-3000:]
+    outputs = re.findall(r"^rule teacher_outputs:\n(?:    .*\n)*?    output: (.*)$", out, re.M)
+    assert outputs and all(o.split(", ")[0] in (str(L.teacher_outputs(t, 0)) for t in ("synthetic_subdomains",
+                                                                                          "pubmedqa"))
+                           for o in outputs), out[-3000:]
