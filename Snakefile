@@ -95,6 +95,23 @@ DISTILLED = {t: METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 THREADS = CFG.get("threads", 1)
+
+
+def teacher_cache_names(task):
+    """The teacher-output cache's files, one per checkpoint of the teacher's trajectory: ckpt-1 .. ckpt-(N-1), then
+    best (T*, which stands in for ckpt-N; scd/distill/teacher.py saved_checkpoints)."""
+    n = stage_config(CFG, task, "sft", "teacher").save_checkpoints
+    return [f"ckpt-{k}.safetensors" for k in range(1, n)] + ["best.safetensors"]
+
+
+# The teacher-output caches are the run's largest files and only the distillation jobs of their task and seed read
+# them: temporary outputs, deleted once those jobs are done (their manifests stay; aggregate reads them). `snakemake
+# --notemp` keeps them, so a method enabled later distils without the teacher pass, and without redoing the seed's
+# other methods, which a regenerated cache makes Snakemake rerun. The files are named (a temp output must be a
+# file) when every task saves the same number of teacher checkpoints; otherwise the cache stays, as a directory.
+_CACHE_NAMES = {tuple(teacher_cache_names(t)) for t in TASKS}
+TEACHER_CACHE = ([str(L.teacher_outputs("{task}", "{seed}") / n) for n in next(iter(_CACHE_NAMES))]
+                 if len(_CACHE_NAMES) == 1 else None)  # the files (patterns); None: the directory, kept
 # Every file `scd aggregate` reads (rule aggregate, and rule all: see there)
 AGGREGATE_INPUTS = {
     "evals": [L.eval_summary(*run) for run in RUNS],
@@ -219,17 +236,18 @@ rule teacher_outputs:
         data=L.prepared("{task}"),
         teacher=L.sft("{task}", "{seed}", "teacher"),
     output:
-        cache=directory(L.teacher_outputs("{task}", "{seed}")),
+        cache=temp(TEACHER_CACHE) if TEACHER_CACHE else directory(L.teacher_outputs("{task}", "{seed}")),
         manifest=L.teacher_outputs_manifest("{task}", "{seed}"),  # written inside the cache; aggregate reads it
     params:
         cfg=job_config("teacher_outputs"),
+        out=lambda wc: L.teacher_outputs(wc.task, wc.seed),
     threads: THREADS
     priority: 3
     log:
         L.teacher_outputs_log("{task}", "{seed}"),
     shell:
         "scd teacher-outputs --task {wildcards.task} --seed {wildcards.seed} --config {params.cfg:q}"
-        " --data {input.data:q} --teacher {input.teacher:q} --out {output.cache:q} > {log:q} 2>&1"
+        " --data {input.data:q} --teacher {input.teacher:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 # A distillation job ends with the test evaluation of its student (the same code as rule `evaluate`, its own
@@ -238,7 +256,7 @@ rule distill:
     input:
         data=L.prepared("{task}"),
         teacher=L.sft("{task}", "{seed}", "teacher"),
-        teacher_outputs=L.teacher_outputs("{task}", "{seed}"),
+        teacher_outputs=TEACHER_CACHE or L.teacher_outputs("{task}", "{seed}"),
         student=L.sft("{task}", "{seed}", "student"),
     output:
         model=directory(L.distill("{task}", "{seed}", "{method}")),
@@ -247,6 +265,7 @@ rule distill:
         samples=L.eval_samples("{task}", "{seed}", "{method}"),
     params:
         cfg=job_config("distill"),
+        teacher_outputs=lambda wc: L.teacher_outputs(wc.task, wc.seed),
     threads: THREADS
     priority: 1
     log:
@@ -254,7 +273,7 @@ rule distill:
     shell:
         "scd distill --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
         " --config {params.cfg:q} --data {input.data:q} --teacher {input.teacher:q} --student {input.student:q}"
-        " --teacher-outputs {input.teacher_outputs:q} --out {output.model:q} --eval-out {output.summary:q}"
+        " --teacher-outputs {params.teacher_outputs:q} --out {output.model:q} --eval-out {output.summary:q}"
         " > {log:q} 2>&1"
 
 

@@ -182,6 +182,71 @@ def ablation_section(lb: dict) -> str:
     return "".join(parts)
 
 
+COMPUTE_COLS = (("train_seconds", "training (s)"), ("teacher_seconds", "teacher, live (s)"),
+                ("shared", "teacher outputs, shared (s)"), ("peak_rss_bytes", "peak RSS (MB)"),
+                ("disk_bytes", "disk (MB)"))
+
+
+def _figure(key: str, value, std=None) -> str:
+    if value is None:
+        return "<td class='missing'>–</td>"
+    scale = 1e6 if key.endswith("_bytes") else 1
+    digits = 2 if scale > 1 and abs(value) < scale else 1  # a model of kilobytes is not 0.0 MB
+    text = f"{value / scale:.{digits}f}"
+    return f"<td>{text}" + (f" ± {std / scale:.{digits}f}" if std else "") + "</td>"
+
+
+def compute_table(rows: list[str], figures: dict, shared: dict) -> str:
+    """Rows with a figure: {row: {key: number or {mean, std}}}; `shared` = {row: seconds} of the shared teacher
+    outputs each distilled row reads."""
+    body = []
+    for row in (r for r in rows if r in figures):
+        tds = []
+        for key, _ in COMPUTE_COLS:
+            value = shared.get(row) if key == "shared" else figures[row].get(key)
+            tds.append(_figure(key, value["mean"], value["std"]) if isinstance(value, dict) else _figure(key, value))
+        body.append(f"<tr><th class='row'>{html.escape(label(row))}</th>{''.join(tds)}</tr>")
+    head = "".join(f"<th>{t}</th>" for _, t in COMPUTE_COLS)
+    return (f"<table class='leaderboard compute'><thead><tr><th>model</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def compute_section(lb: dict) -> str:
+    """The compute table (leaderboard `compute`, from the jobs' own records): summed over tasks, then per task."""
+    comp = lb.get("compute") or {}
+    if not comp.get("tasks"):
+        return "<p>The jobs of this run recorded no costs (results of older code).</p>"
+    per_task, outputs = comp["tasks"], comp.get("teacher_outputs") or {}
+    shared_total = {}
+    for task, entry in outputs.items():
+        for m in entry.get("methods", []):
+            if "seconds" in entry:
+                shared_total[m] = shared_total.get(m, 0.0) + entry["seconds"]["mean"]
+    parts = [compute_table(lb["rows"], comp.get("total") or {}, shared_total)]
+    tot = comp.get("teacher_outputs_total") or {}
+    if tot:
+        parts.append(f"<p class='meta'>Shared teacher outputs, summed over tasks (mean over seeds): "
+                     f"{tot.get('seconds', 0):.1f} s, peak RSS {tot.get('peak_rss_bytes', 0) / 1e6:.1f} MB, "
+                     f"{tot.get('disk_bytes', 0) / 1e6:.1f} MB of cache per seed while the distillations run.</p>")
+    details = []
+    for task in lb["tasks"]:
+        if task not in per_task:
+            continue
+        entry = outputs.get(task) or {}
+        shared = {m: entry["seconds"] for m in entry.get("methods", []) if "seconds" in entry}
+        note = ""
+        if entry:
+            figs = ", ".join(f"{name} {entry[k]['mean'] / scale:.1f} ± {entry[k]['std'] / scale:.1f}{unit}"
+                             for k, name, scale, unit in (("seconds", "", 1, " s"),
+                                                          ("peak_rss_bytes", "peak RSS", 1e6, " MB"),
+                                                          ("disk_bytes", "cache", 1e6, " MB")) if k in entry)
+            note = (f"<p class='meta'>Teacher outputs job (once per seed, read by the {len(entry.get('methods', []))}"
+                    f" distillations): {figs.strip()}.</p>")
+        details.append(f"<h3>{html.escape(task)}</h3>{compute_table(lb['rows'], per_task[task], shared)}{note}")
+    parts.append("<details><summary>Per task (mean ± std over seeds)</summary>" + "".join(details) + "</details>")
+    return "".join(parts)
+
+
 def run_list(lb: dict) -> str:
     items = []
     for row in lb["rows"]:
@@ -254,6 +319,16 @@ MLflow artifacts under <code>aw/</code>.</p>
 checkpoints and trains N stages with the same total epochs. Costs: wall time of the distillation job and the disk
 the kept teacher checkpoints take.</p>
 {ablation_section(lb)}
+<h2>Compute</h2>
+<p class="meta">What each row cost, as its jobs recorded it: summed over tasks, mean over seeds (per task below).
+Training: the SFT or distillation loop with its validation. Teacher, live: the seconds a distillation ran the teacher
+itself (on-policy samples, generated responses); the other teacher forwards are the shared teacher-outputs job of each
+task and seed, one pass per checkpoint, read by every distillation of the seed: its seconds are repeated on each
+distilled row but spent once. Peak RSS: the largest resident memory of the row's jobs (training, test evaluation).
+Disk: the bytes the row's jobs left (models, the teacher's trajectory checkpoints for teacher-SFT, per-sample
+records); the teacher-output cache is temporary, deleted once the distillations have read it. Process start-up is
+not counted.</p>
+{compute_section(lb)}
 <h2>MLflow runs behind the numbers</h2>
 <p class="meta">Evaluation (and training) run ids per seed; browse them with
 <code>mlflow ui --backend-store-uri sqlite:///{html.escape(lb.get('results_dir', 'results'))}/mlflow.db</code>.

@@ -6,7 +6,8 @@ Measured results are never typed into the documentation: this page is written fr
 results directory, so a number on it is always the number in those files, and the stamp says which code, machine
 and command produced them. It reads:
 
-- `leaderboard.json` (written by `scd aggregate`): per row and task the mean, std and number of seeds;
+- `leaderboard.json` (written by `scd aggregate`): per row and task the mean, std and number of seeds, and the
+  compute table (training and live-teacher seconds, peak RSS, disk: the report's figures, from the same file);
 - the jobs' own time records, where present: `<task>/seed<k>/{teacher,student}/summary.json` (`train_seconds`),
   `<task>/seed<k>/teacher_outputs/manifest.json` (`seconds` per checkpoint), `<task>/seed<k>/distill/<method>/
   summary.json` (`wall_seconds`);
@@ -260,6 +261,35 @@ def time_section(results_dir: Path) -> list[str]:
     return lines
 
 
+COMPUTE_COLS = (("train_seconds", "training s", 1), ("teacher_seconds", "teacher, live s", 1),
+                ("peak_rss_bytes", "peak RSS MB", 1e6), ("disk_bytes", "disk MB", 1e6))
+
+
+def compute_section(lb: dict) -> list[str]:
+    """The leaderboard's compute table (`compute`, written by `scd aggregate` from the jobs' records): per row,
+    summed over tasks (peak memory: the largest), mean over seeds."""
+    comp = lb.get("compute") if isinstance(lb.get("compute"), dict) else {}
+    total = comp.get("total") or {}
+    if not total:
+        return []
+    rows = [[f"`{_md(row)}`"] + [f"{v / scale:.1f}" if (v := _number(total[row].get(k))) is not None else "–"
+                                 for k, _, scale in COMPUTE_COLS] for row in lb["rows"] if row in total]
+    lines = ["", "## Compute", "",
+             "From `leaderboard.json` (the jobs' own records), summed over tasks, mean over seeds; peak RSS is the "
+             "largest of the row's jobs. Training: the SFT or distillation loop with its validation; teacher, live: "
+             "the seconds a distillation ran the teacher itself; disk: the bytes the row's jobs left. The shared "
+             "teacher-outputs job, once per task and seed, is below the table; the HTML report has the figures per "
+             "task.", ""]
+    lines += _table(["model"] + [t for _, t, _ in COMPUTE_COLS], rows)
+    shared = comp.get("teacher_outputs_total") or {}
+    if all(_number(shared.get(k)) is not None for k in ("seconds", "peak_rss_bytes", "disk_bytes")):
+        lines += ["", f"Shared teacher outputs (read by every distillation of a seed), summed over tasks: "
+                  f"{shared['seconds']:.1f} s, peak RSS {shared['peak_rss_bytes'] / 1e6:.1f} MB, "
+                  f"{shared['disk_bytes'] / 1e6:.1f} MB of cache per seed (temporary: deleted once the distillations "
+                  f"have read it)."]
+    return lines
+
+
 def environment_section(results_dir: Path) -> list[str]:
     env = run_environment(results_dir)
     if not env:
@@ -285,7 +315,7 @@ def render_page(lb: dict, results_dir: Path, command: str, now: datetime | None 
         lines += ["", f"> Modified data: task `{task}` ran on data that differs from its pinned files ("
                   + "; ".join(f"`{name}` sha256 {h.get('found')}, pinned {h.get('expected')}"
                               for name, h in sorted(files.items())) + "): its scores are not comparable."]
-    lines += [""] + leaderboard_section(lb) + subdomain_section(lb) + time_section(results_dir)
+    lines += [""] + leaderboard_section(lb) + subdomain_section(lb) + time_section(results_dir) + compute_section(lb)
     lines += environment_section(results_dir)
     lines += ["", "The HTML report beside the leaderboard (`report.html` in the results directory) has the per-seed "
               "values, every metric of each task, the TFS/SFS decomposition, the teacher schedules, the AW weights "

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from report.render import render
+from report.render import _figure, render
 from scd.cli import main
 from scd.layout import Layout
 from scd.stages.aggregate import aggregate
@@ -155,14 +155,16 @@ def test_a_missing_declared_summary_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_the_summaries_read_are_the_ones_given(tmp_path):
-    """Nothing is read that is not given: without the distillation summaries and manifests, no schedules and no
-    ablation costs; a given file that belongs to no evaluated run is an error."""
+    """Nothing is read that is not given: without the distillation summaries and manifests, no schedules, no
+    ablation costs and no distillation costs; a given file that belongs to no evaluated run is an error."""
     files = finished_runs(tmp_path)
     bare = aggregate(files["eval_files"], ["scd+aw"], "test", str(tmp_path), PLAN)
     assert bare["schedules"] == {} and "seconds" not in bare["ablations"]["granularity"]["t"]["scd+aw"][0]
+    assert bare["compute"]["tasks"] == {}
     full = aggregate(methods=["scd+aw"], profile="test", results_dir=str(tmp_path), ablations=PLAN, **files)
-    assert {k: v for k, v in full.items() if k not in ("schedules", "ablations")} == \
-        {k: v for k, v in bare.items() if k not in ("schedules", "ablations")}
+    assert full["compute"]["tasks"]["t"]["scd+aw"]["train_seconds"]["mean"] == 10
+    assert {k: v for k, v in full.items() if k not in ("schedules", "ablations", "compute")} == \
+        {k: v for k, v in bare.items() if k not in ("schedules", "ablations", "compute")}
     with pytest.raises(ValueError, match="is the file of no evaluated run"):
         aggregate(files["eval_files"][:5], ["scd+aw"], "test", str(tmp_path), PLAN,
                   distill_summaries=files["distill_summaries"])
@@ -242,3 +244,62 @@ def test_modified_data_reaches_the_leaderboard_and_the_report(tmp_path):
     html = render(lb)
     assert 'id="data-modified"' in html.replace("'", '"') and "a/x.csv" in html and "f" * 64 in html
     assert 'id="data-modified"' not in render(lb | {"data_modified": {}}).replace("'", '"')
+
+
+def costs_run(results):
+    """Two seeds of task `t` whose jobs recorded their costs (as the stages write them), and a row from older code
+    that did not (`student_sft`: its evaluation has no `training` record)."""
+    L = Layout(results)
+    files = {"eval_files": [], "distill_summaries": [], "teacher_outputs_manifests": []}
+    for seed in (0, 1):
+        L.teacher_outputs("t", seed).mkdir(parents=True)
+        L.teacher_outputs_manifest("t", seed).write_text(json.dumps({
+            "checkpoints": {"best": {"seconds": 30 + seed, "cache_bytes": 60e6, "checkpoint_bytes": 5e6}},
+            "seconds": 30 + seed, "disk_bytes": 60e6, "peak_rss_bytes": 400e6}))
+        files["teacher_outputs_manifests"].append(L.teacher_outputs_manifest("t", seed))
+        L.eval_summary("t", seed, "x").parent.mkdir(parents=True)
+        evals = {"teacher_sft": {"training": {"train_seconds": 100 + seed, "peak_rss_bytes": 200e6,
+                                              "disk_bytes": 40e6}},
+                 "student_sft": {}, "student_zero_shot": {}, "td": {}, "gkd": {}}
+        for model, extra in evals.items():
+            f = write_eval(L.eval_summary("t", seed, model), "t", model, seed, 0.5)
+            costs = {} if model == "student_sft" else {"peak_rss_bytes": 300e6, "disk_bytes": 1e6}
+            f.write_text(json.dumps(json.loads(f.read_text()) | costs | extra))
+            files["eval_files"].append(f)
+        for model, teacher_seconds in (("td", 0.0), ("gkd", 5.0 + seed)):
+            L.distill("t", seed, model).mkdir(parents=True)
+            L.distill_summary("t", seed, model).write_text(json.dumps({
+                "schedule": ["best"], "checkpoints": ["best"], "train_seconds": 10 * (1 + (model == "gkd")),
+                "teacher_seconds": teacher_seconds, "peak_rss_bytes": 350e6, "disk_bytes": 2e6}))
+            files["distill_summaries"].append(L.distill_summary("t", seed, model))
+    return files
+
+
+def test_compute_costs_reach_the_leaderboard_and_the_report(tmp_path):
+    lb = aggregate(methods=["td", "gkd"], profile="test", results_dir=str(tmp_path), **costs_run(tmp_path))
+    comp = lb["compute"]["tasks"]["t"]
+    assert comp["td"]["train_seconds"]["mean"] == 10 and comp["gkd"]["train_seconds"]["mean"] == 20
+    assert comp["gkd"]["teacher_seconds"]["values"] == [5.0, 6.0] and comp["td"]["teacher_seconds"]["mean"] == 0
+    assert comp["gkd"]["peak_rss_bytes"]["mean"] == 350e6  # the larger of distillation and evaluation
+    assert comp["gkd"]["disk_bytes"]["mean"] == 3e6  # the distilled model and the evaluation's records
+    assert comp["teacher_sft"]["train_seconds"]["mean"] == 100.5 and comp["teacher_sft"]["disk_bytes"]["mean"] == 41e6
+    zero_shot = comp["student_zero_shot"]
+    assert zero_shot["train_seconds"]["mean"] == 0 and zero_shot["disk_bytes"]["mean"] == 1e6
+    assert "teacher_seconds" not in zero_shot and "teacher_seconds" not in comp["teacher_sft"]  # distillations only
+    assert "student_sft" not in comp  # not recorded: no figure, rather than a zero
+    shared = lb["compute"]["teacher_outputs"]["t"]
+    assert shared["seconds"]["mean"] == 30.5 and shared["disk_bytes"]["mean"] == 60e6
+    assert shared["methods"] == ["gkd", "td"]
+    assert lb["compute"]["total"]["gkd"] == {"train_seconds": 20, "teacher_seconds": 5.5, "peak_rss_bytes": 350e6,
+                                             "disk_bytes": 3e6}
+    text = section(render(lb), "Compute")
+    for figure in ("20.0", "5.5", "30.5", "350.0", "3.0", "100.5", "41.0", "teacher outputs, shared (s)",
+                   "<td>1.0</td>"):  # the zero-shot row's 1 MB of records
+        assert f"{figure}" in text, figure
+    assert "<th class='row'>student-SFT</th>" not in text.split("<details>")[0]
+    assert _figure("disk_bytes", 28e3) == "<td>0.03</td>"  # kilobytes are not 0.0 MB
+
+
+def test_a_leaderboard_without_costs_says_so(leaderboard):
+    assert leaderboard["compute"]["tasks"] == {}
+    assert "recorded no costs" in section(render(leaderboard), "Compute")

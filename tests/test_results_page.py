@@ -141,3 +141,24 @@ def test_modified_data_is_said_on_the_page(tmp_path):
     (tmp_path / "pinned").mkdir()
     write_results_page(_results(tmp_path / "pinned"), tmp_path / "pinned.md", "snakemake --cores 2")
     assert "Modified data" not in (tmp_path / "pinned.md").read_text()
+
+
+def test_compute_figures_come_from_the_leaderboard(tmp_path):
+    results = _results(tmp_path)
+    page = write_and_read(results, tmp_path)
+    assert "## Compute" not in page  # a leaderboard without them: no section, no invented figures
+    lb = _leaderboard() | {"compute": {"total": {"scd+aw": {"train_seconds": 123.44, "teacher_seconds": 0.0,
+                                                             "peak_rss_bytes": 612.3e6, "disk_bytes": 5.54e6}},
+                                       "teacher_outputs_total": {"seconds": 40.0, "peak_rss_bytes": 700e6,
+                                                                 "disk_bytes": 61e6}}}
+    (results / "leaderboard.json").write_text(json.dumps(lb))
+    page = write_and_read(results, tmp_path)
+    assert "| `scd+aw` | 123.4 | 0.0 | 612.3 | 5.5 |" in page
+    assert "`teacher_sft`" not in page.split("## Compute")[1].split("Shared")[0]  # no figures: no row
+    assert "40.0 s, peak RSS 700.0 MB, 61.0 MB of cache" in page
+
+
+def write_and_read(results: Path, tmp_path: Path) -> str:
+    out = tmp_path / "page.md"
+    write_results_page(results, out, "snakemake --cores 2")
+    return out.read_text()

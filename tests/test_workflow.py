@@ -1,12 +1,14 @@
 """Integration: the smoke profile's whole workflow in a temporary directory, then its report, leaderboard and
 MLflow store; a second invocation must find nothing to do, and an interrupted run resumes with what is missing."""
 import json
+import os
 import shutil
 
 import pytest
 from conftest import dry_run, snakemake
 
-from scd.config import enabled_methods, load_config
+from scd.config import enabled_methods, load_config, stage_config
+from scd.layout import Layout
 from tasks import get_task, task_groups
 
 pytestmark = pytest.mark.integration
@@ -87,6 +89,21 @@ def test_mlflow_records_every_job_under_one_parent(smoke_run):
         assert r.data.tags["scd.method"] in MODELS
 
 
+def test_teacher_output_caches_are_deleted_once_read_and_the_costs_are_on_the_leaderboard(smoke_run):
+    _, results = smoke_run
+    L = Layout(results)
+    for task in TASKS:
+        for seed in SEEDS:
+            assert L.teacher_outputs_manifest(task, seed).is_file()
+            assert not list(L.teacher_outputs(task, seed).glob("*.safetensors"))  # temporary outputs
+    compute = json.loads(L.leaderboard().read_text())["compute"]
+    for method in METHODS:
+        assert set(compute["total"][method]) == {"train_seconds", "teacher_seconds", "peak_rss_bytes", "disk_bytes"}
+    assert set(compute["teacher_outputs"]) == set(TASKS)
+    assert compute["total"]["td"]["teacher_seconds"] == 0  # TD reads the cached outputs only
+    assert compute["total"]["teacher_sft"]["disk_bytes"] > compute["total"]["student_sft"]["disk_bytes"]  # trajectory
+
+
 def test_second_invocation_recomputes_nothing(smoke_run, shared_data):
     work, _ = smoke_run
     code, out = dry_run(work, data=shared_data)
@@ -100,6 +117,13 @@ def test_interrupted_run_resumes_with_the_unfinished_jobs_only(smoke_run, shared
     for f in ("pubmedqa/seed1/eval/td.json", "pubmedqa/seed1/eval/td.samples.jsonl", "leaderboard.json",
               "report.html"):
         (results / f).unlink()
+    # nor deleted the seed's teacher-output cache, a temporary output its last distillation would have read
+    manifest = Layout(results).teacher_outputs_manifest("pubmedqa", 1)
+    n = stage_config(SMOKE, "pubmedqa", "sft", "teacher").save_checkpoints
+    for name in [f"ckpt-{k}" for k in range(1, n)] + ["best"]:
+        cache = manifest.parent / f"{name}.safetensors"
+        cache.write_bytes(b"")
+        os.utime(cache, (manifest.stat().st_mtime,) * 2)
     code, out = dry_run(work, "--quiet", "rules", data=shared_data)
     assert code == 0
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()

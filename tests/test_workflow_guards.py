@@ -6,7 +6,7 @@ import re
 import pytest
 from conftest import REPO, dry_run, job_stats, snakemake
 
-from scd.config import enabled_methods, enabled_tasks, load_config
+from scd.config import enabled_methods, enabled_tasks, load_config, stage_config
 from scd.layout import Layout
 
 
@@ -80,9 +80,11 @@ def test_every_path_placeholder_in_the_snakefile_is_quoted():
 
 # --- a results directory without Snakemake's metadata: an enabled method or a deleted result is planned ------------
 
-def _copied_results(root):
+def _copied_results(root, keep_teacher_outputs=False):
     """A finished one-task, one-seed, `td` results directory as the layout has it, without .snakemake beside it
-    (as after a copy): every file a run leaves, in the order the jobs write them."""
+    (as after a copy): every file a run leaves, in the order the jobs write them. The teacher-output cache is a
+    temporary output (deleted once the distillations have read it), but the manifest beside it stays;
+    `keep_teacher_outputs`: the cache too, as `snakemake --notemp` leaves it."""
     L, stamp = Layout(root), [1_600_000_000]
 
     def make(path, directory=False):
@@ -98,6 +100,9 @@ def _copied_results(root):
         make(L.eval_summary(task, 0, f"{role}_zero_shot")), make(L.eval_samples(task, 0, f"{role}_zero_shot"))
         make(L.eval_summary(task, 0, f"{role}_sft")), make(L.eval_samples(task, 0, f"{role}_sft"))
     make(L.teacher_outputs_manifest(task, 0)), make(L.teacher_outputs(task, 0), directory=True)
+    n = stage_config(load_config("smoke"), task, "sft", "teacher").save_checkpoints  # dry_run's profile
+    for name in [f"ckpt-{k}" for k in range(1, n)] + ["best"] if keep_teacher_outputs else []:
+        make(L.teacher_outputs(task, 0) / f"{name}.safetensors")
     make(L.distill_summary(task, 0, "td")), make(L.distill(task, 0, "td"), directory=True)
     make(L.eval_summary(task, 0, "td")), make(L.eval_samples(task, 0, "td"))
     make(L.leaderboard()), make(L.report())
@@ -110,12 +115,25 @@ def test_a_copied_results_directory_plans_an_enabled_method_and_a_deleted_result
     base = ["--config", "tasks=[synthetic_subdomains]", "seeds=[0]", f"results_dir={results}"]
     code, out = dry_run(tmp_path, *base, "run_methods=[td]")
     assert code == 0 and "Nothing to be done" in out, out[-3000:]
+    # the teacher-output cache is gone (temporary): a method enabled now needs it again, and the seed's other
+    # distillations read the regenerated cache
     code, out = dry_run(tmp_path, *base, "run_methods=[td,scd+aw]")
     assert code == 0, out[-3000:]
-    assert job_stats(out) == {"distill": 1, "aggregate": 1, "report": 1, "all": 1}
+    assert job_stats(out) == {"teacher_outputs": 1, "distill": 2, "aggregate": 1, "report": 1, "all": 1}
     assert "distill/scd+aw" in out
-    L.distill_summary("synthetic_subdomains", 0, "td").unlink()
+    L.distill_summary("synthetic_subdomains", 0, "td").unlink()  # its distillation again: with the cache again
     code, out = dry_run(tmp_path, *base, "run_methods=[td]")
+    assert code == 0 and job_stats(out) == {"teacher_outputs": 1, "distill": 1, "aggregate": 1, "report": 1,
+                                            "all": 1}, out[-3000:]
+
+
+def test_a_kept_teacher_output_cache_lets_an_enabled_method_run_alone(tmp_path):
+    results = tmp_path / "copied" / "results"
+    _copied_results(results, keep_teacher_outputs=True)
+    base = ["--config", "tasks=[synthetic_subdomains]", "seeds=[0]", f"results_dir={results}"]
+    code, out = dry_run(tmp_path, *base, "run_methods=[td]")
+    assert code == 0 and "Nothing to be done" in out, out[-3000:]
+    code, out = dry_run(tmp_path, *base, "run_methods=[td,scd+aw]", "--notemp")
     assert code == 0 and job_stats(out) == {"distill": 1, "aggregate": 1, "report": 1, "all": 1}, out[-3000:]
 
 
@@ -136,3 +154,18 @@ def test_a_results_directory_with_a_space_works_and_nothing_is_written_beside_it
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "with", "with space"]
     assert sorted(p.name for p in results.iterdir()) == ["logs", "mlartifacts", "mlflow.db", "runs",
                                                          "synthetic_subdomains"]
+
+
+def test_tasks_with_different_trajectories_keep_their_teacher_output_caches(tmp_path, shared_data):
+    """A temporary output must be named file by file; when the tasks save different numbers of teacher checkpoints
+    the caches are directories, kept (planned, not an error)."""
+    results = tmp_path / "results"
+    L = Layout(results)
+    override = 'task_overrides={"pubmedqa": {"training": {"teacher": {"save_checkpoints": 1}}}}'
+    code, out = dry_run(tmp_path, "--config", "tasks=[synthetic_subdomains,pubmedqa]", "seeds=[0]",
+                        "run_methods=[td]", f"results_dir={results}", override, data=shared_data)
+    assert code == 0, out[-3000:]
+    outputs = re.findall(r"^rule teacher_outputs:\n(?:    .*\n)*?    output: (.*)$", out, re.M)
+    assert outputs and all(o.split(", ")[0] in (str(L.teacher_outputs(t, 0)) for t in ("synthetic_subdomains",
+                                                                                          "pubmedqa"))
+                           for o in outputs), out[-3000:]

@@ -96,6 +96,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
             "groups": groups, "group_cells": group_cells,
             "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows, distilled),
             "ablations": ablation_results(runs, ablations or {}, distilled, manifests),
+            "compute": compute_costs(runs, [r for r in rows if cells.get(r)], distilled, manifests),
             "data_modified": {t: m["data_modified"] for t, m in sorted(prepared.items()) if m.get("data_modified")},
             "data_checks": {t: m["data_checks"] for t, m in sorted(prepared.items()) if m.get("data_checks")}}
 
@@ -246,3 +247,79 @@ def decomposition(samples: dict[tuple, Path], rows: list[str]) -> dict:
         out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
                      for m, ds in models.items() if m in rows}
     return out
+
+
+COSTS = ("train_seconds", "teacher_seconds", "peak_rss_bytes", "disk_bytes")
+
+
+def compute_costs(runs: list[dict], rows: list[str], distilled: dict[tuple, dict], manifests: dict[tuple, dict]
+                  ) -> dict:
+    """What each row's jobs cost, from the jobs' own records: per task and row, mean/std over seeds of the training
+    seconds (SFT, or distillation), the seconds a distillation ran the teacher live (on-policy samples, generated
+    responses), the peak resident memory of the row's jobs (the larger of training and test evaluation) and the
+    bytes they left (model directories, with the teacher's trajectory for teacher_sft, and the evaluation's
+    samples). The shared teacher-output job of each task and seed (one pass per checkpoint, read by every
+    distillation of the seed) is given apart: `teacher_outputs`. `total`: per row, the seconds and bytes summed
+    over tasks and the largest peak memory (rows with a figure for every task). A figure some run did not record
+    (results of older code) is left out rather than counted as zero."""
+    tasks = sorted({r["task"] for r in runs})
+    per_task: dict = {}
+    for task in tasks:
+        for row in rows:
+            mine = [r for r in runs if r["task"] == task and r["model"] == row]
+            records = [_run_costs(r, distilled.get(_key(r))) for r in mine]
+            entry = {k: mean_std(v) for k in COSTS if records and None not in (v := [c[k] for c in records])}
+            # (a figure missing from one seed's record is left out for the row: a mean of fewer seeds would hide it)
+            if entry:
+                per_task.setdefault(task, {})[row] = entry
+    shared: dict = {}
+    for task in tasks:
+        records = [_teacher_outputs_costs(m) for (t, _), m in sorted(manifests.items()) if t == task]
+        entry = {k: mean_std(v) for k in ("seconds", "peak_rss_bytes", "disk_bytes")
+                 if records and None not in (v := [c[k] for c in records])}
+        if entry:
+            methods = sorted({r["model"] for r in runs if r["task"] == task and _key(r) in distilled})
+            shared[task] = entry | {"methods": methods}
+    total: dict = {}
+    for row in rows:
+        mine = [per_task.get(t, {}).get(row) for t in tasks]
+        if not tasks or None in mine:
+            continue
+        total[row] = {k: (max if k == "peak_rss_bytes" else sum)(e[k]["mean"] for e in mine)
+                      for k in COSTS if all(k in e for e in mine)}
+    shared_total = {k: (max if k == "peak_rss_bytes" else sum)(shared[t][k]["mean"] for t in shared)
+                    for k in ("seconds", "peak_rss_bytes", "disk_bytes") if shared and all(k in e for e in
+                                                                                          shared.values())}
+    return {"tasks": per_task, "teacher_outputs": shared, "total": total, "teacher_outputs_total": shared_total}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _run_costs(run: dict, distilled: dict | None) -> dict:
+    """One run's costs: its training job's (the distillation summary, or the SFT job's as its evaluation copied
+    them) with its evaluation's. Zero-shot rows train nothing (0 s); a trained row without its training's record
+    (results of older code) has no figures. Only a distillation has a live teacher."""
+    evaluation = [_number(run.get(k)) for k in ("peak_rss_bytes", "disk_bytes")]
+    if run["model"].endswith("_zero_shot"):
+        return {"train_seconds": 0.0, "teacher_seconds": None, "peak_rss_bytes": evaluation[0],
+                "disk_bytes": evaluation[1]}
+    train = distilled if distilled is not None else run.get("training")
+    if not isinstance(train, dict):
+        return dict.fromkeys(COSTS)
+    rss, disk = [evaluation[0], _number(train.get("peak_rss_bytes"))], [evaluation[1], _number(train.get("disk_bytes"))]
+    return {"train_seconds": _number(train.get("train_seconds")),
+            "teacher_seconds": _number(train.get("teacher_seconds")) if distilled is not None else None,
+            "peak_rss_bytes": None if None in rss else max(rss),
+            "disk_bytes": None if None in disk else sum(disk)}
+
+
+def _teacher_outputs_costs(manifest: dict) -> dict:
+    checkpoints = manifest.get("checkpoints") or {}
+    seconds = _number(manifest.get("seconds"))
+    if seconds is None and checkpoints:
+        values = [_number(c.get("seconds")) for c in checkpoints.values()]
+        seconds = None if None in values else sum(values)
+    return {"seconds": seconds, "peak_rss_bytes": _number(manifest.get("peak_rss_bytes")),
+            "disk_bytes": _number(manifest.get("disk_bytes"))}

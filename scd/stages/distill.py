@@ -35,6 +35,7 @@ from scd.plots import histogram_svg
 from scd.prepared import Prepared
 from scd.runtime import setup
 from scd.settings import DistillJob
+from scd.stages.costs import Stopwatch, disk_bytes, peak_rss_bytes
 from scd.train import train
 
 HIST_BINS = 20  # AW weight histograms over [0, 1]
@@ -90,6 +91,7 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
                             bool((job.student or {}).get("gradient_checkpointing"))).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
     live = live_teacher(prep, teacher, device, job.precision, batch_size)
+    teacher_time = Stopwatch().wrap(live, "forward", "generate", "response_logits", "outputs")  # the live teacher's
     cache = open_cache(prep, live, phase.transfer, teacher_cache)
     ctx = StageContext(live.checkpoints(job.trajectory), cache, model, cache.train_rows, pad,
                        probe=ProbeSet.sample(cache.train_rows, phase.probe_size, seed, pad, vocab),
@@ -130,6 +132,8 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
         save_best(model, prep.tokenizer, best, objective, tmp, log)
         summary = summarise(method_name, seed, prep.task.name, method, ctx, histograms, summaries, best, started,
                             log)
+        summary |= {"teacher_seconds": teacher_time.seconds, "peak_rss_bytes": peak_rss_bytes(),
+                    "disk_bytes": disk_bytes(tmp)}  # the compute table's (the cached teacher outputs: not counted)
         write_json(tmp / "summary.json", summary)
     return summary
 

@@ -11,6 +11,9 @@ from scd.models import build_model, load_trained
 from scd.prepared import Prepared
 from scd.runtime import autocast, setup
 from scd.settings import EvaluateJob, ZeroShotJob
+from scd.stages.costs import disk_bytes, peak_rss_bytes
+
+TRAINING_COSTS = ("train_seconds", "peak_rss_bytes", "disk_bytes")
 
 
 def evaluate_model(job: EvaluateJob | ZeroShotJob, model_dir, name: str, seed: int, data, out) -> dict:
@@ -39,7 +42,10 @@ def evaluate_model(job: EvaluateJob | ZeroShotJob, model_dir, name: str, seed: i
                                                          "split": "test", "run_id": log.run_id, "mode": mode}
         train_summary = Path(model_dir) / "summary.json" if model_dir else None
         if train_summary and train_summary.exists():
-            summary["train_run_id"] = json.loads(train_summary.read_text()).get("run_id")
+            trained = json.loads(train_summary.read_text())
+            summary["train_run_id"] = trained.get("run_id")
+            if "method" not in trained:  # an SFT job's costs, for the compute table (a distillation's: its summary)
+                summary["training"] = {k: trained[k] for k in TRAINING_COSTS if k in trained}
         metrics = {f"test/{k}": v for k, v in summary["scores"].items()}
         metrics["test/mean_gold_nll"] = summary.get("mean_gold_nll", 0)
         metrics |= {f"test/{k}/{sub}": v for sub, s in summary["subdomains"].items() for k, v in s["scores"].items()}
@@ -47,5 +53,6 @@ def evaluate_model(job: EvaluateJob | ZeroShotJob, model_dir, name: str, seed: i
         samples = out.with_suffix(".samples.jsonl")
         write_jsonl(samples, records)
         log.artifact_file(samples)
+    summary |= {"peak_rss_bytes": peak_rss_bytes(), "disk_bytes": disk_bytes(samples)}  # this job's
     write_json(out, summary)
     return summary

@@ -15,6 +15,7 @@ from scd.models import build_model, count_parameters, forward_responses, save_tr
 from scd.prepared import Prepared
 from scd.runtime import setup
 from scd.settings import SFTJob
+from scd.stages.costs import disk_bytes, peak_rss_bytes
 from scd.tokens import masked_mean, response_mask, token_ce
 from scd.train import checkpoint_schedule, train
 
@@ -52,5 +53,6 @@ def sft(job: SFTJob, seed: int, data: Path, out: Path) -> dict:
         summary |= {"role": role, "seed": seed, "task": prep.task.name, "parameters": count_parameters(model),
                     "checkpoints": {name: step for step, name in ckpts.items()}, "run_id": log.run_id}
         log({"best_val_score": summary["best_val_score"]}, summary["steps"])
+        summary |= {"peak_rss_bytes": peak_rss_bytes(), "disk_bytes": disk_bytes(tmp)}  # the compute table's
         write_json(tmp / "summary.json", summary)
     return summary

@@ -10,6 +10,7 @@ from scd.distill.teacher import live_teacher, transfer_prompts
 from scd.prepared import Prepared
 from scd.runtime import setup
 from scd.settings import TeacherOutputsJob
+from scd.stages.costs import peak_rss_bytes
 
 
 def write_teacher_outputs(job: TeacherOutputsJob, seed: int, data: Path, teacher: Path, out: Path) -> dict:
@@ -28,5 +29,8 @@ def write_teacher_outputs(job: TeacherOutputsJob, seed: int, data: Path, teacher
             manifest["checkpoints"][name] = {"seconds": time.perf_counter() - start,
                                              "cache_bytes": (tmp / f"{name}.safetensors").stat().st_size,
                                              "checkpoint_bytes": ckpt_bytes}
+        manifest |= {"seconds": sum(c["seconds"] for c in manifest["checkpoints"].values()),
+                     "disk_bytes": sum(c["cache_bytes"] for c in manifest["checkpoints"].values()),
+                     "peak_rss_bytes": peak_rss_bytes()}  # the compute table's shared teacher cost
         write_json(tmp / "manifest.json", manifest)
     return manifest
