@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from scd.tokenizer import load_tokenizer
-from scd.tokens import response_columns
+from scd.tokens import response_columns, response_mask
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -230,3 +231,53 @@ def forward_responses(model, batch: dict, **kwargs):
     keep = response_columns(batch["labels"]).to(batch["input_ids"].device)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep, **kwargs)
     return out, batch["labels"][:, keep]
+
+
+GROUP_OVERHEAD = 64  # a forward call's fixed cost, in padded positions: what splitting a batch must save to pay
+
+
+def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD) -> list[list[int]]:
+    """The row indices of a batch split into groups of similar length (each in increasing length), chosen to
+    minimise the positions a forward pass computes, sum over groups of rows * longest length, plus `overhead`
+    per group (exact dynamic programme over the rows sorted by length). One group when splitting does not pay."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sizes = [lengths[i] for i in order]
+    best, cut = [0] + [None] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):  # the last group is order[i:j]; its longest row is sizes[j - 1]
+            cost = best[i] + (j - i) * sizes[j - 1] + overhead
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(order[cut[j]: j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def logits_at(model, batch: dict, keep: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
+    """The model's logits [B, K, V] at the kept columns `keep` of a right-padded batch (0 at a row's columns past
+    its last response label, which every loss masks out), computed where they are used only: the output head
+    runs at the kept columns, each row's sequence stops at its last response label (a causal model's earlier
+    positions never see later ones), and rows of similar length run together (`length_groups`), so padding
+    costs little. `vocab`: cut the logits to the real vocabulary. Gradients flow as through one forward pass."""
+    mask = response_mask(batch["labels"])
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    ends = torch.where(mask, positions + 1, 0).amax(1).tolist()
+    groups = length_groups(ends)
+    out = None
+    for rows in groups:
+        end = max(1, max(ends[i] for i in rows))
+        cols = keep[keep < end]
+        idx = torch.tensor(rows, device=mask.device)
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        if len(groups) > 1:
+            ids, attn = ids[idx], attn[idx]
+        logits = model(input_ids=ids[:, :end], attention_mask=attn[:, :end], logits_to_keep=cols).logits
+        logits = logits if vocab is None else logits[..., :vocab]
+        if len(groups) == 1:
+            return logits
+        if out is None:
+            out = logits.new_zeros(mask.shape[0], keep.numel(), logits.shape[-1])
+        out = out.index_put((idx,), F.pad(logits, (0, 0, 0, keep.numel() - cols.numel())))
+    return out

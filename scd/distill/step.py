@@ -11,6 +11,8 @@ import torch
 from scd.distill.methods import Method
 from scd.distill.parts import Objective
 from scd.distill.teacher import LiveTeacher, TeacherCache
+from scd.models import logits_at
+from scd.runtime import autocast
 from scd.tokens import response_columns, response_mask
 
 
@@ -37,30 +39,41 @@ class DistillStep:
         if live:  # sequences the cache has never seen: the checkpoint in use runs on them
             n_tokens = int(response_mask(batch["labels"]).sum())
         full, keep = batch, None
-        if not method.uses_hidden:  # the output head at the response columns only (scd.models.forward_responses)
+        if method.uses_hidden:  # objectives that read hidden states get every position
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_hidden_states=True)
+            student_logits = out.logits[..., :self.vocab_size]
+        else:  # the output head at the response columns only (scd.models.logits_at)
             keep = response_columns(batch["labels"])
+            student_logits = logits_at(model, batch, keep, self.vocab_size)
             batch = dict(batch, labels=batch["labels"][:, keep])
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=method.uses_hidden, **({} if keep is None else {"logits_to_keep": keep}))
         teacher_logits, inputs = None, {}
         if method.needs_teacher:
             teacher_logits, teacher_hidden = self.teacher(batch, full, keep, live)
             if method.uses_hidden:
                 inputs = self.objective_inputs(model, out.hidden_states[-1], teacher_hidden, batch["input_ids"])
         weights = method.weighting.weights(batch, method.alpha)
-        return method.loss(out.logits[..., :self.vocab_size], teacher_logits, batch["labels"], weights,
+        return method.loss(student_logits, teacher_logits, batch["labels"], weights,
                            batch["labelled"], n_tokens, **inputs)
 
     def teacher(self, batch: dict, full: dict, keep: torch.Tensor | None,
                 live: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The checkpoint's logits on the batch (at the kept columns), and its hidden states where the method uses
         them. Live: a forward pass on the whole sequence (`full`), its logits cut to the same columns."""
+        if live and keep is not None and not self.method.uses_hidden:
+            return self.live_logits(full, keep), None
         if live:
             logits, hidden = self.live.forward(self.checkpoint, full)
             return (logits if keep is None else logits[:, keep]), hidden
         logits = self.cache.logits(self.checkpoint, batch)
         hidden = self.cache.logits(self.checkpoint, batch, kind="hidden") if self.method.uses_hidden else None
         return logits, hidden
+
+    def live_logits(self, batch: dict, keep: torch.Tensor) -> torch.Tensor:
+        """The checkpoint's float32 logits [B, K, vocab] at the kept columns of the batch, computed only where a
+        loss reads them (scd.models.logits_at): the prompt's logits are never used."""
+        with torch.no_grad(), autocast(self.live.precision, self.live.device):
+            return logits_at(self.live.model(self.checkpoint), batch, keep, self.vocab_size).float()
 
     def objective_inputs(self, model: torch.nn.Module, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                          input_ids: torch.Tensor) -> dict:
