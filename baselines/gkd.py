@@ -45,12 +45,13 @@ class OnPolicy:
         return self._rows
 
     def sample(self, model, prompts: list[list[int]], tokenizer, max_new_tokens: int) -> list[list[int]]:
-        """Student samples (temperature `sampling_temperature`, no top-k/top-p), EOS kept: it is a target too."""
+        """Student samples (temperature `sampling_temperature`, no top-k/top-p), EOS kept: it is a target too. One
+        batched pass over the student's KV cache (scd.evaluate.generate_ids: the tokens transformers' `generate`
+        draws from the same random state, without its per-call overhead)."""
         was_training = model.training
         model.eval()
         samples = generate_ids(model, prompts, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens,
-                               next(model.parameters()).device, do_sample=True, temperature=self.temperature,
-                               top_k=0, top_p=1.0)
+                               next(model.parameters()).device, do_sample=True, temperature=self.temperature)
         model.train(was_training)
         return samples
 

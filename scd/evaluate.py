@@ -13,16 +13,25 @@ from scd.data import Encoded, collate, encode
 from scd.models import forward_responses
 from scd.prepared import Prepared
 from scd.runtime import autocast
-from scd.tokens import per_sample_mean, response_mask, token_ce
+from scd.tokens import nll, per_sample_mean, response_mask, token_ce
+
+
+def by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of row indices, longest rows first, so that each batch's rows are of similar length and little of
+    it is padding; callers put results back in row order. Stable: rows of equal length keep their order."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[s: s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
 def gold_nll(model, encoded: list[Encoded], pad_id: int, batch_size: int, device) -> list[float]:
-    out: list[float] = []
-    for start in range(0, len(encoded), batch_size):
-        batch = {k: v.to(device) for k, v in collate(encoded[start: start + batch_size], pad_id).items()}
+    """Per row, the mean NLL of its answer tokens (EOS included) after its prompt, teacher-forced."""
+    out: list[float] = [0.0] * len(encoded)
+    for idx in by_length([len(e.prompt_ids) + len(e.answer_ids) for e in encoded], batch_size):
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
         output, labels = forward_responses(model, batch)
-        out += per_sample_mean(token_ce(output.logits, labels), response_mask(labels)).tolist()
+        for i, v in zip(idx, per_sample_mean(token_ce(output.logits, labels), response_mask(labels)).tolist()):
+            out[i] = v
     return out
 
 
@@ -46,27 +55,155 @@ def response_logits(model, rows: list[Encoded], pad_id: int, vocab: int, batch_s
 
 @torch.no_grad()
 def generate_ids(model, prompts: list[list[int]], pad: int, eos: int, max_new_tokens: int, device,
-                 **sampling) -> list[list[int]]:
-    """Continuations of left-padded prompts, each cut after its first EOS (kept). Greedy unless `sampling`
-    says otherwise (e.g. do_sample=True, temperature=1.0)."""
+                 do_sample: bool = False, temperature: float = 1.0) -> list[list[int]]:
+    """Continuations of left-padded prompts, each cut after its first EOS (kept): greedy, or with `do_sample`
+    drawn from the whole distribution at `temperature` (no top-k, no top-p).
+
+    Our own loop over the model's KV cache, one forward per new token for the whole batch. It makes the forwards
+    transformers' `generate` makes (the prompt once, then each new token with the cache; positions counted from
+    the attention mask; finished rows continue on padding), takes the same argmax or the same softmax and
+    multinomial draw, so it returns the same tokens from the same random state, without `generate`'s per-call
+    set-up and per-token bookkeeping, which cost more than a small model's forward."""
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                         **({"do_sample": False} | sampling), pad_token_id=pad, eos_token_id=eos)
-    return [row[: row.index(eos) + 1] if eos in row else row for row in out[:, width:].tolist()]
+    pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    unfinished = torch.ones(len(prompts), dtype=torch.long, device=device)
+    new: list[torch.Tensor] = []
+    pos = pos[:, -1:]
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        if do_sample:
+            if temperature != 1.0:
+                logits = logits / temperature
+            token = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+        else:
+            token = logits.argmax(-1)
+        token = token * unfinished + pad * (1 - unfinished)
+        new.append(token)
+        unfinished = unfinished & (token != eos).long()
+        if step == max_new_tokens - 1 or not unfinished.any():
+            break
+        attn = torch.cat([attn, attn.new_ones(len(prompts), 1)], dim=-1)
+        pos = pos + 1
+        out = model(input_ids=token[:, None], attention_mask=attn, position_ids=pos, cache=out.cache,
+                    use_cache=True)
+    rows = torch.stack(new, dim=1).tolist() if new else [[] for _ in prompts]
+    return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
 
 
 @torch.no_grad()
 def generate(model, tokenizer, encoded: list[Encoded], max_new_tokens: int, batch_size: int, device) -> list[str]:
-    """Greedy decoding from left-padded prompts; the text up to the first EOS."""
+    """Greedy decoding from left-padded prompts (batched by prompt length); the text up to the first EOS."""
     eos = tokenizer.eos_token_id
-    texts: list[str] = []
-    for start in range(0, len(encoded), batch_size):
-        prompts = [e.prompt_ids for e in encoded[start: start + batch_size]]
-        for row in generate_ids(model, prompts, tokenizer.pad_token_id, eos, max_new_tokens, device):
-            texts.append(tokenizer.decode(row[:-1] if row and row[-1] == eos else row, skip_special_tokens=True))
+    texts: list[str] = [""] * len(encoded)
+    for idx in by_length([len(e.prompt_ids) for e in encoded], batch_size):
+        prompts = [encoded[i].prompt_ids for i in idx]
+        for i, row in zip(idx, generate_ids(model, prompts, tokenizer.pad_token_id, eos, max_new_tokens, device)):
+            texts[i] = tokenizer.decode(row[:-1] if row and row[-1] == eos else row, skip_special_tokens=True)
     return texts
+
+
+def _packed(packs: list[tuple[list[int], list[list[int]]]], pad_id: int, eager: bool):
+    """One batch of packs (a prompt and the answers scored after it) laid out as one sequence each: the prompt
+    left-padded to a common end, then one slot per answer, each slot as wide as its widest answer in the batch.
+    Returns input ids, the 4D attention mask that lets an answer see its prompt and its own earlier tokens only
+    (never another answer, never padding), position ids (every answer continues its prompt's positions, as if it
+    were alone after it), the logit columns to keep and, per pack and answer, the kept-column indices that predict
+    its tokens."""
+    width = max(len(p) for p, _ in packs)
+    slot = [max((len(a[j]) for _, a in packs if j < len(a)), default=0) for j in range(max(len(a) for _, a in packs))]
+    starts = [width + sum(slot[:j]) for j in range(len(slot))]
+    length = width + sum(slot)
+    ids, seg, pos = [], [], []
+    for prompt, answers in packs:
+        n = len(prompt)
+        row_ids, row_seg, row_pos = [pad_id] * (width - n) + prompt, [-1] * (width - n) + [0] * n, \
+            [0] * (width - n) + list(range(n))
+        for j, w in enumerate(slot):
+            a = answers[j] if j < len(answers) else []
+            row_ids += a + [pad_id] * (w - len(a))
+            row_seg += [j + 1] * len(a) + [-1] * (w - len(a))
+            row_pos += list(range(n, n + len(a))) + [0] * (w - len(a))
+        ids.append(row_ids), seg.append(row_seg), pos.append(row_pos)
+    seg_t = torch.tensor(seg)
+    q = torch.arange(length)
+    sk, sq = seg_t[:, None, :], seg_t[:, :, None]
+    allowed = (q[:, None] >= q[None, :]) & (sk >= 0) & ((sk == 0) | (sk == sq))
+    allowed |= torch.eye(length, dtype=torch.bool)  # padding attends to itself: no empty softmax, no NaN
+    mask = allowed[:, None]
+    if eager:  # eager attention adds the mask to the scores; SDPA takes it as booleans
+        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    keep = [width - 1] + [c for j, w in enumerate(slot) for c in range(starts[j], starts[j] + w - 1)]
+    column = {c: k for k, c in enumerate(keep)}
+    predictors = [[[0] + [column[starts[j] + t] for t in range(len(a) - 1)] for j, a in enumerate(answers)]
+                  for _, answers in packs]
+    return torch.tensor(ids), mask, torch.tensor(pos), torch.tensor(keep), predictors
+
+
+@torch.no_grad()
+def option_scores(model, packs: list[tuple[list[int], list[list[int]]]], pad_id: int, batch_size: int,
+                  device) -> list[list[float]]:
+    """Per pack (a prompt and the answers to score after it), each answer's total log-probability after the
+    prompt. The prompt is encoded once per pack and every answer scored from one forward of the packed sequence
+    (see `_packed`): the same numbers as one forward of prompt + answer per answer, at the cost of about one."""
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    out: list[list[float]] = [[] for _ in packs]
+    for idx in by_length([len(p) + sum(map(len, a)) for p, a in packs], batch_size):
+        ids, mask, pos, keep, predictors = _packed([packs[i] for i in idx], pad_id, eager)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                       logits_to_keep=keep.to(device), use_cache=False).logits
+        rows, cols, targets, owner = [], [], [], []
+        for b, i in enumerate(idx):
+            for j, (answer, at) in enumerate(zip(packs[i][1], predictors[b])):
+                rows += [b] * len(answer)
+                cols += at
+                targets += answer
+                owner += [(i, j)] * len(answer)
+        token = nll(logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)],
+                    torch.tensor(targets, device=device)).tolist()
+        for i in idx:
+            out[i] = [0.0] * len(packs[i][1])
+        for (i, j), v in zip(owner, token):
+            out[i][j] -= v
+    return out
+
+
+@torch.no_grad()
+def score_choices(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int,
+                  device) -> tuple[list[list[str]], list[list[float]], list[list[Encoded]]]:
+    """Per row: its choices, each choice's total log-probability of its answer text (the task's answer format,
+    then EOS) after the prompt, and the encoded (prompt, answer) of each choice. Options of a row that share the
+    encoded prompt (all of them unless truncation differs by answer length) are scored from one encoding of it."""
+    per_row = [row.get("choices") or task.choices() for row in rows]
+    options = [dict(row, answer=task.answer_for(c)) for row, cs in zip(rows, per_row) for c in cs]
+    encoded = encode(options, tokenizer, max_length)
+    packs: list[tuple[list[int], list[list[int]]]] = []
+    where: list[tuple[int, int]] = []  # per option: its pack and its place there
+    at = 0
+    for cs in per_row:
+        mine: dict[tuple[int, ...], int] = {}
+        for e in encoded[at: at + len(cs)]:
+            k = mine.setdefault(tuple(e.prompt_ids), len(packs))
+            if k == len(packs):
+                packs.append((e.prompt_ids, []))
+            where.append((k, len(packs[k][1])))
+            packs[k][1].append(e.answer_ids)
+        at += len(cs)
+    scores = option_scores(model, packs, tokenizer.pad_token_id, batch_size, device)
+    flat = [scores[k][j] for k, j in where]
+    out_scores, out_encoded, at = [], [], 0
+    for cs in per_row:
+        out_scores.append(flat[at: at + len(cs)])
+        out_encoded.append(encoded[at: at + len(cs)])
+        at += len(cs)
+    return per_row, out_scores, out_encoded
+
+
+def best_choice(choices: list[str], scores: list[float]) -> str:
+    """The choice with the highest score; the first of equals."""
+    return choices[max(range(len(choices)), key=scores.__getitem__)]
 
 
 @torch.no_grad()
@@ -74,21 +211,8 @@ def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size
     """Option scoring: per row, the choice whose answer text (the task's answer format, then EOS) gets the highest
     total log-probability after the prompt. A row may narrow the task's choices (`choices`: e.g. RRTNM's N and M
     questions have fewer options than T)."""
-    per_row = [row.get("choices") or task.choices() for row in rows]
-    options = [dict(row, answer=task.answer_for(c)) for row, cs in zip(rows, per_row) for c in cs]
-    encoded = encode(options, tokenizer, max_length)
-    scores: list[float] = []
-    for start in range(0, len(encoded), batch_size):
-        rows_ = collate(encoded[start: start + batch_size], tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in rows_.items()}
-        output, labels = forward_responses(model, batch)
-        scores += (-token_ce(output.logits, labels).sum(-1)).tolist()
-    out, at = [], 0
-    for cs in per_row:
-        mine = scores[at: at + len(cs)]
-        out.append(cs[max(range(len(cs)), key=mine.__getitem__)])
-        at += len(cs)
-    return out
+    per_row, scores, _ = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
+    return [best_choice(cs, sc) for cs, sc in zip(per_row, scores)]
 
 
 def evaluation_mode(task, mode: str | None = "task") -> str:
@@ -102,23 +226,38 @@ def evaluation_mode(task, mode: str | None = "task") -> str:
 
 def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device,
             with_nll: bool = True, mode: str | None = None) -> list[dict]:
-    """Per-row records: generated (or chosen) output, parsed prediction, gold, and the gold answer's NLL."""
+    """Per-row records: generated (or chosen) output, parsed prediction, gold, and the gold answer's NLL. Under
+    option scoring the gold answer's NLL comes from the forward that scored the options, when the gold answer
+    text is one of them (its score is minus the summed NLL); other rows, and generation, take one teacher-forced
+    forward of the gold answer."""
     model.eval()
     mode = mode or task.evaluation["mode"]
     encoded = encode(rows, tokenizer, max_length)
+    nll_: list[float | None] = [None] * len(rows)
     if mode == "generate":
         raw = generate(model, tokenizer, encoded, task.evaluation.get("max_new_tokens", 8), batch_size, device)
         preds = [task.parse(t) for t in raw]
     elif mode == "choices":
-        raw = choose(model, tokenizer, task, rows, max_length, batch_size, device)
+        per_row, scores, options = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
+        raw = [best_choice(cs, sc) for cs, sc in zip(per_row, scores)]
         preds = raw  # already a declared choice: nothing to parse
+        for i, (e, sc, opts) in enumerate(zip(encoded, scores, options)):
+            same = [s for s, o in zip(sc, opts) if o.answer_ids == e.answer_ids and o.prompt_ids == e.prompt_ids]
+            if same:
+                nll_[i] = -same[0] / len(e.answer_ids)
     else:
         raise ValueError(f"task {task.name!r}: unknown evaluation mode {mode!r}; use generate or choices")
     golds = [task.gold(r) for r in rows]
-    nll = gold_nll(model, encoded, tokenizer.pad_token_id, batch_size, device) if with_nll else [None] * len(rows)
+    if with_nll:
+        missing = [i for i, n in enumerate(nll_) if n is None]
+        for i, n in zip(missing, gold_nll(model, [encoded[i] for i in missing], tokenizer.pad_token_id, batch_size,
+                                          device)):
+            nll_[i] = n
+    else:
+        nll_ = [None] * len(rows)
     return [{"id": r["id"], "subdomain": r.get("subdomain"), "output": t, "pred": p, "gold": g,
              "correct": p == g, "gold_nll": n}
-            for r, t, p, g, n in zip(rows, raw, preds, golds, nll)]
+            for r, t, p, g, n in zip(rows, raw, preds, golds, nll_)]
 
 
 def summarize(task, records: list[dict], rows: list[dict]) -> dict:
