@@ -96,7 +96,7 @@ class Job:
     results_dir: str = "results"
     threads: int = 1                     # torch threads
     device: str = "cpu"                  # cpu | cuda | auto
-    precision: str = "fp32"              # fp32 | bf16 autocast of model forwards (losses and softmax stay float32)
+    precision: str = "fp32"              # fp32 | bf16 | auto autocast of model forwards (losses, softmax float32)
     log_every: int = 10                  # optimizer steps between logged training metrics
     evaluation: Evaluation = Evaluation()
     mlflow: Tracking = Tracking()

@@ -30,6 +30,7 @@ from scd.checkout import git_state
 from scd.data import write_json
 from scd.dicts import flatten
 from scd.layout import Layout
+from scd.runtime import native_bf16
 from scd.settings import Job, to_dict
 
 PARENT_ENV = "SCD_MLFLOW_PARENT_RUN"
@@ -58,7 +59,8 @@ def owner_tags(job: Job) -> dict[str, str]:
 
 def environment(device: str) -> dict[str, str]:
     env = {"python": platform.python_version(), "platform": platform.platform(), "device": device,
-           "torch_threads": str(torch.get_num_threads()), "cpu_count": str(os.cpu_count())}
+           "torch_threads": str(torch.get_num_threads()), "cpu_count": str(os.cpu_count()),
+           "native_bf16": str(native_bf16(torch.device(device).type))}  # what precision: auto resolves to
     for pkg in PACKAGES:
         try:
             env[f"version.{pkg}"] = version(pkg)
