@@ -23,8 +23,10 @@ a sync later, in one process for the whole workflow: `tracking sync` times `scd 
 repeats wrote (its MLflow import and store opening included; per record: divided by their number); it is not part
 of any job. The listing commands are timed as whole processes (`python -m scd.cli ...`).
 
-Sides alternate (this, reference, this, ...) within each repeat and medians are printed, with `ratio` = this /
-reference. The machine is shared: read the ratios, and the absolute times only with the load printed beside them.
+Each stage row gives wall seconds, then (after `|`) the CPU seconds of the job's process for the same part: on a
+shared machine the CPU time is the steadier figure (waiting for a core is not in it). Sides alternate (this,
+reference, this, ...) within each repeat and medians are printed, with `ratio` = this / reference. The machine is
+shared: read the ratios, and the absolute times only with the load printed beside them.
 """
 from __future__ import annotations
 
@@ -60,23 +62,25 @@ PARTS = ("interpreter", "torch", "transformers", "other imports", "config", "tra
 # then the `scd` arguments. Prints one JSON line of marks.
 DRIVER = r"""
 import time
-marks = {"interpreter": time.monotonic()}
+def now():
+    return [time.monotonic(), time.process_time()]
+marks = {"interpreter": now()}
 import sys, json, importlib
 import torch
-marks["torch"] = time.monotonic()
+marks["torch"] = now()
 import transformers
 transformers.LlamaForCausalLM, transformers.AutoModelForCausalLM
-marks["transformers"] = time.monotonic()
+marks["transformers"] = now()
 from scd import cli
 stage = importlib.import_module(sys.argv[2])
 from scd import tracking
-marks["other imports"] = time.monotonic()
+marks["other imports"] = now()
 
 class Reached(BaseException):
     pass
 
 def reached(job, *args, **kwargs):
-    marks["config"] = time.monotonic()
+    marks["config"] = now()
     raise Reached(job)
 
 setattr(stage, sys.argv[3], reached)
@@ -87,8 +91,8 @@ except Reached as r:
     job = r.args[0]
 with tracking.job_run(job, "startup-benchmark", {"stage": "benchmark"}, {"seed": 0}):
     pass
-marks["tracking"] = time.monotonic()
-print(json.dumps({"start": float(sys.argv[1]), **marks}))
+marks["tracking"] = now()
+print(json.dumps({"start": [float(sys.argv[1]), 0.0], **marks}))
 """
 
 JOB_JSON = r"""
@@ -129,14 +133,15 @@ class Side:
         _run(code_dir, ["-c", f"import sys; {store}; from scd.settings import job_from_json; "
                               "m.init_store(job_from_json('prepare', sys.argv[1]))", self.jobs["prepare"]], self.work)
 
-    def stage(self, command: str) -> dict[str, float]:
+    def stage(self, command: str) -> dict[str, tuple[float, float]]:
+        """{part: (wall seconds, CPU seconds of the process)}."""
         module, entry, _, extra = STAGES[command]
         argv = [command, "--task", TASK, "--config", self.jobs[command]] + [a.format(w=self.work) for a in extra]
         out = _run(self.code, ["-c", DRIVER, repr(time.monotonic()), module, entry, *argv], self.work)
         marks = json.loads(out.strip().splitlines()[-1])
         times, last = {}, marks["start"]
         for part in PARTS:
-            times[part], last = marks[part] - last, marks[part]
+            times[part], last = (marks[part][0] - last[0], marks[part][1] - last[1]), marks[part]
         return times
 
     def listing(self, args: list[str]) -> float:
@@ -181,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     sync = {s.name: s.sync() for s in sides}
     load = max(load, os.getloadavg()[0])
 
-    def med(side: str, command: str, part: str | None) -> float:
-        runs = stage_times[(side, command)]
+    def med(side: str, command: str, part: str | None, clock: int) -> float:
+        runs = [{k: v[clock] for k, v in t.items()} for t in stage_times[(side, command)]]
         if part is None:
             return statistics.median(sum(t.values()) - t["tracking"] for t in runs)
         if part == "total":
@@ -190,22 +195,25 @@ def main(argv: list[str] | None = None) -> None:
         return statistics.median(t[part] for t in runs)
 
     names = [s.name for s in sides]
-    head = f"{'seconds (median of ' + str(args.repeats) + ')':38s}" + "".join(f"{n:>10s}" for n in names) + \
-        ("     ratio" if len(names) == 2 else "")
+    cols = "".join(f"{n:>10s}" for n in names) + ("     ratio" if len(names) == 2 else "")
+    head = f"{'seconds (median of ' + str(args.repeats) + ')':38s}" + cols + "  | CPU  " + cols
     print(f"job start-up, {TASK}, smoke profile; load average up to {load:.1f} on {os.cpu_count()} cores")
     print(head)
     print("-" * len(head))
 
-    def row(label: str, values: list[float | None]) -> None:
+    def cells(values: list[float | None]) -> str:
         ratio = f"{values[0] / values[1]:10.2f}" if len(values) == 2 and values[1] and values[0] is not None \
             else ""
-        print(f"{label:38s}" + "".join(f"{_fmt(v):>10s}" for v in values) + ratio)
+        return "".join(f"{_fmt(v):>10s}" for v in values) + ratio
+
+    def row(label: str, values: list[float | None], cpu: list[float | None] | None = None) -> None:
+        print(f"{label:38s}" + cells(values) + (f"  |      {cells(cpu)}" if cpu else ""))
 
     for command in args.stages:
-        for part in PARTS:
-            row(f"{command}: {part}", [med(n, command, part) for n in names])
-        row(f"{command}: to first work", [med(n, command, None) for n in names])
-        row(f"{command}: job fixed cost", [med(n, command, "total") for n in names])
+        for part in (*PARTS, None, "total"):
+            label = {None: "to first work", "total": "job fixed cost"}.get(part, part)
+            row(f"{command}: {label}", [med(n, command, part, 0) for n in names],
+                [med(n, command, part, 1) for n in names])
     done = next((v for v in sync.values() if v), None)
     if done:
         row(f"tracking sync: process, {done[1]} records", [sync[n][0] if sync[n] else None for n in names])
