@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scd.benchmarks.record import add_save_argument, figure, save
 from scd.config import load_config, stage_config
 from scd.stages.prepare import prepare
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the config's)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=1)
+    add_save_argument(ap)
     args = ap.parse_args(argv)
     if not (args.reference / "scd" / "evaluate.py").is_file():
         raise SystemExit(f"--reference {args.reference}: not a checkout of this project (no scd/evaluate.py there); "
@@ -114,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     bad = [r["task"] for r in rows if r["predictions_differ"]]
     if bad:
         raise SystemExit(f"predictions differ from the reference's on {bad}")
+    save(args.save, f"evaluation-{args.profile}", "scd.benchmarks.evaluation", argv, {
+        f"{r['task']} speedup": figure(r["speedup"], "x", f"{args.profile} {args.role}, {r['task']} ({r['mode']}, "
+                                       f"{r['items']} items): previous evaluation s / this code's", headline=True)
+        for r in rows}, notes="Predictions equal to the previous code's on every item (the benchmark stops "
+                              "otherwise); gold NLL within " + f"{max(r['max_gold_nll_diff'] for r in rows):.1e}.")
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ def render_page(records: list[dict]) -> str:
 
 
 def readme_table(records: list[dict], page_link: str) -> list[str]:
-    """The headline figures: those with a target, one row each, with the command that measured them."""
+    """The headline figures (those with a target or marked headline), one row each, with their command."""
     rows = ["| figure | measured | target | command |", "|---|---:|---|---|"]
     for r in records:
         for name, f in r["figures"].items():
-            if "target" in f:
+            if "target" in f or f.get("headline"):
                 rows.append(f"| {f['what']} | {_value(f)} | {_target(f)} | `{r['command']}` |")
     dates = sorted({r["stamp"].get("date (UTC)", "")[:10] for r in records} - {""})
     commits = sorted({r["stamp"].get("code commit", "")[:7] for r in records} - {""})

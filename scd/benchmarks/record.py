@@ -25,9 +25,10 @@ def add_save_argument(ap: argparse.ArgumentParser) -> None:
                     help="also write the figures as DIR/<benchmark>.json, for the performance page")
 
 
-def figure(value: float, unit: str, what: str, target: str | None = None) -> dict:
-    """One measured number; `target` like "<= 2" or ">= 2" (value against bound) if it has one."""
-    out = {"value": value, "unit": unit, "what": what}
+def figure(value: float, unit: str, what: str, target: str | None = None, headline: bool = False) -> dict:
+    """One measured number; `target` like "<= 2" or ">= 2" (value against bound) if it has one. Figures with a
+    target, and those marked `headline`, go into the README's table."""
+    out = {"value": value, "unit": unit, "what": what} | ({"headline": True} if headline else {})
     if target is not None:
         op, bound = target.split()
         out |= {"target": target, "met": bool(OPS[op](value, float(bound)))}

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scd.benchmarks.record import add_save_argument, figure, save
+
 HERE = Path(__file__).resolve().parents[2]
 TASK = "synthetic_subdomains"
 STAGES = {  # command: (stage module, entry function, stage_config's stage and name, extra arguments)
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "previous commit), timed side by side")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=list(STAGES))
+    add_save_argument(ap)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="scd-startup-"))
     sides = [Side("this", HERE, work)] + ([Side("reference", args.reference.resolve(), work)] if args.reference
@@ -221,6 +224,22 @@ def main(argv: list[str] | None = None) -> None:
     for listing in LISTINGS:
         label = " ".join(listing)
         row(f"scd {label}", [statistics.median(listing_times[(n, label)]) for n in names])
+
+    figures = {}
+    for command in args.stages:
+        total = med("this", command, "total", 0)
+        figures[f"{command} fixed cost"] = figure(round(total, 2), "s", f"fixed cost of a `scd {command}` job "
+                                                  "(process start to first model work, plus tracking)", "<= 2")
+        if args.reference:
+            ref = med("reference", command, "total", 0)
+            figures[f"{command} vs reference"] = figure(round(total / ref, 2), "x", f"`scd {command}` fixed cost "
+                                                        "/ the reference checkout's")
+    for listing in LISTINGS:
+        label = " ".join(listing)
+        figures[f"scd {label}"] = figure(round(statistics.median(listing_times[("this", label)]), 2), "s",
+                                         f"`scd {label}` wall time", "<= 2")
+    save(args.save, "startup", "scd.benchmarks.startup", argv, figures,
+         notes=f"Load average up to {load:.1f} on {os.cpu_count()} cores while measuring.")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from scd.benchmarks.record import add_save_argument, figure, save
 from scd.benchmarks.setup import TASK, benchmark_config, seed_dir, teacher_cache
 from scd.config import enabled_methods, stage_config
 from scd.stages.distill import distill
+
+TARGETS = {"gkd": "<= 1.5", "scd+aw": "<= 1.15"}  # on-policy GKD with its sampling; SCD+AW's schedule and weights
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="*", help="methods of the default profile to time (default: all enabled)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the config's)")
+    add_save_argument(ap)
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="scd-throughput-"))
@@ -65,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         t, w = statistics.median(seconds[method]), statistics.median(wall[method])
         print(f"| {method} | {steps[method]} | {t:.1f} | {steps[method] / t:.1f} | {t / td:.2f}x | {w:.1f} | "
               f"{w / td_wall:.2f}x |")
+    save(args.save, "throughput", "scd.benchmarks.throughput", argv, {
+        f"{m} step vs TD": figure(round(statistics.median(seconds[m]) / td, 2), "x",
+                                  f"{m}: step time / TD's on the same student steps", TARGETS.get(m))
+        for m in methods if m != "td"})
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from scd.benchmarks.record import add_save_argument, figure, save
 from scd.config import load_config, stage_config
 from scd.data import batches
 from scd.distill.methods import method_from_config
@@ -281,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-cached", action="store_true", help="skip the workflow setting (cached teacher outputs)")
     ap.add_argument("--work", type=Path, help="a directory set up by an earlier run (default: a new temporary one)")
     ap.add_argument("--side", choices=["ours", "trl", "cached"], help=argparse.SUPPRESS)
+    add_save_argument(ap)
     a = ap.parse_args(argv)
     if a.side:
         a.precision = a.precision[0]
@@ -295,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     timed = order[a.warmup + 1:]
     tokens = sum(int(b["attention_mask"].sum()) for b in timed) / len(timed)
     sides = SIDES + (() if a.no_cached else ("cached",))
+    figures = {}
     for precision in a.precision:
         runs: dict[str, list[dict]] = {s: [] for s in sides}
         for r in range(a.repeats):
@@ -308,6 +311,23 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"fp32 losses of the first {a.check_steps} steps differ by {out['loss_max_abs_diff']:.3g} "
                              f"({out['loss_max_rel_diff']:.3g} of the loss, > {TOLERANCE}): the two sides do not "
                              f"compute the same loss")
+        figures |= _figures(out, a)
+    save(a.save, f"vs_trl-{a.size}", "scd.benchmarks.vs_trl", argv, figures,
+         notes=f"{a.size} models, batch {a.batch_size}, {a.steps} steps ({a.warmup} untimed), {a.repeats} repeats "
+               "per side, interleaved; each side in its own process.")
+
+
+def _figures(out: dict, a) -> dict:
+    p, size = out["precision"], a.size
+    figs = {f"{p} speedup": figure(out["speedup"], "x", f"{size} {p}: TRL GKDTrainer s/step / our TD step's",
+                                   ">= 2"),
+            f"{p} rss_ratio": figure(out["rss_ratio"], "x", f"{size} {p}: our peak RSS / TRL's", "<= 1"),
+            f"{p} ours s/step": figure(out["ours_s_per_step"], "s", f"{size} {p}: our TD step"),
+            f"{p} TRL s/step": figure(out["trl_s_per_step"], "s", f"{size} {p}: TRL GKDTrainer step")}
+    if "cached_speedup" in out:
+        figs[f"{p} cached speedup"] = figure(out["cached_speedup"], "x", f"{size} {p}: TRL's step / ours from "
+                                             "shared teacher outputs, the one-off teacher pass counted in")
+    return figs
 
 
 if __name__ == "__main__":

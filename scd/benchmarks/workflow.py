@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     save(args.save, f"workflow-{m['profile']}", "scd.benchmarks.workflow", argv, {
         "wall_minutes": figure(round(minutes, 1), "min", f"{m['profile']} profile, wall time of a first run",
                                f"<= {target:g}" if target else None),
-        "disk_mb": figure(round(m["bytes"] / 1e6), "MB", f"{m['profile']} profile, disk under the results directory"),
+        "disk_mb": figure(round(m["bytes"] / 1e6), "MB", f"{m['profile']} profile, disk under the results directory",
+                          headline=True),
         "mlflow_mb": figure(round(m["mlflow_bytes"] / 1e6), "MB", "of which the MLflow store"),
     })
 
