@@ -330,9 +330,12 @@ records); the teacher-output cache is temporary, deleted once the distillations 
 not counted.</p>
 {compute_section(lb)}
 <h2>MLflow runs behind the numbers</h2>
-<p class="meta">Evaluation (and training) run ids per seed; browse them with
+<p class="meta">Evaluation (and training) run ids per seed: each is the tag <code>scd.run_id</code> of its MLflow
+run (search <code>tags.scd.run_id = '&lt;id&gt;'</code>); browse them with
 <code>mlflow ui --backend-store-uri sqlite:///{html.escape(lb.get('results_dir', 'results'))}/mlflow.db</code>.
-Every run is tagged with task, method, seed, stage and profile, under the parent run of its workflow invocation.</p>
+Every run is tagged with task, method, seed, stage and profile, under the parent run of its workflow invocation.
+Jobs write run records; the workflow logs them to MLflow when it ends (<code>scd tracking sync</code> does it
+during a run).</p>
 {run_list(lb)}
 </body></html>
 """

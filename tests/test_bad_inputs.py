@@ -292,7 +292,26 @@ CASES = [
          fails=False),
     Case("methods-check-unknown", "a property check of an unknown divergence",
          lambda w: SCD + ["methods", "check", "fkll"], r"'fkll'.*fkl"),
+    Case("run-record-not-json", "a job's run record that is not JSON (logging the runs to MLflow)",
+         lambda w: SCD + ["tracking", "sync", "--results", _run_record(w, "{not json")],
+         r"run record .*record\.json is not readable JSON .*move it aside and rerun `scd tracking sync`"),
+    Case("run-record-incomplete", "a job's run record with a field missing",
+         lambda w: SCD + ["tracking", "sync", "--results", _run_record(w, json.dumps({"name": "x"}))],
+         r"run record .*record\.json has no valid 'id' .*move it aside and rerun `scd tracking sync`"),
+    Case("tracking-sync-no-results", "logging the runs of a results directory that does not exist",
+         lambda w: SCD + ["tracking", "sync", "--results", str(w.root / "nope")],
+         r"results directory .*nope does not exist: give the one the workflow wrote"),
 ]
+
+
+def _run_record(w: Workspace, text: str) -> str:
+    """A results directory holding one run record with `text` as its contents; returns the directory."""
+    from scd.layout import Layout
+
+    record = Layout(w.results).run_record("0123abcd")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(text)
+    return str(w.results)
 
 
 def _evaluations(w: Workspace, models: list[str], cut: str | None = None, cut_summary: bool = False) -> list[str]:
