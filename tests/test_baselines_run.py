@@ -19,6 +19,7 @@ from scd.distill.teacher import greedy_targets, live_teacher, open_cache
 from scd.models import load_pretrained
 from scd.prepared import Prepared
 from scd.stages.distill import distill, load_objective
+from scd.stages.teacher_outputs import write_teacher_outputs
 
 DEFAULT_METHODS = list(load_config("default")["methods"])
 
@@ -198,3 +199,19 @@ def test_presets_resolve_and_unknown_names_suggest():
     # composing SCD+AW with another divergence is one line
     m = method_from_config("scd+aw.rkl", {"schedule": "scd", "weighting": "aw", "divergence": "rkl"})
     assert type(m.schedule).__name__ == "ScheduledCheckpoint" and type(m.weighting).__name__ == "AdaptiveWeight"
+
+
+def test_the_live_teachers_seconds_are_recorded_for_on_policy_methods_only(tiny_distill):
+    """The compute table's live-teacher column: with the shared teacher outputs on disk (as in the workflow), TD runs
+    no teacher at all and on-policy GKD runs it on every sampled batch (the step's teacher logits), timed."""
+    root, config = tiny_distill
+    specs = {"td": {}, "gkd": {"responses": "on_policy", "responses_options": {"lmbda": 1.0}, "divergence": "jsd"}}
+    cfg = config(1, 1, specs)
+    cache = root / "teacher_outputs_timed"
+    if not cache.exists():
+        write_teacher_outputs(stage_config(cfg, "synthetic_subdomains", "teacher_outputs"), 0, root / "data",
+                              root / "teacher1", cache)
+    seconds = {name: distill(stage_config(cfg, "synthetic_subdomains", "distill", name), 0, root / "data",
+                             root / "teacher1", root / "student", root / f"m_{name}_timed", cache)["teacher_seconds"]
+               for name in specs}
+    assert seconds["td"] == 0 and seconds["gkd"] > 0, seconds

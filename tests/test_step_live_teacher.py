@@ -77,7 +77,7 @@ def losses(root, batch, spec: dict, reference: bool, monkeypatch):
     step.checkpoint = "best"
     if reference:  # the student on the whole batch; the teacher's full forward pass cut to the kept columns
         monkeypatch.setattr(scd.distill.step, "logits_at", old_student_logits)
-        step.live_logits = lambda full, keep: live.forward("best", full)[0][:, keep]
+        live.logits_at = lambda name, full, keep: live.forward(name, full)[0][:, keep]
     loss, stats = step(student, batch, int(response_mask(batch["labels"]).sum()))
     loss.backward()
     return loss.item(), stats, torch.cat([p.grad.flatten() for p in student.parameters()])

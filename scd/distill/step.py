@@ -12,7 +12,6 @@ from scd.distill.methods import Method
 from scd.distill.parts import Objective
 from scd.distill.teacher import LiveTeacher, TeacherCache
 from scd.models import logits_at
-from scd.runtime import autocast
 from scd.tokens import response_columns, response_mask
 
 
@@ -61,19 +60,13 @@ class DistillStep:
         """The checkpoint's logits on the batch (at the kept columns), and its hidden states where the method uses
         them. Live: a forward pass on the whole sequence (`full`), its logits cut to the same columns."""
         if live and keep is not None and not self.method.uses_hidden:
-            return self.live_logits(full, keep), None
+            return self.live.logits_at(self.checkpoint, full, keep), None
         if live:
             logits, hidden = self.live.forward(self.checkpoint, full)
             return (logits if keep is None else logits[:, keep]), hidden
         logits = self.cache.logits(self.checkpoint, batch)
         hidden = self.cache.logits(self.checkpoint, batch, kind="hidden") if self.method.uses_hidden else None
         return logits, hidden
-
-    def live_logits(self, batch: dict, keep: torch.Tensor) -> torch.Tensor:
-        """The checkpoint's float32 logits [B, K, vocab] at the kept columns of the batch, computed only where a
-        loss reads them (scd.models.logits_at): the prompt's logits are never used."""
-        with torch.no_grad(), autocast(self.live.precision, self.live.device):
-            return logits_at(self.live.model(self.checkpoint), batch, keep, self.vocab_size).float()
 
     def objective_inputs(self, model: torch.nn.Module, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                          input_ids: torch.Tensor) -> dict:

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from scd.data import Encoded, encode
 from scd.evaluate import generate, response_logits
-from scd.models import load_trained
+from scd.models import load_trained, logits_at
 from scd.prepared import Prepared
 from scd.runtime import autocast
 from scd.tokens import response_mask
@@ -183,6 +183,13 @@ class LiveTeacher:
             out = self.model(name)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                    output_hidden_states=True)
         return out.logits[..., :self.vocab_size].float(), out.hidden_states[-1].float()
+
+    @torch.no_grad()
+    def logits_at(self, name: str, batch: dict, keep: torch.Tensor) -> torch.Tensor:
+        """The checkpoint's float32 logits [B, K, vocab] at the kept columns of the batch, computed only where a loss
+        reads them (scd.models.logits_at: the prompt's logits are never used)."""
+        with autocast(self.precision, self.device):
+            return logits_at(self.model(name), batch, keep, self.vocab_size).float()
 
     def head(self, name: str, kind: str = "output") -> torch.Tensor:
         """The checkpoint's output (or `kind="input"`) embedding matrix over the real vocabulary, [vocab, hidden],

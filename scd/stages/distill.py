@@ -91,7 +91,8 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
                             bool((job.student or {}).get("gradient_checkpointing"))).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
     live = live_teacher(prep, teacher, device, job.precision, batch_size)
-    teacher_time = Stopwatch().wrap(live, "forward", "generate", "response_logits", "outputs")  # the live teacher's
+    teacher_time = Stopwatch().wrap(live, "forward", "logits_at", "generate", "response_logits",
+                                    "outputs")  # the live teacher's
     cache = open_cache(prep, live, phase.transfer, teacher_cache)
     ctx = StageContext(live.checkpoints(job.trajectory), cache, model, cache.train_rows, pad,
                        probe=ProbeSet.sample(cache.train_rows, phase.probe_size, seed, pad, vocab),
