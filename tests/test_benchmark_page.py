@@ -48,3 +48,13 @@ def test_bad_records_and_missing_markers(tmp_path):
         record.load(tmp_path)
     with pytest.raises(ValueError, match="no '<!-- performance:start -->'"):
         page.replace_block("no markers here", ["x"], "README.md")
+
+
+def test_commands_name_no_machine_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    line = record.command_line("scd.benchmarks.startup", ["--reference", "/somewhere/else/ref", "--results",
+                                                          str(tmp_path / "results"), "--repeats", "2"])
+    assert line == f"python -m scd.benchmarks.startup --reference <dir> --results {tmp_path / 'results'} --repeats 2"
+    assert record.portable_command("python -m x --work /scratch/vt --save docs/p") == \
+        "python -m x --work <dir> --save docs/p"

@@ -36,8 +36,23 @@ def figure(value: float, unit: str, what: str, target: str | None = None, headli
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
+    """The command as a reader would type it: a path outside the working directory (a reference checkout, a
+    scratch directory) is shown as <dir>, since it only names where this machine kept it."""
     args = sys.argv[1:] if argv is None else argv
-    return " ".join(["python", "-m", module, *map(shlex.quote, args)])
+    shown = [_portable(a) for a in args]
+    return " ".join(["python", "-m", module, *(a if a == "<dir>" else shlex.quote(a) for a in shown)])
+
+
+def _portable(arg: str) -> str:
+    path = Path(arg)
+    if path.is_absolute() and not path.resolve().is_relative_to(Path.cwd().resolve()):
+        return "<dir>"
+    return arg
+
+
+def portable_command(command: str) -> str:
+    """A saved command with its machine-specific paths shown as <dir> (records saved before this rule)."""
+    return " ".join(_portable(a) for a in command.split(" "))
 
 
 def save(directory: Path | None, name: str, module: str, argv: list[str] | None, figures: dict[str, dict],
@@ -64,5 +79,7 @@ def load(directory: Path) -> list[dict]:
         if not isinstance(record, dict) or not {"benchmark", "command", "stamp", "figures"} <= record.keys():
             raise ValueError(f"{path}: not a benchmark record (benchmark, command, stamp, figures); rerun its "
                              "benchmark with --save")
+        record["command"] = portable_command(record["command"])
+        record["stamp"]["command"] = record["command"]
         out.append(record)
     return out
