@@ -201,10 +201,18 @@ def cmd_tracking(args):
 STAGES = ("prepare", "sft", "teacher-outputs", "distill", "evaluate")
 
 
-def _sync_own_records(args) -> None:
+def _records_so_far() -> int:
+    tracking = sys.modules.get("scd.tracking")  # not imported: no record written yet
+    return len(tracking.records_written()) if tracking else 0
+
+
+def _sync_own_records(args, since: int) -> None:
+    """The records this command wrote (not those of earlier calls in the same process, e.g. tests)."""
     tracking = sys.modules.get("scd.tracking")  # not imported: the command wrote no record
-    if args.command in STAGES and tracking and not os.environ.get(tracking.PARENT_ENV) and tracking.records_written():
-        _load("scd.mlflow_sync").sync_records(tracking.records_written())
+    if args.command in STAGES and tracking and not os.environ.get(tracking.PARENT_ENV):
+        own = tracking.records_written()[since:]
+        if own:
+            _load("scd.mlflow_sync").sync_records(own)
 
 
 def cmd_check_config(args):
@@ -366,11 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    since = _records_so_far()
     try:
         try:
             rc = args.fn(args)
         finally:
-            _sync_own_records(args)
+            _sync_own_records(args, since)
     except (FileNotFoundError, ValueError, KeyError) as e:  # ConfigError, TaskDataError, UsageError among them
         print(f"scd {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ import os
 import pytest
 from conftest import dry_run, job_stats, require, resources_by_rule, snakemake
 
+from scd.config import load_config, stage_config
+
 GPU_RULES = {"sft", "teacher_outputs", "distill", "evaluate", "zero_shot"}
 
 
@@ -42,6 +44,9 @@ def test_job_reaches_sbatch_with_its_resources(tmp_path, shared_data):
     task = tmp_path / "results" / "smoke" / "synthetic_subdomains"
     for d in ("data", "seed0/teacher", "seed0/teacher_outputs", "seed0/student"):
         (task / d).mkdir(parents=True)
+    n = stage_config(load_config("smoke"), "synthetic_subdomains", "sft", "teacher").save_checkpoints
+    for name in [f"ckpt-{k}" for k in range(1, n)] + ["best", "manifest"]:  # the teacher-output cache's files
+        (task / "seed0" / "teacher_outputs" / f"{name}.{'json' if name == 'manifest' else 'safetensors'}").touch()
     bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch.args"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "no cluster here" >&2\nexit 1\n')
