@@ -96,3 +96,19 @@ def tiny_distill(tmp_path_factory):
             root / f"teacher{n}")
     sft(stage_config(base, "synthetic_subdomains", "sft", "student"), 0, root / "data", root / "student")
     return root, config
+
+
+def prepare_tiny_jmed(root: Path, shared_data: Path, max_test: int) -> dict:
+    """RRTNM (choices) and NRNER (generation) prepared small under `root` (tiny splits, a 500-token tokenizer), the
+    smoke configuration writing there; returns that configuration."""
+    from scd.config import load_config, stage_config
+    from scd.stages.prepare import prepare
+
+    tiny = {"max_train": 24, "max_validation": 8, "max_test": max_test}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCD_DATA_DIR", str(shared_data))
+        cfg = load_config("smoke", {"results_dir": str(root), "tasks": ["rrtnm", "nrner"], "task_overrides": {
+            "jmed_llm": {"task_options": tiny, "tokenizer": {"vocab_size": 500}}}})
+        for task in ("rrtnm", "nrner"):
+            prepare(stage_config(cfg, task, "prepare"), root / task)
+    return cfg

@@ -6,17 +6,16 @@ import types
 
 import pytest
 import torch
+from conftest import prepare_tiny_jmed
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from scd.config import load_config, stage_config
+from scd.config import stage_config
 from scd.data import Encoded, collate, encode
 from scd.evaluate import by_length, generate_ids, gold_nll, option_scores, predict, score_choices
 from scd.models import build_model, forward_responses
 from scd.prepared import Prepared
-from scd.stages.prepare import prepare
 from scd.tokens import token_ce
 
-TINY = {"max_train": 24, "max_validation": 8, "max_test": 20}
 TOL = 1e-5
 
 
@@ -83,13 +82,7 @@ def test_length_batches_cover_every_row_once_longest_first():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("evaluate")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCD_DATA_DIR", str(shared_data))
-        cfg = load_config("smoke", {"results_dir": str(root), "tasks": ["rrtnm", "nrner"], "task_overrides": {
-            "jmed_llm": {"task_options": TINY, "tokenizer": {"vocab_size": 500}}}})
-        for task in ("rrtnm", "nrner"):
-            prepare(stage_config(cfg, task, "prepare"), root / task)
-    return root, cfg
+    return root, prepare_tiny_jmed(root, shared_data, max_test=20)
 
 
 def zero_shot(cfg, task: str, prep: Prepared):

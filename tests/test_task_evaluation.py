@@ -4,26 +4,20 @@ import dataclasses
 import json
 
 import pytest
+from conftest import prepare_tiny_jmed
 
-from scd.config import load_config, stage_config
+from scd.config import stage_config
 from scd.evaluate import evaluation_mode
 from scd.settings import Evaluation
 from scd.stages.evaluate import evaluate_model
-from scd.stages.prepare import prepare
 from tasks import get_task
-
-TINY = {"max_train": 24, "max_validation": 8, "max_test": 30}
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, shared_data, monkeypatch_module):
     root = tmp_path_factory.mktemp("eval")
     monkeypatch_module.setenv("SCD_DATA_DIR", str(shared_data))
-    cfg = load_config("smoke", {"results_dir": str(root), "tasks": ["rrtnm", "nrner"], "task_overrides": {
-        "jmed_llm": {"task_options": TINY, "tokenizer": {"vocab_size": 500}}}})
-    for task in ("rrtnm", "nrner"):
-        prepare(stage_config(cfg, task, "prepare"), root / task)
-    return root, cfg
+    return root, prepare_tiny_jmed(root, shared_data, max_test=30)
 
 
 @pytest.fixture(scope="module")
