@@ -17,8 +17,9 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.exceptions import WorkflowError
 
-from scd.config import (ConfigError, ablation_plan, common_settings, data_inputs, enabled_methods, enabled_tasks,
-                        from_command_line, load_config, stage_config, task_config)
+from scd.config import (ConfigError, ablation_plan, common_settings, data_inputs, distilled_methods, enabled_methods,
+                        enabled_tasks, from_command_line, load_config, stage_config, task_config,
+                        teacher_cache_checkpoints)
 from scd.dicts import deep_merge
 from scd.layout import Layout
 from scd.settings import to_json
@@ -91,17 +92,16 @@ TASKS = enabled_tasks(CFG)
 SEEDS = CFG["seeds"]
 METHODS = enabled_methods(CFG)  # the leaderboard's rows
 CFG["methods"].update(ABLATIONS["variants"])
-DISTILLED = {t: METHODS + (list(ABLATIONS["variants"]) if t in ABLATIONS["tasks"] else []) for t in TASKS}
+DISTILLED = {t: distilled_methods(CFG, t) for t in TASKS}
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 THREADS = CFG.get("threads", 1)
 
 
 def teacher_cache_names(task):
-    """The teacher-output cache's files, one per checkpoint of the teacher's trajectory: ckpt-1 .. ckpt-(N-1), then
-    best (T*, which stands in for ckpt-N; scd/distill/teacher.py saved_checkpoints)."""
-    n = stage_config(CFG, task, "sft", "teacher").save_checkpoints
-    return [f"ckpt-{k}.safetensors" for k in range(1, n)] + ["best.safetensors"]
+    """The teacher-output cache's files, one per teacher checkpoint the task's distillations read (ckpt-k, and best
+    for T*: scd/distill/trajectory.py)."""
+    return [f"{name}.safetensors" for name in teacher_cache_checkpoints(CFG, task)]
 
 
 # The teacher-output caches are the run's largest files and only the distillation jobs of their task and seed read

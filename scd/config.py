@@ -14,6 +14,7 @@ from scd.dicts import deep_merge
 from scd.distill.methods import explicit_options, method_from_config, method_spec, resolve_spec, uneven_stages
 from scd.distill.parts import METHODS
 from scd.distill.plugins import broken_plugins
+from scd.distill.trajectory import checkpoint_names, used_checkpoints
 from scd.fingerprint import code_fingerprint, method_plugins
 from scd.models import model_spec
 from scd.registry import did_you_mean
@@ -291,6 +292,7 @@ def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> J
                 "save_checkpoints": save if name == "teacher" else 0}
     elif stage == "teacher_outputs":
         out["transfer"] = full["training"]["distill"].get("transfer", DistillTraining.transfer)
+        out["trajectories"] = distill_trajectories(cfg, task)
     elif stage == "distill":
         training = _phase(full["training"]["distill"], DistillTraining, "training.distill")
         out |= {"method": name, "spec": method_spec(name, full["methods"][name]), "training": training}
@@ -369,3 +371,25 @@ def enabled_tasks(cfg: dict) -> list[str]:
 def enabled_methods(cfg: dict) -> list[str]:
     """The methods the profile runs, in its order."""
     return list(cfg["run_methods"])
+
+
+def distilled_methods(cfg: dict, task: str) -> list[str]:
+    """The methods distilled on `task`: the profile's, then the ablation variants if the task is ablated."""
+    plan = ablation_plan(cfg)
+    return enabled_methods(cfg) + (list(plan["variants"]) if task in plan["tasks"] else [])
+
+
+def distill_trajectories(cfg: dict, task: str) -> list[int | None]:
+    """The distinct trajectory sizes of the task's distillations (None: every saved checkpoint), in increasing
+    order with None last: what the task's teacher-output cache must cover."""
+    full = task_config(cfg, task)
+    specs = full["methods"] | ablation_plan(cfg)["variants"]
+    phase = full["training"]["distill"].get("trajectory", DistillTraining.trajectory)
+    sizes = {method_spec(m, specs[m]).trajectory or phase for m in distilled_methods(cfg, task)}
+    return sorted(s for s in sizes if s is not None) + ([None] if None in sizes else [])
+
+
+def teacher_cache_checkpoints(cfg: dict, task: str) -> list[str]:
+    """The teacher checkpoints whose outputs the task's teacher-output cache holds, in training order."""
+    saved = stage_config(cfg, task, "sft", "teacher").save_checkpoints
+    return used_checkpoints(checkpoint_names(saved), distill_trajectories(cfg, task))

@@ -129,6 +129,8 @@ class SFTJob(Job):
 @dataclass(frozen=True)
 class TeacherOutputsJob(Job):
     transfer: bool = True
+    trajectories: list | None = None     # the trajectory sizes of the distillations that read this cache: only the
+    #                                      checkpoints they pick are computed (None, or None in it: every saved one)
     code: str = ""                       # fingerprint of the code this job runs (scd/config.py code_files): an edit
     #                                      reruns exactly the jobs whose code changed
 

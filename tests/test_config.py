@@ -5,12 +5,24 @@ from pathlib import Path
 
 import pytest
 
-from scd.config import CONFIG_DIR, ConfigError, ablation_plan, enabled_methods, load_config, read_yaml, stage_config
+from scd.config import (
+    CONFIG_DIR,
+    ConfigError,
+    ablation_plan,
+    distilled_methods,
+    enabled_methods,
+    enabled_tasks,
+    load_config,
+    read_yaml,
+    stage_config,
+    teacher_cache_checkpoints,
+)
 from scd.config import _overlay as overlay_of
 from scd.dicts import flatten
 from scd.distill.checks import divergences
 from scd.distill.methods import resolve_spec
 from scd.distill.parts import RESPONSES
+from scd.distill.trajectory import used_checkpoints
 from scd.settings import DistillJob, SettingsError, job_from_json, to_json
 from tasks import get_task
 
@@ -200,3 +212,22 @@ def test_command_line_values_are_read_as_yaml_scalars_but_yes_stays_a_string():
     assert from_command_line({"seeds": ["0", "1"], "x": "true", "y": "2.5", "z": "null", "w": "abc"}) == \
         {"seeds": [0, 1], "x": True, "y": 2.5, "z": None, "w": "abc"}
     assert from_command_line({"allow_modified_data": "yes", "a": "off"}) == {"allow_modified_data": "yes", "a": "off"}
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "config"))
+def test_the_teacher_output_cache_holds_exactly_the_checkpoints_some_distillation_reads(profile):
+    cfg = load_config(profile)
+    plan = ablation_plan(cfg)
+    cfg["methods"].update(plan["variants"])  # as the Snakefile does
+    for task in enabled_tasks(cfg):
+        saved = stage_config(cfg, task, "sft", "teacher").save_checkpoints
+        names = [f"ckpt-{k}" for k in range(1, saved)] + ["best"]
+        read = set()
+        for method in distilled_methods(cfg, task):
+            job = stage_config(cfg, task, "distill", method)
+            read |= set(names if job.trajectory is None or job.trajectory >= len(names)
+                        else [names[round((k + 1) * len(names) / job.trajectory) - 1] for k in range(job.trajectory)])
+        cached = teacher_cache_checkpoints(cfg, task)
+        assert set(cached) == read and cached == [n for n in names if n in read], (profile, task)
+        job = stage_config(cfg, task, "teacher_outputs")
+        assert used_checkpoints(names, job.trajectories) == cached

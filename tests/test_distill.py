@@ -1,4 +1,6 @@
 """The distillation stage end to end on a tiny synthetic task: TD/CD/SCD/AW runs, staged training details."""
+import dataclasses
+
 import pytest
 import torch
 from conftest import TINY_SYNTHETIC
@@ -8,7 +10,8 @@ import scd.train
 from scd import mlflow_sync, tracking
 from scd.config import common_settings, load_config, stage_config
 from scd.data import collate
-from scd.distill.teacher import CheckpointOutputs, TeacherCache, evenly_spaced, live_teacher, open_cache
+from scd.distill.teacher import CheckpointOutputs, TeacherCache, live_teacher, open_cache, transfer_prompts
+from scd.distill.trajectory import evenly_spaced
 from scd.evaluate import gold_nll
 from scd.models import build_model, load_pretrained
 from scd.prepared import Prepared
@@ -177,6 +180,20 @@ def test_cached_teacher_outputs_train_exactly_like_in_memory_ones(trained):
     live, live_losses = run(trained, "scd+aw", 3, 2, "live")
     cached, cached_losses = run(trained, "scd+aw", 3, 2, "cached", cache=root / "cache3")
     assert live["schedule"] == cached["schedule"] and live_losses == cached_losses
+
+
+def test_teacher_outputs_cover_only_the_checkpoints_the_trajectories_read(trained, tmp_path):
+    root, config = trained
+    job = dataclasses.replace(stage_config(config(3, 2), "synthetic_subdomains", "teacher_outputs"), trajectories=[2])
+    manifest = write_teacher_outputs(job, 0, root / "data", root / "teacher3", tmp_path / "c")
+    assert list(manifest["checkpoints"]) == ["ckpt-2", "best"]
+    assert sorted(p.stem for p in (tmp_path / "c").glob("*.safetensors")) == ["best", "ckpt-2"]
+    prep = Prepared.open(root / "data")
+    cache = TeacherCache.on_disk(tmp_path / "c", prep.encoded("train"), transfer_prompts(prep),
+                                 live_teacher(prep, root / "teacher3", torch.device("cpu")).vocab_size)
+    assert cache.outputs("ckpt-2").train_logits.shape[0] > 0
+    with pytest.raises(FileNotFoundError, match="it holds best, ckpt-2"):
+        cache.outputs("ckpt-1")
 
 
 def test_stale_or_missing_cache_is_refused(trained, tmp_path):

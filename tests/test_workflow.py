@@ -7,7 +7,7 @@ import shutil
 import pytest
 from conftest import dry_run, snakemake
 
-from scd.config import enabled_methods, load_config, stage_config
+from scd.config import enabled_methods, load_config, teacher_cache_checkpoints
 from scd.layout import Layout
 from tasks import get_task, task_groups
 
@@ -119,8 +119,7 @@ def test_interrupted_run_resumes_with_the_unfinished_jobs_only(smoke_run, shared
         (results / f).unlink()
     # nor deleted the seed's teacher-output cache, a temporary output its last distillation would have read
     manifest = Layout(results).teacher_outputs_manifest("pubmedqa", 1)
-    n = stage_config(SMOKE, "pubmedqa", "sft", "teacher").save_checkpoints
-    for name in [f"ckpt-{k}" for k in range(1, n)] + ["best"]:
+    for name in teacher_cache_checkpoints(SMOKE, "pubmedqa"):
         cache = manifest.parent / f"{name}.safetensors"
         cache.write_bytes(b"")
         os.utime(cache, (manifest.stat().st_mtime,) * 2)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from scd.data import Encoded, encode
+from scd.distill.trajectory import evenly_spaced
 from scd.evaluate import generate, response_logits
 from scd.models import load_trained, logits_at
 from scd.prepared import Prepared
@@ -112,16 +113,6 @@ def saved_checkpoints(teacher_dir: Path) -> list[str]:
     names = sorted((p.name for p in (Path(teacher_dir) / "checkpoints").glob("ckpt-*")),
                    key=lambda n: int(n.split("-")[1]))
     return names[:-1] + ["best"]
-
-
-def evenly_spaced(names: list[str], n: int | None) -> list[str]:
-    """`n` of the trajectory's checkpoints, evenly spaced and ending at T* (the granularity ablation keeps 8
-    checkpoints on disk and uses 8, 4, 2 or 1 of them)."""
-    if n is None or n >= len(names):
-        return list(names)
-    if n < 1:
-        raise ValueError(f"a trajectory needs at least one checkpoint, got {n}")
-    return [names[round((k + 1) * len(names) / n) - 1] for k in range(n)]
 
 
 class LiveTeacher:
@@ -234,8 +225,11 @@ class TeacherCache:
             if self.cache_dir is not None:
                 cached = self.cache_dir / f"{name}.safetensors"
                 if not cached.exists():
-                    raise FileNotFoundError(f"no cached teacher outputs for {name!r} in {self.cache_dir}; "
-                                            f"re-run `scd teacher-outputs` for this teacher")
+                    held = sorted(p.stem for p in self.cache_dir.glob("*.safetensors"))
+                    raise FileNotFoundError(f"no cached teacher outputs for {name!r} in {self.cache_dir} (it holds "
+                                            f"{', '.join(held) or 'none'}: the checkpoints the configured methods' "
+                                            f"trajectories read); re-run `scd teacher-outputs` with a configuration "
+                                            f"whose methods read {name!r}")
                 out = CheckpointOutputs.load(cached)
             else:
                 out = self._live.outputs(name, self.train_rows, self.transfer_prompts)
