@@ -58,3 +58,25 @@ def test_commands_name_no_machine_paths(tmp_path, monkeypatch):
     assert line == f"python -m scd.benchmarks.startup --reference <dir> --results {tmp_path / 'results'} --repeats 2"
     assert record.portable_command("python -m x --work /scratch/vt --save docs/p") == \
         "python -m x --work <dir> --save docs/p"
+
+
+def test_workflow_work_by_stage_sums_run_records_and_teacher_passes(tmp_path):
+    from scd.benchmarks.workflow import work_by_stage
+
+    def rec(name, stage, seed, start, end):
+        path = tmp_path / "runs" / name / "record.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"tags": {"scd.stage": stage, "scd.seed": seed}, "start_time": start,
+                                    "end_time": end}))
+
+    rec("a", "distill", "0", 1_000, 31_000)
+    rec("b", "distill", "1", 5_000, 15_000)
+    rec("c", "teacher_sft", "0", 0, 120_000)
+    rec("d", "distill", "1", 5_000, None)  # still running, or killed: no span
+    manifest = tmp_path / "task" / "seed0" / "teacher_outputs" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"seconds": 7.5}))
+    got = work_by_stage(tmp_path)
+    assert got["seeds"] == 2
+    assert got["stages"] == {"distill": {"runs": 2, "seconds": 40.0}, "teacher_sft": {"runs": 1, "seconds": 120.0},
+                             "teacher_outputs": {"runs": 1, "seconds": 7.5}}
