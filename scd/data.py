@@ -3,7 +3,9 @@
 Convention (pinned here, used by every loss): the collator pre-shifts labels, so `labels[:, t]` is the token that
 `logits[:, t]` must predict, and -100 marks positions that are not response tokens (prompt, padding, last position).
 Prompts longer than the model's budget are cut by `fit_prompt`'s rule: a task's truncatable field (a document) goes
-first, then tokens from the prompt's start.
+first, then tokens from the prompt's start. A prompt reaches the model in its tokenizer's `prompt_format` (set from the
+prepared data's manifest, scd/prepared.py): `chat` wraps it in the chat template as one user turn followed by the
+assistant cue, `plain` puts the text alone, after BOS where the tokenizer adds one; truncation never cuts the wrap.
 """
 from __future__ import annotations
 
@@ -101,9 +103,46 @@ def fit_prompt(pieces: list[list[int]], budget: int, keep: str = "start") -> lis
     return prompt[-budget:]
 
 
+PROMPT_FORMATS = ("plain", "chat")
+_MARK = "\u2063scd-prompt\u2063"  # stands for the prompt inside the rendered chat template
+
+
+def resolve_prompt_format(tokenizer, wanted: str = "auto") -> str:
+    """`auto` -> chat if the tokenizer has a chat template (instruct models), else plain; chat without a template
+    is refused."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if wanted == "auto":
+        return "chat" if has_template else "plain"
+    if wanted not in PROMPT_FORMATS:
+        raise ValueError(f"tokenizer.prompt_format {wanted!r}: use auto, plain or chat")
+    if wanted == "chat" and not has_template:
+        raise ValueError("tokenizer.prompt_format chat: this tokenizer has no chat template (a tokenizer trained on "
+                         "the task, or a base model's); use plain or auto")
+    return wanted
+
+
+def prompt_wrap(tokenizer) -> tuple[list[int], list[int]]:
+    """The token ids before and after every prompt's own tokens, in the tokenizer's `prompt_format`: the chat
+    template rendered for one user turn with the generation prompt (the assistant cue), split around the prompt; or
+    the BOS a plain call of the tokenizer adds (none for the tokenizers trained here)."""
+    if getattr(tokenizer, "prompt_format", "plain") == "chat":
+        text = tokenizer.apply_chat_template([{"role": "user", "content": _MARK}], tokenize=False,
+                                             add_generation_prompt=True)
+        if text.count(_MARK) != 1:
+            raise ValueError("the tokenizer's chat template does not place a user message once; set "
+                             "tokenizer.prompt_format: plain")
+        before, after = text.split(_MARK)
+        ids = tokenizer([before, after], add_special_tokens=False)["input_ids"]
+        return ids[0], ids[1]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    plain = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return ([bos] if bos is not None and plain[:1] == [bos] else []), []
+
+
 def encode(rows: list[dict], tokenizer, max_length: int) -> list[Encoded]:
     if not rows:
         return []
+    before, after = prompt_wrap(tokenizer)
     # one batched call per field: row-by-row calls cost seconds per job, a tenth of a small model's distillation
     answers = tokenizer([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]
     pieces = _prompt_pieces(rows)
@@ -112,11 +151,13 @@ def encode(rows: list[dict], tokenizer, max_length: int) -> list[Encoded]:
     for row, answer, ps in zip(rows, answers, pieces):
         ids, at = flat[at: at + len(ps)], at + len(ps)
         answer = answer + [tokenizer.eos_token_id]
-        budget = max_length - len(answer)
+        budget = max_length - len(answer) - len(before) - len(after)
         if budget < 1:
-            raise ValueError(f"row {row['id']}: the answer alone ({len(answer)} tokens) exceeds max_length "
-                             f"{max_length}")
-        out.append(Encoded(fit_prompt(ids, budget, (row.get("truncate") or {}).get("keep", "start")), answer))
+            raise ValueError(f"row {row['id']}: the answer ({len(answer)} tokens) and the prompt's "
+                             f"{getattr(tokenizer, 'prompt_format', 'plain')} wrap ({len(before) + len(after)}) leave "
+                             f"no room for the prompt within max_length {max_length}; raise max_length")
+        prompt = fit_prompt(ids, budget, (row.get("truncate") or {}).get("keep", "start"))
+        out.append(Encoded(before + prompt + after, answer))
     return out
 
 

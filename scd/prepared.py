@@ -27,7 +27,10 @@ class Prepared:
         manifest = json.loads(manifest_path.read_text())
         task = get_task(manifest["task"])
         task = replace(task, max_length=manifest.get("max_length", task.max_length))  # as prepared
-        return cls(task, data_dir, load_tokenizer(data_dir / "tokenizer"), manifest)
+        tokenizer = load_tokenizer(data_dir / "tokenizer")
+        # how every stage encodes prompts (scd/data.py encode), as `scd prepare` resolved it
+        tokenizer.prompt_format = manifest.get("prompt_format", "plain")
+        return cls(task, data_dir, tokenizer, manifest)
 
     def rows(self, split: str) -> list[dict]:
         return read_jsonl(self.dir / f"{split}.jsonl")

@@ -66,6 +66,8 @@ class Tracking:
 class Tokenizer:
     source: str = "train"                # train: trained on the task's training text | teacher: the teacher's own
     vocab_size: int = 2000               # BPE tasks; character-level tasks take their alphabet
+    prompt_format: str = "auto"          # chat (the tokenizer's chat template) | plain | auto: chat where the
+    #                                      tokenizer has a template (instruct models), else plain (scd/data.py)
 
 
 @dataclass(frozen=True)

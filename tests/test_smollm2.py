@@ -121,3 +121,26 @@ def test_one_step_of_every_stage_runs_on_the_real_model(pipeline):
     assert len(out["distill"]["aw_histograms"]) == 2
     assert out["eval"]["n"] == 6 and 0.0 <= out["eval"]["score"] <= 1.0
     assert out["eval"]["mean_gold_nll"] > 0
+
+
+def test_instruct_prompts_use_the_chat_template_in_every_stage(pipeline):
+    """The prepared data of an instruct model says chat, and every stage encodes through scd.data.encode with it: a
+    prompt's ids are the tokenizer's own rendering of one user turn plus the assistant cue, and the answer ends with
+    the template's end-of-turn token (the tokenizer's EOS)."""
+    from scd.data import encode
+    from scd.prepared import Prepared
+
+    root, _ = pipeline
+    prep = Prepared.open(root / "data")
+    assert prep.manifest["prompt_format"] == "chat" and prep.tokenizer.prompt_format == "chat"
+    row = prep.rows("test")[0]
+    (e,) = encode([row], prep.tokenizer, 4096)
+    expected = prep.tokenizer.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=True,
+                                                  add_generation_prompt=True)
+    expected = expected["input_ids"] if isinstance(expected, dict) else expected
+    assert e.prompt_ids == list(expected)
+    assert e.answer_ids[-1] == prep.tokenizer.eos_token_id == prep.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # a tight budget cuts the prompt's own tokens, never the template around them
+    (cut,) = encode([row], prep.tokenizer, len(e.answer_ids) + len(e.prompt_ids) - 3)
+    assert cut.prompt_ids[:5] == e.prompt_ids[:5] and cut.prompt_ids[-4:] == e.prompt_ids[-4:]
+    assert len(cut.prompt_ids) == len(e.prompt_ids) - 3

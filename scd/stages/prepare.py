@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 from scd import tracking
-from scd.data import write_json, write_jsonl
+from scd.data import resolve_prompt_format, write_json, write_jsonl
 from scd.models import resolve_source
 from scd.settings import PrepareJob
 from scd.tokenizer import load_tokenizer, train_tokenizer
@@ -27,6 +27,7 @@ def prepare(job: PrepareJob, out: Path) -> dict:
     else:
         texts = [r["prompt"] + r["answer"] for r in splits["train"]]
         tokenizer = train_tokenizer(task.tokenizer, texts, job.tokenizer.vocab_size)
+    prompt_format = resolve_prompt_format(tokenizer, job.tokenizer.prompt_format)
     tokenizer.save_pretrained(out / "tokenizer")
 
     labels = {s: dict(sorted(Counter(r["label"] for r in splits[s] if "label" in r).items())) for s in SPLITS}
@@ -34,12 +35,14 @@ def prepare(job: PrepareJob, out: Path) -> dict:
     manifest = {"task": task.name, "options": options, "max_length": job.max_length or task.max_length,
                 "counts": {s: len(splits[s]) for s in written},
                 "sha256": hashes, "labels": {s: c for s, c in labels.items() if c}, "vocab_size": len(tokenizer),
+                "prompt_format": prompt_format,
                 "data_checks": task.split_checks(splits, warn=False)}  # duplicate ids, prompts shared with train
     manifest |= _data_manifest(data)
     with tracking.job_run(job, f"{task.name}/prepare", {"task": task.name, "stage": "prepare"},
                           {"task_options": options}) as log:
         log.params({f"split.{s}.sha256": h for s, h in hashes.items()} |
-                   {f"split.{s}.n": len(splits[s]) for s in written} | {"vocab_size": len(tokenizer)})
+                   {f"split.{s}.n": len(splits[s]) for s in written} | {"vocab_size": len(tokenizer),
+                                                                         "prompt_format": prompt_format})
         log.params(_data_params(job, data))
         log.artifact_json(manifest, "manifest.json")  # label counts and sha256 of every split
     write_json(out / "manifest.json", manifest)  # last: its presence marks the stage as complete
