@@ -289,6 +289,11 @@ def test_each_probe_source_draws_its_rows_from_its_split(trained, tmp_path):
     assert [r.answer_ids for r in transfer.rows] == [labelled_by_best[i].answer_ids for i in transfer.indices]
     assert not any(r.labelled for r in transfer.rows)
     assert transfer.groups == [prep_t.rows("transfer")[i]["subdomain"] for i in transfer.indices]
+    # on those tokens T*'s distribution is the one its cached outputs hold for the same rows
+    ctx = StageContext(["best"], cache_t, None, cache_t.train_rows, pad, probe=transfer, live=live)
+    n_train = len(cache_t.train_rows)
+    cached = torch.log_softmax(cache_t.rows_logits("best", [n_train + i for i in transfer.indices]), -1)
+    assert torch.allclose(ctx.teacher_logprobs("best"), cached, atol=1e-4)
 
 
 def test_scd_on_a_validation_probe_with_normalized_terms_logs_both_terms_per_subdomain(trained):

@@ -174,23 +174,23 @@ def test_learnability_direction_option_is_the_kl_it_names():
 
 def test_per_subdomain_terms_average_to_the_whole_probe_terms():
     g = torch.Generator().manual_seed(0)
-    rows = [Encoded([1], [5] * n) for n in (1, 3, 2)]  # 6 response tokens: 1 of tfs, 3 of sfs, 2 of tfs
+    rows = [Encoded([1], [5] * n) for n in (1, 4, 2)]  # 7 response tokens: 1 of tfs, 4 of sfs, 2 of tfs
     probe = ProbeSet(rows, [4, 9, 11], 0, 4, source="validation", groups=["tfs", "sfs", "tfs"])
-    traj = {c: torch.softmax(torch.randn(6, 4, generator=g) * k, -1).tolist()
+    traj = {c: torch.softmax(torch.randn(7, 4, generator=g) * k, -1).tolist()
             for c, k in (("ckpt-1", 0.5), ("ckpt-2", 1.0), ("best", 2.0))}
-    student = torch.softmax(torch.randn(6, 4, generator=g), -1).tolist()
+    student = torch.softmax(torch.randn(7, 4, generator=g), -1).tolist()
     scd = ScheduledCheckpoint()
     scd.choose(multi_ctx(traj, student, probe))
     tokens = probe.subdomain_tokens()
-    assert tokens == {"sfs": 3, "tfs": 3} and probe.describe()["tokens"] == 6
+    assert tokens == {"sfs": 4, "tfs": 3} and probe.describe()["tokens"] == 7
     for c, s in scd.scores[-1].items():
         assert set(s["subdomains"]) == {"tfs", "sfs"}
         for t in ("performance", "learnability"):
             weighted = sum(tokens[k] * s["subdomains"][k][t] for k in tokens) / sum(tokens.values())
             assert weighted == pytest.approx(s[t], rel=1e-5)
-        # tfs is tokens 0, 4, 5 (rows 1 and 3): its learnability is their mean KL(p_S || p_c)
+        # tfs is tokens 0, 5, 6 (rows 1 and 3): its learnability is their mean KL(p_S || p_c)
         logs, logc = torch.tensor(student).log(), torch.tensor(traj[c]).log()
-        tfs = [0, 4, 5]
+        tfs = [0, 5, 6]
         assert s["subdomains"]["tfs"]["learnability"] == pytest.approx(mean_kl(logs[tfs], logc[tfs]), rel=1e-5)
 
 

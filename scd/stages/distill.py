@@ -104,8 +104,8 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
     method.chunk_tokens = phase.chunk_tokens
     live = live_teacher(prep, teacher, device, job.precision, batch_size)
     checkpoints = live.checkpoints(job.trajectory)
-    trajectory_problem = None if job.spec.schedule == "best" else trajectory_check(live, checkpoints,
-                                                                                   phase.check_trajectory)
+    trajectory = {"trajectory_steps": None, "trajectory_problem": None} if job.spec.schedule == "best" \
+        else trajectory_check(live, checkpoints, phase.check_trajectory)  # before any model loads
     model = initial_student(prep, student, seed, phase.init, job.student,
                             bool((job.student or {}).get("gradient_checkpointing"))).to(device)
     vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
@@ -152,25 +152,26 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
         save_best(model, prep.tokenizer, best, objective, tmp, log)
         summary = summarise(method_name, seed, prep.task.name, method, ctx, histograms, summaries, best, started,
                             log)
-        summary |= {"trajectory_steps": trajectory_steps(teacher, checkpoints),
-                    "trajectory_problem": trajectory_problem}
+        summary |= trajectory
         summary |= {"teacher_seconds": teacher_time.seconds, "peak_rss_bytes": peak_rss_bytes(),
                     "disk_bytes": disk_bytes(tmp)}  # the compute table's (the cached teacher outputs: not counted)
         write_json(tmp / "summary.json", summary)
     return summary
 
 
-def trajectory_check(live: LiveTeacher, checkpoints: list[str], strict: bool = True) -> str | None:
+def trajectory_check(live: LiveTeacher, checkpoints: list[str], strict: bool = True) -> dict:
     """Stop (strict) when the checkpoints a schedule chooses among are not distinct and in training order (TD reads
-    T* alone and is not checked); otherwise the problem, also printed as a warning, for the summary (None: sound)."""
+    T* alone and is not checked); otherwise the summary's record: the checkpoints' steps (None without a teacher
+    summary) and the problem (None: sound; also printed as a warning)."""
+    record = {"trajectory_steps": trajectory_steps(live.dir, checkpoints), "trajectory_problem": None}
     try:
         live.check_trajectory(checkpoints)
     except TrajectoryError as e:
         if strict:
             raise
         print(f"warning: {e} (training.distill.check_trajectory is false: going on)", file=sys.stderr)
-        return str(e)
-    return None
+        record["trajectory_problem"] = str(e)
+    return record
 
 
 def probe_set(source: str, prep: Prepared, cache: TeacherCache, live: LiveTeacher, size: int, seed: int,
