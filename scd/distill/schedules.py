@@ -48,9 +48,11 @@ class FixedOrder:
 
 @register_schedule("scd", reference="SCD, arXiv 2601.10114; details left open: ../shared/docs/method.md")
 class ScheduledCheckpoint:
-    """SCD: c_k = argmin_c P(c) + lambda * L(c) over the checkpoints, on a probe set, where
-    P(c) = KL(p_T* || p_c) (performance: close to the best teacher) and L(c) = KL(p_S_k || p_c) (learnability:
-    close to the current student S_k), token-level KLs averaged over the probe's response tokens.
+    """SCD: c_k = argmin_c KL(p_T* || p_c) + lambda * KL(p_S_k || p_c) over the checkpoints, on a probe set.
+
+    The performance term P(c) = KL(p_T* || p_c) prefers checkpoints close to the best teacher, the learnability
+    term L(c) = KL(p_S_k || p_c) those close to the current student S_k; token-level KLs averaged over the probe's
+    response tokens.
 
     Options (the paper leaves each open; defaults are the paper's formula as written):
     - lam: the weight lambda of the learnability term (1).

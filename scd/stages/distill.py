@@ -106,14 +106,14 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
     checkpoints = live.checkpoints(job.trajectory)
     trajectory = {"trajectory_steps": None, "trajectory_problem": None} if job.spec.schedule == "best" \
         else trajectory_check(live, checkpoints, phase.check_trajectory)  # before any model loads
-    model = initial_student(prep, student, seed, phase.init, job.student,
-                            bool((job.student or {}).get("gradient_checkpointing"))).to(device)
-    vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
     teacher_time = Stopwatch().wrap(live, "forward", "logits_at", "generate", "response_logits",
                                     "outputs")  # the live teacher's
     cache = open_cache(prep, live, phase.transfer, teacher_cache)
     probe = probe_set(getattr(method.schedule, "probe_source", "train"), prep, cache, live, phase.probe_size, seed,
                       f"methods.{method_name}.schedule_options.probe_source")
+    model = initial_student(prep, student, seed, phase.init, job.student,
+                            bool((job.student or {}).get("gradient_checkpointing"))).to(device)
+    vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
     ctx = StageContext(checkpoints, cache, model, cache.train_rows, pad, probe=probe, student_sft_dir=student,
                        batch_size=batch_size, n_stages=stages, live=live)
     step, objective = DistillStep(method, cache, live, vocab), method.objective
