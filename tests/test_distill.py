@@ -1,5 +1,7 @@
 """The distillation stage end to end on a tiny synthetic task: TD/CD/SCD/AW runs, staged training details."""
 import dataclasses
+import json
+import shutil
 
 import pytest
 import torch
@@ -10,12 +12,14 @@ import scd.train
 from scd import mlflow_sync, tracking
 from scd.config import common_settings, load_config, stage_config
 from scd.data import collate
+from scd.distill.context import StageContext
+from scd.distill.probe import ProbeSet
 from scd.distill.teacher import CheckpointOutputs, TeacherCache, live_teacher, open_cache, transfer_prompts
-from scd.distill.trajectory import evenly_spaced
-from scd.evaluate import gold_nll
+from scd.distill.trajectory import TrajectoryError, evenly_spaced
+from scd.evaluate import gold_nll, response_logits
 from scd.models import build_model, load_pretrained
 from scd.prepared import Prepared
-from scd.stages.distill import distill, initial_student
+from scd.stages.distill import distill, initial_student, probe_set
 from scd.stages.prepare import prepare
 from scd.stages.teacher_outputs import write_teacher_outputs
 from scd.tokens import response_mask
@@ -25,19 +29,40 @@ METHODS = {
     "cd": {"schedule": "fixed_order", "divergence": "fkl", "weighting": "none"},
     "scd": {"schedule": "scd", "divergence": "fkl", "weighting": "none"},
     "scd+aw": {"schedule": "scd", "divergence": "fkl", "weighting": "aw"},
+    "scd-val": {"schedule": "scd", "divergence": "fkl", "weighting": "none",
+                "schedule_options": {"probe_source": "validation", "scale": "normalized"}},
 }
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_distill):
     root, config = tiny_distill
+    sound_teacher(root)
     return root, lambda checkpoints, stages: config(checkpoints, stages, METHODS)
+
+
+def sound_teacher(root):
+    """`teacher3` with T* at the end of its training (its last checkpoint's weights and step), as `teacher3s`. The
+    tiny teacher's validation score may peak at its first checkpoint, which would make T* that checkpoint's weights
+    a second time in the trajectory ckpt-1, ckpt-2, best (the distillation job refuses such a trajectory)."""
+    sound = root / "teacher3s"
+    if not sound.exists():
+        shutil.copytree(root / "teacher3", sound)
+        shutil.rmtree(sound / "best")
+        shutil.copytree(sound / "checkpoints" / "ckpt-3", sound / "best")
+        saved = json.loads((sound / "summary.json").read_text())
+        (sound / "summary.json").write_text(json.dumps(saved | {"best_step": saved["checkpoints"]["ckpt-3"]}))
+    return sound
+
+
+def teacher_dir(root, checkpoints):
+    return root / ("teacher3s" if checkpoints == 3 else f"teacher{checkpoints}")
 
 
 def run(trained, method, checkpoints, stages, out, cache=None):
     root, config = trained
     cfg = stage_config(config(checkpoints, stages), "synthetic_subdomains", "distill", method)
-    summary = distill(cfg, 0, root / "data", root / f"teacher{checkpoints}", root / "student", root / out,
+    summary = distill(cfg, 0, root / "data", teacher_dir(root, checkpoints), root / "student", root / out,
                       teacher_cache=cache)
     summary["mlflow_run_id"] = mlflow_sync.sync(cfg.results_dir)[summary["run_id"]]  # its run record, logged
     losses = [m.value for m in MlflowClient(tracking.tracking_uri(cfg)).get_metric_history(summary["mlflow_run_id"],
@@ -172,7 +197,7 @@ def test_a_cache_reads_a_directory_or_computes_with_a_live_teacher_never_both(tr
 def test_cached_teacher_outputs_train_exactly_like_in_memory_ones(trained):
     root, config = trained
     cfg = stage_config(config(3, 2), "synthetic_subdomains", "teacher_outputs")
-    manifest = write_teacher_outputs(cfg, 0, root / "data", root / "teacher3", root / "cache3")
+    manifest = write_teacher_outputs(cfg, 0, root / "data", teacher_dir(root, 3), root / "cache3")
     assert set(manifest["checkpoints"]) == {"ckpt-1", "ckpt-2", "best"}
     assert all(c["checkpoint_bytes"] > 0 and c["cache_bytes"] > 0 for c in manifest["checkpoints"].values())
     saved = CheckpointOutputs.load(root / "cache3" / "ckpt-1.safetensors")
@@ -226,3 +251,99 @@ def test_student_starts_from_student_sft_or_from_the_base_student(trained):
     fresh = build_model(cfg.student, prep.tokenizer, prep.task.max_length, 0).state_dict()
     assert all(torch.equal(base[k], fresh[k]) for k in fresh)
     assert not all(torch.equal(base[k], saved[k]) for k in saved)
+
+
+def test_each_probe_source_draws_its_rows_from_its_split(trained, tmp_path):
+    root, config = trained
+    prep = Prepared.open(root / "data")
+    live = live_teacher(prep, root / "teacher3", torch.device("cpu"))
+    cache = open_cache(prep, live)
+    pad, vocab = prep.tokenizer.pad_token_id, len(prep.tokenizer)
+    train = probe_set("train", prep, cache, live, 16, 0, "where")
+    assert train.indices == ProbeSet.sample(cache.train_rows, 16, 0, pad, vocab).indices  # today's probe
+    assert train.rows == [cache.train_rows[i] for i in train.indices]
+    assert train.groups == [prep.rows("train")[i]["subdomain"] for i in train.indices]
+    val = probe_set("validation", prep, cache, live, 16, 0, "where")
+    validation = prep.encoded("validation")
+    assert val.source == "validation" and len(val.rows) == 16 and max(val.indices) < len(validation)
+    assert val.rows == [validation[i] for i in val.indices]
+    assert val.groups == [prep.rows("validation")[i]["subdomain"] for i in val.indices]
+    # validation rows are not in the teacher-output cache: their distributions are the checkpoint's own forward
+    ctx = StageContext(["ckpt-1", "best"], cache, None, cache.train_rows, pad, probe=val, live=live)
+    expected = torch.log_softmax(response_logits(live.load("ckpt-1"), val.rows, pad, vocab, 64, "cpu"), -1)
+    assert torch.allclose(ctx.teacher_logprobs("ckpt-1"), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="methods.x.schedule_options.probe_source is 'transfer' but task "
+                                         "'synthetic_subdomains' has no transfer set"):
+        probe_set("transfer", prep, cache, live, 16, 0, "methods.x.schedule_options.probe_source")
+    # a task with a transfer set: its prompts, with T*'s greedy responses as the compared tokens
+    cfg = load_config("smoke", {"results_dir": str(tmp_path), "task_overrides": {"synthetic_subdomains": {
+        "task_options": {**TINY_SYNTHETIC, "n_transfer_tfs": 12, "n_transfer_sfs": 8}}}})
+    prepare(stage_config(cfg, "synthetic_subdomains", "prepare"), tmp_path / "data_t")
+    prep_t = Prepared.open(tmp_path / "data_t")
+    cache_t = open_cache(prep_t, live)
+    transfer = probe_set("transfer", prep_t, cache_t, live, 16, 0, "where")
+    prompts = transfer_prompts(prep_t)
+    assert transfer.source == "transfer" and len(transfer.rows) == 16 and max(transfer.indices) < len(prompts) == 20
+    assert [r.prompt_ids for r in transfer.rows] == [prompts[i].prompt_ids for i in transfer.indices]
+    labelled_by_best = cache_t.transfer_rows("best")
+    assert [r.answer_ids for r in transfer.rows] == [labelled_by_best[i].answer_ids for i in transfer.indices]
+    assert not any(r.labelled for r in transfer.rows)
+    assert transfer.groups == [prep_t.rows("transfer")[i]["subdomain"] for i in transfer.indices]
+    # on those tokens T*'s distribution is the one its cached outputs hold for the same rows
+    ctx = StageContext(["best"], cache_t, None, cache_t.train_rows, pad, probe=transfer, live=live)
+    n_train = len(cache_t.train_rows)
+    cached = torch.log_softmax(cache_t.rows_logits("best", [n_train + i for i in transfer.indices]), -1)
+    assert torch.allclose(ctx.teacher_logprobs("best"), cached, atol=1e-4)
+
+
+def test_scd_on_a_validation_probe_with_normalized_terms_logs_both_terms_per_subdomain(trained):
+    summary, _ = run(trained, "scd-val", 3, 2, "scdval")
+    probe = summary["probe"]
+    assert probe["source"] == "validation" and probe["rows"] == 32 and max(probe["indices"]) < 40
+    tokens = probe["subdomain_tokens"]
+    assert set(tokens) == {"tfs", "sfs"} and sum(tokens.values()) == probe["tokens"]
+    assert len(summary["schedule_scores"]) == 2
+    for chosen, scores in zip(summary["schedule"], summary["schedule_scores"]):
+        assert chosen == min(scores, key=lambda c: scores[c]["score"])
+        for terms in scores.values():
+            assert terms["score"] == pytest.approx(terms["performance_normalized"] + terms["learnability_normalized"])
+            for t in ("performance", "learnability"):
+                parts = terms["subdomains"]
+                assert sum(tokens[g] * parts[g][t] for g in tokens) / probe["tokens"] == pytest.approx(terms[t],
+                                                                                                        rel=1e-4)
+    root, config = trained
+    client = MlflowClient(tracking.tracking_uri(common_settings(config(3, 2))))
+    history = client.get_metric_history(summary["mlflow_run_id"], "schedule/subdomain/sfs/learnability/ckpt-1")
+    assert [m.step for m in history] == [0, 1]
+    expected = [s["ckpt-1"]["subdomains"]["sfs"]["learnability"] for s in summary["schedule_scores"]]
+    assert [m.value for m in history] == pytest.approx(expected)
+    assert client.get_metric_history(summary["mlflow_run_id"], "schedule/performance_normalized/best")
+
+
+def test_a_trajectory_with_t_star_duplicating_a_checkpoint_stops_the_job(trained, tmp_path):
+    root, config = trained
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir(root, 3), teacher)
+    saved = json.loads((teacher / "summary.json").read_text())
+    (teacher / "summary.json").write_text(json.dumps(saved | {"best_step": saved["checkpoints"]["ckpt-2"]}))
+    cfg = stage_config(config(3, 2), "synthetic_subdomains", "distill", "cd")
+    with pytest.raises(TrajectoryError, match=r"teacher trajectory ckpt-1, ckpt-2, best is not distinct: 'best' is "
+                                              r"the same weights as 'ckpt-2' \(both step 20, per .*summary.json\)"):
+        distill(cfg, 0, root / "data", teacher, root / "student", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (teacher / "summary.json").write_text(json.dumps(saved | {"best_step": 15}))  # T* between ckpt-1 and ckpt-2
+    with pytest.raises(TrajectoryError, match=r"not in training order: 'best' \(step 15\) comes before 'ckpt-2'"):
+        distill(cfg, 0, root / "data", teacher, root / "student", tmp_path / "out")
+    td = stage_config(config(3, 1), "synthetic_subdomains", "distill", "td")  # TD reads T* alone: not checked
+    assert distill(td, 0, root / "data", teacher, root / "student", tmp_path / "td")["trajectory_problem"] is None
+    # switched off, the job goes on and records the problem in its summary
+    lax = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, check_trajectory=False, epochs=1,
+                                                                stages=1))
+    summary = distill(lax, 0, root / "data", teacher, root / "student", tmp_path / "lax")
+    assert "not in training order" in summary["trajectory_problem"]
+    assert summary["trajectory_steps"] == {"ckpt-1": 10, "ckpt-2": 20, "best": 15}
+    (teacher / "summary.json").unlink()  # no steps recorded: the weights themselves are compared
+    shutil.rmtree(teacher / "best")
+    shutil.copytree(teacher / "checkpoints" / "ckpt-1", teacher / "best")
+    with pytest.raises(TrajectoryError, match="'best' holds the same weights as 'ckpt-1'"):
+        distill(cfg, 0, root / "data", teacher, root / "student", tmp_path / "out")

@@ -1,7 +1,9 @@
 """What schedules and weightings may look at when a distillation stage starts, computed lazily and cached:
-teacher-checkpoint distributions on the probe set (once per checkpoint for the whole run, from the cached teacher
-logits), the current student's (each stage), and per-sample gold losses on the training rows of the frozen
-student-SFT model (once) and of teacher checkpoints (once per checkpoint, from the cached teacher logits)."""
+teacher-checkpoint distributions on the probe set (once per checkpoint for the whole run: from the cached teacher
+logits for a probe of training rows, else by one forward pass of the live teacher's checkpoint over the probe rows
+alone, since validation rows and T*-labelled transfer rows are not in the cache), the current student's (each
+stage), and per-sample gold losses on the training rows of the frozen student-SFT model (once) and of teacher
+checkpoints (once per checkpoint, from the cached teacher logits)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ import torch
 
 from scd.data import Encoded
 from scd.distill.probe import ProbeSet
-from scd.distill.teacher import TeacherCache
+from scd.distill.teacher import LiveTeacher, TeacherCache
 from scd.evaluate import gold_nll, response_logits
 from scd.models import load_trained
 
@@ -29,6 +31,7 @@ class StageContext:
     stage: int = 0
     n_stages: int = 1
     history: list[str] = field(default_factory=list)
+    live: LiveTeacher | None = None        # the teacher checkpoints as models: probes of rows the cache lacks
     _teacher_probe: dict = field(default_factory=dict)
     _teacher_losses: dict = field(default_factory=dict)
     _sft_losses: torch.Tensor | None = None
@@ -38,7 +41,13 @@ class StageContext:
 
     def teacher_logprobs(self, name: str) -> torch.Tensor:
         if name not in self._teacher_probe:
-            logits = self.cache.probe_logits(name, self.probe.indices)
+            if self.probe.source == "train":
+                logits = self.cache.probe_logits(name, self.probe.indices)
+            elif self.live is None:
+                raise ValueError(f"a probe of {self.probe.source} rows needs the live teacher: its rows are not in "
+                                 f"the teacher-output cache")
+            else:
+                logits = self.live.response_logits(name, self.probe.rows)
             self._teacher_probe[name] = torch.log_softmax(logits.float(), -1)
         return self._teacher_probe[name]
 

@@ -22,6 +22,8 @@ training (on-policy samples) run the checkpoint itself (`LiveTeacher.forward`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from scd.data import Encoded, encode
-from scd.distill.trajectory import evenly_spaced
+from scd.distill.trajectory import evenly_spaced, require_distinct, require_in_order
 from scd.evaluate import generate, response_logits
 from scd.models import load_trained, logits_at
 from scd.prepared import Prepared
@@ -115,6 +117,35 @@ def saved_checkpoints(teacher_dir: Path) -> list[str]:
     return names[:-1] + ["best"]
 
 
+def trajectory_steps(teacher_dir: Path, names: list[str] | None = None) -> dict[str, int] | None:
+    """The optimizer step of each saved checkpoint's weights and of T*'s (`best`), from the teacher SFT's
+    summary.json (only `names`' when given); None when the teacher directory has no summary."""
+    path = Path(teacher_dir) / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    ckpts = data.get("checkpoints") if isinstance(data, dict) else None
+    best = data.get("best_step") if isinstance(data, dict) else None
+    if not isinstance(ckpts, dict) or not all(type(v) is int for v in ckpts.values()) or type(best) is not int:
+        raise ValueError(f"{path} does not record the teacher's checkpoint steps (`checkpoints`: name -> step, and "
+                         f"`best_step`): it is damaged or from an older version; re-run the teacher SFT")
+    steps = ckpts | {"best": best}
+    return steps if names is None else {n: steps[n] for n in names if n in steps}
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 over a saved model's weight files, in name order."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 class LiveTeacher:
     """The teacher's saved checkpoints as frozen models: the trajectory, a checkpoint's outputs on the run's rows,
     its forward pass on a batch, its greedy answers and its embedding matrices."""
@@ -130,6 +161,22 @@ class LiveTeacher:
 
     def checkpoints(self, n: int | None = None) -> list[str]:
         return evenly_spaced(saved_checkpoints(self.dir), n)
+
+    def check_trajectory(self, names: list[str]) -> list[str]:
+        """The trajectory `names` (training order, T* last) if its checkpoints are distinct and in training order,
+        by the steps in the teacher's summary.json (by a digest of the weights where there is no summary); else a
+        one-line TrajectoryError."""
+        steps = trajectory_steps(self.dir)
+        if steps is None:
+            require_distinct(names, {n: weights_digest(self.path(n)) for n in names})
+            return names
+        unknown = [n for n in names if n not in steps]
+        if unknown:
+            raise ValueError(f"{self.dir / 'summary.json'} records no step for checkpoint(s) {', '.join(unknown)} "
+                             f"of {self.dir / 'checkpoints'}: the directory mixes two teacher runs; re-run the "
+                             f"teacher SFT")
+        require_in_order(names, steps, str(self.dir / "summary.json"))
+        return names
 
     def path(self, name: str) -> Path:
         return self.dir / "best" if name == "best" else self.dir / "checkpoints" / name

@@ -27,3 +27,37 @@ def used_checkpoints(names: list[str], trajectories: list[int | None] | None) ->
         return list(names)
     picked = {name for n in trajectories for name in evenly_spaced(names, n)}
     return [name for name in names if name in picked]
+
+
+class TrajectoryError(ValueError):
+    """A teacher trajectory whose checkpoints are not distinct or not in training order."""
+
+
+def require_in_order(names: list[str], steps: dict[str, int], where: str) -> None:
+    """Refuse a trajectory (names in the order schedules read them, `best` last) whose checkpoints' optimizer
+    steps (`steps`, from `where`) do not strictly increase: two names for the same weights (T* saved at the step of
+    a checkpoint) would make SCD compare a checkpoint with itself and CD train on it twice, and T* before a
+    checkpoint would put the trajectory out of training order."""
+    fix = ("T* (best) stands in for the last checkpoint, so read fewer checkpoints (training.distill.trajectory or "
+           "the method's trajectory) or re-run the teacher SFT so that its best validation score comes after them")
+    first: dict[int, str] = {}
+    for name in names:
+        if steps[name] in first:
+            raise TrajectoryError(f"teacher trajectory {', '.join(names)} is not distinct: {name!r} is the same "
+                                  f"weights as {first[steps[name]]!r} (both step {steps[name]}, per {where}); {fix}")
+        first[steps[name]] = name
+    for a, b in zip(names, names[1:]):
+        if steps[b] < steps[a]:
+            raise TrajectoryError(f"teacher trajectory {', '.join(names)} is not in training order: {b!r} (step "
+                                  f"{steps[b]}) comes before {a!r} (step {steps[a]}), per {where}; {fix}")
+
+
+def require_distinct(names: list[str], digests: dict[str, str]) -> None:
+    """Refuse a trajectory in which two names hold the same weights (by content digest), where no steps are known."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if digests[name] in seen:
+            raise TrajectoryError(f"teacher trajectory {', '.join(names)} is not distinct: {name!r} holds the same "
+                                  f"weights as {seen[digests[name]]!r}; read fewer checkpoints "
+                                  f"(training.distill.trajectory) or re-run the teacher SFT")
+        seen[digests[name]] = name

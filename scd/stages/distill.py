@@ -7,6 +7,12 @@ on the validation split over all stages. TD, CD and SCD differ only in the sched
 schedule this is vanilla KD from T*. Teacher outputs come precomputed from `scd teacher-outputs` (or are computed
 here on first use).
 
+Before anything trains, a CD or SCD job checks that the teacher checkpoints it chooses among are distinct and in
+training order (the steps in the teacher's summary.json: T* must not be a kept checkpoint's weights a second time,
+nor come before one); `training.distill.check_trajectory: false` records a violation in the summary instead. SCD's
+probe set comes from the split its `probe_source` names (`probe_set`); the summary records the probe and, per stage
+and candidate checkpoint, both terms of SCD's score on the whole probe and per subdomain.
+
 The job reads its settings (scd.settings.DistillJob); the loss of a batch is `scd.distill.step.DistillStep`;
 the teacher side is a read-only `TeacherCache` of outputs and a `LiveTeacher` (scd/distill/teacher.py).
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -22,13 +29,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scd import tracking
-from scd.data import atomic_dir, write_json
+from scd.data import Encoded, atomic_dir, write_json
 from scd.distill.checks import require_sound
 from scd.distill.context import StageContext
 from scd.distill.methods import Method, method_from_config, uneven_stages
 from scd.distill.probe import ProbeSet
 from scd.distill.step import DistillStep, ObjectiveSteps
-from scd.distill.teacher import live_teacher, open_cache
+from scd.distill.teacher import (
+    LiveTeacher,
+    TeacherCache,
+    live_teacher,
+    open_cache,
+    trajectory_steps,
+    transfer_prompts,
+)
+from scd.distill.trajectory import TrajectoryError
 from scd.evaluate import validator
 from scd.models import build_model, enable_gradient_checkpointing, load_trained, save_trained
 from scd.plots import histogram_svg
@@ -87,16 +102,20 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
     prep = Prepared.open(data)
     method = method_from_config(method_name, job.spec)
     method.chunk_tokens = phase.chunk_tokens
-    model = initial_student(prep, student, seed, phase.init, job.student,
-                            bool((job.student or {}).get("gradient_checkpointing"))).to(device)
-    vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
     live = live_teacher(prep, teacher, device, job.precision, batch_size)
+    checkpoints = live.checkpoints(job.trajectory)
+    trajectory = {"trajectory_steps": None, "trajectory_problem": None} if job.spec.schedule == "best" \
+        else trajectory_check(live, checkpoints, phase.check_trajectory)  # before any model loads
     teacher_time = Stopwatch().wrap(live, "forward", "logits_at", "generate", "response_logits",
                                     "outputs")  # the live teacher's
     cache = open_cache(prep, live, phase.transfer, teacher_cache)
-    ctx = StageContext(live.checkpoints(job.trajectory), cache, model, cache.train_rows, pad,
-                       probe=ProbeSet.sample(cache.train_rows, phase.probe_size, seed, pad, vocab),
-                       student_sft_dir=student, batch_size=batch_size, n_stages=stages)
+    probe = probe_set(getattr(method.schedule, "probe_source", "train"), prep, cache, live, phase.probe_size, seed,
+                      f"methods.{method_name}.schedule_options.probe_source")
+    model = initial_student(prep, student, seed, phase.init, job.student,
+                            bool((job.student or {}).get("gradient_checkpointing"))).to(device)
+    vocab, pad = len(prep.tokenizer), prep.tokenizer.pad_token_id
+    ctx = StageContext(checkpoints, cache, model, cache.train_rows, pad, probe=probe, student_sft_dir=student,
+                       batch_size=batch_size, n_stages=stages, live=live)
     step, objective = DistillStep(method, cache, live, vocab), method.objective
     if objective is not None:
         objective.bind(model.config.hidden_size, live.head("best").shape[1])
@@ -133,10 +152,53 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
         save_best(model, prep.tokenizer, best, objective, tmp, log)
         summary = summarise(method_name, seed, prep.task.name, method, ctx, histograms, summaries, best, started,
                             log)
+        summary |= trajectory
         summary |= {"teacher_seconds": teacher_time.seconds, "peak_rss_bytes": peak_rss_bytes(),
                     "disk_bytes": disk_bytes(tmp)}  # the compute table's (the cached teacher outputs: not counted)
         write_json(tmp / "summary.json", summary)
     return summary
+
+
+def trajectory_check(live: LiveTeacher, checkpoints: list[str], strict: bool = True) -> dict:
+    """Stop (strict) when the checkpoints a schedule chooses among are not distinct and in training order (TD reads
+    T* alone and is not checked); otherwise the summary's record: the checkpoints' steps (None without a teacher
+    summary) and the problem (None: sound; also printed as a warning)."""
+    record = {"trajectory_steps": trajectory_steps(live.dir, checkpoints), "trajectory_problem": None}
+    try:
+        live.check_trajectory(checkpoints)
+    except TrajectoryError as e:
+        if strict:
+            raise
+        print(f"warning: {e} (training.distill.check_trajectory is false: going on)", file=sys.stderr)
+        record["trajectory_problem"] = str(e)
+    return record
+
+
+def probe_set(source: str, prep: Prepared, cache: TeacherCache, live: LiveTeacher, size: int, seed: int,
+              where: str) -> ProbeSet:
+    """SCD's probe: `size` rows of the `source` split (train | validation | transfer) drawn by `seed`, with their
+    subdomains. Training and validation rows keep their gold responses; transfer prompts take T*'s greedy responses
+    (from the teacher-output cache when it holds them, else generated for these prompts alone)."""
+    pad, vocab = prep.tokenizer.pad_token_id, len(prep.tokenizer)
+    if source == "train":
+        return ProbeSet.sample(cache.train_rows, size, seed, pad, vocab, "train",
+                               [r.get("subdomain") for r in prep.rows("train")])
+    if source == "validation":
+        return ProbeSet.sample(prep.encoded("validation"), size, seed, pad, vocab, "validation",
+                               [r.get("subdomain") for r in prep.rows("validation")])
+    prompts = transfer_prompts(prep)
+    if not prompts:
+        raise ValueError(f"{where} is 'transfer' but task {prep.task.name!r} has no transfer set: use train or "
+                         f"validation, or give the task a transfer set (its task_options)")
+    probe = ProbeSet.sample(prompts, size, seed, pad, vocab, "transfer",
+                            [r.get("subdomain") for r in prep.rows("transfer")])
+    chosen = [prompts[i] for i in probe.indices]
+    if cache.transfer_prompts and cache.cache_dir is not None:
+        held = cache.outputs("best").transfer_targets
+        targets = [held[i] for i in probe.indices]
+    else:
+        targets = live.generate("best", chosen)
+    return probe.with_rows([Encoded(p.prompt_ids, t, labelled=False) for p, t in zip(chosen, targets)])
 
 
 def begin_stage(stage: int, method: Method, ctx: StageContext, step: DistillStep) -> str:
@@ -164,7 +226,8 @@ def summarise(method_name: str, seed: int, task: str, method: Method, ctx: Stage
     """The run's summary (summary.json), and its schedule as an MLflow artifact."""
     scores = getattr(method.schedule, "scores", None)
     summary = {"method": method_name, "seed": seed, "task": task, "schedule": ctx.history,
-               "checkpoints": ctx.checkpoints, "schedule_scores": scores, "aw_histograms": histograms,
+               "checkpoints": ctx.checkpoints, "schedule_scores": scores, "probe": ctx.probe.describe(),
+               "aw_histograms": histograms,
                "stages": stages, "best_val_score": best[0], "best_stage": best[2],
                "train_seconds": sum(s["train_seconds"] for s in stages),
                "wall_seconds": time.perf_counter() - started, "run_id": log.run_id}
@@ -181,6 +244,15 @@ def load_objective(objective, path: Path) -> None:
     objective.load_state_dict(load_file(str(path)))
 
 
+def score_metrics(checkpoint: str, terms: dict) -> dict[str, float]:
+    """One checkpoint's row of SCD's score matrix as metrics: schedule/<term>/<checkpoint> for the whole probe,
+    schedule/subdomain/<subdomain>/<term>/<checkpoint> per subdomain."""
+    out = {f"schedule/{t}/{checkpoint}": v for t, v in terms.items() if t != "subdomains"}
+    for g, sub in (terms.get("subdomains") or {}).items():
+        out |= {f"schedule/subdomain/{g}/{t}/{checkpoint}": v for t, v in sub.items()}
+    return out
+
+
 def log_stage_start(log, method, ctx: StageContext, name: str, subdomains: list) -> dict | None:
     """What a stage start decided, into MLflow (metric step = stage): the checkpoint, SCD's row of the score
     matrix (both terms per checkpoint), AW's weights (statistics, per subdomain, raw values, histogram)."""
@@ -188,7 +260,7 @@ def log_stage_start(log, method, ctx: StageContext, name: str, subdomains: list)
     log({"schedule/checkpoint_index": ctx.checkpoints.index(name)}, stage)
     scores = getattr(method.schedule, "scores", None)
     for c, terms in (scores[-1] if scores else {}).items():
-        log({f"schedule/{t}/{c}": v for t, v in terms.items()}, stage)
+        log(score_metrics(c, terms), stage)
     w = getattr(method.weighting, "current", None)
     if w is None:
         return None
