@@ -261,6 +261,20 @@ def run_list(lb: dict) -> str:
     return "<ul class='runs'>" + "".join(items) + "</ul>"
 
 
+def trajectory_notice(lb: dict) -> str:
+    """A warning listing the distillations whose teacher checkpoints were not distinct and in training order (T* at
+    or before a checkpoint they read), each with the problem its job recorded."""
+    items = [f"<li>{html.escape(task)} / {html.escape(label(method))} / seed {r['seed']}: "
+             f"{html.escape(r['trajectory_problem'])}</li>"
+             for task, methods in sorted((lb.get("schedules") or {}).items()) for method, entry in methods.items()
+             for r in entry["runs"] if r.get("trajectory_problem")]
+    if not items:
+        return ""
+    return ("<div class='warning' id='trajectory-problems'><b>Teacher trajectories.</b> These distillations chose "
+            "among teacher checkpoints that were not distinct and in training order, so their schedule does not "
+            f"follow the teacher's fine-tuning forwards:<ul>{''.join(items)}</ul></div>")
+
+
 def data_notice(lb: dict) -> str:
     """A warning when a task ran on data files that differ from the pinned ones (the run said so on purpose with
     `allow_modified_data`): every file with its expected and found sha256."""
@@ -308,6 +322,7 @@ on each part. Mean ± std over seeds.</p>
 the trajectory in order; SCD picks argmin KL(p_T* || p_c) + lambda KL(p_S || p_c) on a probe set when each stage
 starts (per-stage score matrices: MLflow artifact <code>schedule.json</code> of each run).</p>
 {schedule_section(lb)}
+{trajectory_notice(lb)}
 <h2>Adaptive weights</h2>
 <p class="meta">AW gives training row i the weight w_i = L_Ssft(i) / (L_Ssft(i) + L_c(i)) on the divergence and
 1 - w_i on gold CE (w near 1: imitate the teacher; near 0: learn the label). Histogram: the first stage, all seeds

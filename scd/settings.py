@@ -45,8 +45,9 @@ class DistillTraining(Optimization):
     trajectory: int | None = None        # teacher checkpoints the schedules choose among (evenly spaced, ending at
     #                                      T*); None: every saved one
     probe_size: int = 256                # rows SCD compares distributions on (from its probe_source split)
-    check_trajectory: bool = True        # stop when the teacher checkpoints read are not distinct and in training
-    #                                      order (T* at a checkpoint's step or before it); false: record it and go on
+    check_trajectory: bool = False       # true: stop when the teacher checkpoints read are not distinct and in
+    #                                      training order (T* at a checkpoint's step or before it); false: record it
+    #                                      in the summary, warn, go on (the report lists such runs)
     transfer: bool = True                # add the task's transfer set, labelled by the stage's teacher checkpoint
     init: str = "student_sft"            # student_sft | base: the student distillation starts from
     chunk_tokens: int | None = 512       # response positions per chunk of the loss; None: all at once

@@ -131,6 +131,11 @@ def test_schedules_aw_and_ablations_reach_the_report(tmp_path):
     assert section(page, "Scores by task").count("<svg") == len(lb["tasks"])
     assert "<svg" in section(page, "Teacher schedules") and "<svg" in section(page, "Adaptive weights")
     assert section(page, "Ablations").count("<svg") == len(PLAN["axes"]) * len(PLAN["tasks"])
+    assert "trajectory-problems" not in page  # every trajectory sound: no warning
+    # a run whose teacher trajectory was not in training order is listed, with the problem its job recorded
+    entry["runs"][1]["trajectory_problem"] = "teacher trajectory ckpt-2, best is not in training order: 'best' (step 5)"
+    warned = section(render(lb), "Teacher schedules")
+    assert "trajectory-problems" in warned and "seed 1" in warned and "&#x27;best&#x27; (step 5)" in warned
 
 
 def section(page: str, title: str) -> str:

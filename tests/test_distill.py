@@ -320,13 +320,14 @@ def test_scd_on_a_validation_probe_with_normalized_terms_logs_both_terms_per_sub
     assert client.get_metric_history(summary["mlflow_run_id"], "schedule/performance_normalized/best")
 
 
-def test_a_trajectory_with_t_star_duplicating_a_checkpoint_stops_the_job(trained, tmp_path):
+def test_a_trajectory_with_t_star_duplicating_a_checkpoint_is_recorded_or_stops_the_job(trained, tmp_path):
     root, config = trained
     teacher = tmp_path / "teacher"
     shutil.copytree(teacher_dir(root, 3), teacher)
     saved = json.loads((teacher / "summary.json").read_text())
     (teacher / "summary.json").write_text(json.dumps(saved | {"best_step": saved["checkpoints"]["ckpt-2"]}))
-    cfg = stage_config(config(3, 2), "synthetic_subdomains", "distill", "cd")
+    lax = stage_config(config(3, 2), "synthetic_subdomains", "distill", "cd")
+    cfg = dataclasses.replace(lax, training=dataclasses.replace(lax.training, check_trajectory=True))  # strict
     with pytest.raises(TrajectoryError, match=r"teacher trajectory ckpt-1, ckpt-2, best is not distinct: 'best' is "
                                               r"the same weights as 'ckpt-2' \(both step 20, per .*summary.json\)"):
         distill(cfg, 0, root / "data", teacher, root / "student", tmp_path / "out")
@@ -336,9 +337,8 @@ def test_a_trajectory_with_t_star_duplicating_a_checkpoint_stops_the_job(trained
         distill(cfg, 0, root / "data", teacher, root / "student", tmp_path / "out")
     td = stage_config(config(3, 1), "synthetic_subdomains", "distill", "td")  # TD reads T* alone: not checked
     assert distill(td, 0, root / "data", teacher, root / "student", tmp_path / "td")["trajectory_problem"] is None
-    # switched off, the job goes on and records the problem in its summary
-    lax = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, check_trajectory=False, epochs=1,
-                                                                stages=1))
+    # by default the job goes on and records the problem in its summary
+    lax = dataclasses.replace(lax, training=dataclasses.replace(lax.training, epochs=1, stages=1))
     summary = distill(lax, 0, root / "data", teacher, root / "student", tmp_path / "lax")
     assert "not in training order" in summary["trajectory_problem"]
     assert summary["trajectory_steps"] == {"ckpt-1": 10, "ckpt-2": 20, "best": 15}

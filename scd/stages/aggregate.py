@@ -181,7 +181,8 @@ def schedules(runs: list[dict], rows: list[str], distilled: dict[tuple, dict]) -
         if not d:
             continue
         entry = out[r["task"]].setdefault(r["model"], {"runs": [], "aw": []})
-        entry["runs"].append({"seed": r["seed"], "schedule": d["schedule"], "checkpoints": d["checkpoints"]})
+        entry["runs"].append({"seed": r["seed"], "schedule": d["schedule"], "checkpoints": d["checkpoints"],
+                              "trajectory_problem": d.get("trajectory_problem")})
         for stage, hist in enumerate(d.get("aw_histograms") or []):
             if stage == len(entry["aw"]):
                 entry["aw"].append({"stage": stage, "checkpoints": [], "hist": {}, "mean": defaultdict(list)})
