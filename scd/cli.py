@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (best/, checkpoints/, summary.json)")
     p.set_defaults(fn=cmd_sft)
 
-    p = sub.add_parser("teacher-outputs", help="one pass of each teacher checkpoint the methods read: the logits and transfer-set "
-                                               "targets that distillation reads")
+    p = sub.add_parser("teacher-outputs", help="one pass of each teacher checkpoint the methods read: the logits "
+                                               "and transfer-set targets that distillation reads")
     _common(p)
     p.add_argument("--data", required=True)
     p.add_argument("--teacher", required=True, help="teacher SFT output directory")
