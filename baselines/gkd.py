@@ -79,4 +79,9 @@ class OnPolicy:
         return new, True
 
 
-register_method("gkd", reference=REFERENCE, responses="on_policy", divergence="jsd", options={"beta": 0.5})
+register_method("gkd", reference=REFERENCE, display="GKD (on-policy JSD)", responses="on_policy",
+                divergence="jsd", options={"beta": 0.5})
+register_method("gkd_ref", reference=REFERENCE + " (GKDConfig defaults, compute_loss)", protocol="reference",
+                display="GKD (reference settings)", responses="on_policy",
+                responses_options={"lmbda": 0.5, "sampling_temperature": 0.9}, divergence="jsd",
+                options={"beta": 0.5}, alpha=1.0, temperature=1.0)

@@ -25,7 +25,7 @@ import math
 import torch
 
 from scd.distill.losses import LOG_FLOOR, kl_from_log_probs, log_probs
-from scd.distill.parts import Objective, register_divergence
+from scd.distill.parts import Objective, register_divergence, register_method
 from scd.tokens import mask_tokens
 
 
@@ -36,7 +36,10 @@ def cross_entropy_form(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * lq).sum(-1)
 
 
-@register_divergence("taid", reference="Shing et al., TAID, ICLR 2025; github.com/SakanaAI/TAID")
+REFERENCE = "Shing et al., TAID, ICLR 2025; github.com/SakanaAI/TAID"
+
+
+@register_divergence("taid", reference=REFERENCE)
 class TAID(Objective):
     """KL(p_t || q) to a teacher interpolated with the detached student, t adaptive from t_start to t_end."""
 
@@ -91,3 +94,12 @@ class TAID(Objective):
 
     def log_values(self) -> dict[str, float]:
         return {"taid/t": float(self.t), "taid/momentum": float(self.momentum)}
+
+
+# The suite's common preset: TD's CE mix (alpha 0.5) and temperature. The reference's (train.py with
+# scripts/phi-3/taid.sh): pure distillation (`--distil_ratio` 1.0, its default: no CE term), no temperature, t from
+# 0.4 to 1 with alpha 5e-4, beta 0.99, adaptive.
+register_method("taid", reference=REFERENCE, display="TAID", divergence="taid")
+register_method("taid_ref", reference=REFERENCE + " (train.py, scripts/phi-3/taid.sh)", protocol="reference",
+                display="TAID (reference settings)", divergence="taid", alpha=1.0, temperature=1.0,
+                options={"t_start": 0.4, "t_end": 1.0, "alpha": 5e-4, "beta": 0.99, "adaptive": True})
