@@ -23,8 +23,11 @@ validation loss is the token mean of the student's gold cross-entropy over the v
 the mean of per-batch means); generation stops at the task's max_new_tokens (the reference: max_length 512 minus
 the prompt).
 
-The source needs the validation split and the run's length: the distillation stage gives them with
-`begin_run(validation, total_steps, batch_size)` before training; a run that did not is stopped at its first batch.
+The source needs the validation split and the run's length, which the distillation stage is to give it with
+`begin_run(validation, total_steps, batch_size)` before training (scd.distill.responses.needs_validation); a run
+that was not given them stops at its first batch. Until the stage does, the source and the two presets are not
+registered at import (`register()` registers them): the default leaderboard runs every registered response source,
+and this one cannot run there yet.
 """
 from __future__ import annotations
 
@@ -62,7 +65,6 @@ def validation_loss(model, rows: list[Encoded], pad_id: int, batch_size: int, de
     return total / max(count, 1)
 
 
-@register_responses("adaptive_off_policy", reference=REFERENCE)
 class AdaptiveOffPolicy:
     """DistiLLM's responses: student samples with a probability that grows as the validation loss rises, replayed
     from a buffer; else gold."""
@@ -176,10 +178,22 @@ class AdaptiveOffPolicy:
                 **{f"distillm/{k}_batches": float(v) for k, v in self.counts.items()}}
 
 
-register_method("distillm", reference=REFERENCE, display="DistiLLM (skew KL, adaptive off-policy)",
-                responses="adaptive_off_policy", divergence="skew_kl", options={"skew": 0.1})
-register_method("distillm_ref", reference=REFERENCE + " (finetune.py, scripts/gpt2/distillm/*.sh)",
-                protocol="reference", display="DistiLLM (reference settings)", responses="adaptive_off_policy",
-                responses_options={"init_threshold": 0.0, "loss_eps": 0.1, "threshold_step": 0.1, "capacity": 1000,
-                                   "replay_ratio": "decreasing", "sampling_temperature": 1.0},
-                divergence="skew_kl", options={"skew": 0.1}, alpha=1.0, temperature=1.0)
+# The presets (scd.distill.parts.register_method's keywords): the suite's common protocol, and the reference's.
+PRESETS = {
+    "distillm": dict(reference=REFERENCE, display="DistiLLM (skew KL, adaptive off-policy)",
+                     responses="adaptive_off_policy", divergence="skew_kl", options={"skew": 0.1}),
+    "distillm_ref": dict(reference=REFERENCE + " (finetune.py, scripts/gpt2/distillm/*.sh)", protocol="reference",
+                         display="DistiLLM (reference settings)", responses="adaptive_off_policy",
+                         responses_options={"init_threshold": 0.0, "loss_eps": 0.1, "threshold_step": 0.1,
+                                            "capacity": 1000, "replay_ratio": "decreasing",
+                                            "sampling_temperature": 1.0},
+                         divergence="skew_kl", options={"skew": 0.1}, alpha=1.0, temperature=1.0),
+}
+
+
+def register() -> None:
+    """Register the response source `adaptive_off_policy` and the presets `distillm`, `distillm_ref` (once the
+    distillation stage calls `begin_run`: then at import, and `distillm` joins the default leaderboard)."""
+    register_responses("adaptive_off_policy", reference=REFERENCE)(AdaptiveOffPolicy)
+    for name, spec in PRESETS.items():
+        register_method(name, **spec)

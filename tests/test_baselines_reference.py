@@ -6,11 +6,23 @@ import re
 import pytest
 import torch
 
+from baselines import distillm
 from scd.distill.methods import method_from_config, resolve_spec
-from scd.distill.parts import DIVERGENCES, METHODS, REFERENCE_SUFFIX, preset_protocol, register_method
+from scd.distill.parts import DIVERGENCES, METHODS, REFERENCE_SUFFIX, RESPONSES, preset_protocol, register_method
 from scd.distill.plugins import load_plugins
+from scd.distill.responses import needs_validation
 
 load_plugins()
+
+
+@pytest.fixture
+def with_distillm(monkeypatch):
+    """DistiLLM's source and presets registered for this test only (baselines/distillm.py does not register them at
+    import until the distillation stage hands the source its validation split)."""
+    for registry in (RESPONSES, METHODS):
+        monkeypatch.setattr(registry, "_items", dict(registry._items))
+        monkeypatch.setattr(registry, "_meta", dict(registry._meta))
+    distillm.register()
 
 
 def _softmax(z):
@@ -79,7 +91,13 @@ def _reference_presets() -> list[str]:
     return [name for name in METHODS if preset_protocol(name) == "reference"]
 
 
-def test_taid_distillm_and_gkd_each_have_a_reference_preset_beside_the_common_one():
+def test_distillm_is_not_registered_until_the_stage_can_feed_it():
+    """The default leaderboard runs every registered response source; this one needs the stage's begin_run."""
+    assert "adaptive_off_policy" not in RESPONSES and not set(distillm.PRESETS) & set(METHODS)
+    assert needs_validation(distillm.AdaptiveOffPolicy()) and not needs_validation(RESPONSES.get("gold")())
+
+
+def test_taid_distillm_and_gkd_each_have_a_reference_preset_beside_the_common_one(with_distillm):
     pairs = {name[: -len(REFERENCE_SUFFIX)] for name in _reference_presets()}
     assert {"taid", "gkd", "distillm"} <= pairs
     for common in pairs:
@@ -91,7 +109,7 @@ def test_taid_distillm_and_gkd_each_have_a_reference_preset_beside_the_common_on
         assert base["alpha"] == 0.5 and ref["alpha"] == 1.0 and ref["temperature"] == 1.0  # pure distillation
 
 
-def test_the_reference_presets_carry_the_settings_the_reference_code_fixes():
+def test_the_reference_presets_carry_the_settings_the_reference_code_fixes(with_distillm):
     """The values read in the reference code (SakanaAI/TAID scripts/phi-3/taid.sh and src/arguments.py; TRL's
     GKDConfig defaults; jongwooko/distillm scripts/gpt2/distillm/*.sh and arguments.py)."""
     taid = method_from_config("taid_ref", {})
@@ -107,8 +125,9 @@ def test_the_reference_presets_carry_the_settings_the_reference_code_fixes():
         (0.0, 0.1, 0.1, 1000, "decreasing", 1.0)
 
 
-@pytest.mark.parametrize("name", _reference_presets())
-def test_reference_presets_train_on_the_divergence_alone(name):
+@pytest.mark.parametrize("name", _reference_presets() + [n for n, spec in distillm.PRESETS.items()
+                                                          if spec.get("protocol") == "reference"])
+def test_reference_presets_train_on_the_divergence_alone(name, with_distillm):
     """No CE term on gold rows: the loss is the divergence term, whatever the CE is."""
     torch.manual_seed(0)
     method = method_from_config(name, {})
@@ -124,7 +143,7 @@ def test_reference_presets_train_on_the_divergence_alone(name):
     assert float(loss.detach()) == pytest.approx(0.5 * stats["divergence"] + 0.5 * stats["ce"], rel=1e-5)
 
 
-def test_methods_list_marks_each_preset_reference_or_common(capsys):
+def test_methods_list_marks_each_preset_reference_or_common(capsys, with_distillm):
     from scd.cli import main
 
     main(["methods", "list"])
@@ -139,7 +158,7 @@ def test_methods_list_marks_each_preset_reference_or_common(capsys):
     assert re.search(r"^  taid_ref +\[reference\] schedule=best divergence=taid .*alpha=1.0", configured, re.M)
 
 
-def test_the_loss_only_distillm_rows_are_named_as_losses():
+def test_the_loss_only_distillm_rows_are_named_as_losses(with_distillm):
     for name in METHODS:
         if resolve_spec(name, {})["divergence"] in ("skew_kl", "skew_rkl") and \
                 resolve_spec(name, {})["responses"] == "gold":
@@ -159,7 +178,7 @@ def test_a_preset_with_a_bad_protocol_is_refused(name, kw, message):
 
 # ---- DistiLLM: adaptive off-policy responses with a replay buffer -------------------------------------------------
 
-def test_distillm_threshold_follows_the_validation_loss_as_the_reference_does():
+def test_distillm_threshold_follows_the_validation_loss_as_the_reference_does(with_distillm):
     """+0.1 when the loss is at least loss_eps above the last loss that moved it (the first one at first); capped."""
     src = method_from_config("distillm_ref", {}).responses
     for loss in [2.0, 2.05, 2.15, 2.2, 2.26, 1.0]:
@@ -182,7 +201,7 @@ def test_distillm_threshold_follows_the_validation_loss_as_the_reference_does():
     ({"init_threshold": 1.5}, "init_threshold must be in [0, 1], got 1.5"),
     ({"sampling_temperature": 0.0}, "sampling_temperature must be > 0, got 0.0"),
 ])
-def test_distillm_bad_options_are_refused_in_one_line(options, message):
+def test_distillm_bad_options_are_refused_in_one_line(options, message, with_distillm):
     with pytest.raises(ValueError, match=re.escape(f"adaptive_off_policy: {message}")):
         method_from_config("distillm", {"responses_options": options})
 
@@ -198,7 +217,7 @@ def _tiny(tiny_distill):
     return prep, live, open_cache(prep, live), load_pretrained(root / "student" / "best")
 
 
-def test_distillm_batches_are_gold_fresh_samples_or_replays(tiny_distill):
+def test_distillm_batches_are_gold_fresh_samples_or_replays(tiny_distill, with_distillm):
     from scd.data import collate
 
     prep, live, cache, student = _tiny(tiny_distill)
@@ -236,7 +255,7 @@ def test_distillm_batches_are_gold_fresh_samples_or_replays(tiny_distill):
     assert {tuple(replay["input_ids"][i][replay["attention_mask"][i].bool()].tolist()) for i in range(6)} <= kept
 
 
-def test_distillm_runs_through_the_distillation_loop(tiny_distill, monkeypatch):
+def test_distillm_runs_through_the_distillation_loop(tiny_distill, monkeypatch, with_distillm):
     """The whole method in the loop, with the validation split handed to its source before training (what the
     distillation stage is to do: see responses.needs_validation)."""
     from scd.config import stage_config
