@@ -1,7 +1,16 @@
 """On-policy GKD (Agarwal et al., ICLR 2024): with probability lmbda a batch's responses are sampled from the
-student (temperature 1, up to the task's max_new_tokens) and the teacher checkpoint in use scores them live;
-otherwise the gold responses are used. The loss is the generalized JSD (baselines/jsd.py) with beta 0.5, on the
-same tensors as TRL's `GKDTrainer.generalized_jsd_loss` (tests/test_divergences.py checks the two agree).
+student (at `sampling_temperature`, up to the task's max_new_tokens) and the teacher checkpoint in use scores them
+live; otherwise the gold responses are used. The divergence is the generalized JSD (baselines/jsd.py) with beta 0.5,
+on the same tensors as TRL's `GKDTrainer.generalized_jsd_loss` (tests/test_divergences.py checks the two agree).
+
+What the loss mixes depends on the preset:
+- `gkd`, the suite's common preset: alpha 0.5, so a gold batch trains on 0.5 JSD + 0.5 CE (the gold labels'
+  cross-entropy), while a student-sampled batch trains on JSD alone (no gold label: w = 1, Method.loss); students
+  sample at temperature 1.
+- `gkd_ref`, as TRL's GKDTrainer (the reference code) runs it: pure JSD on every batch (alpha 1, no CE term; TRL's
+  `compute_loss` returns the JSD alone), the loss at temperature 1, students sampling at TRL's default temperature
+  0.9 (no top-k, no top-p), lmbda 0.5, beta 0.5. Kept from the suite: the task's max_new_tokens (TRL: 128), the
+  token normalisation over the step (TRL: the same under its `num_items_in_batch`).
 
 Our own loop rather than TRL's trainer: TRL's trainers own the optimizer, the data and the teacher model, while
 here the teacher is a schedule of checkpoints with cached outputs and the student trains in stages; the pieces TRL
@@ -70,4 +79,9 @@ class OnPolicy:
         return new, True
 
 
-register_method("gkd", reference=REFERENCE, responses="on_policy", divergence="jsd", options={"beta": 0.5})
+register_method("gkd", reference=REFERENCE, display="GKD (on-policy JSD)", responses="on_policy",
+                divergence="jsd", options={"beta": 0.5})
+register_method("gkd_ref", reference=REFERENCE + " (GKDConfig defaults, compute_loss)", protocol="reference",
+                display="GKD (reference settings)", responses="on_policy",
+                responses_options={"lmbda": 0.5, "sampling_temperature": 0.9}, divergence="jsd",
+                options={"beta": 0.5}, alpha=1.0, temperature=1.0)

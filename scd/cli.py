@@ -161,7 +161,8 @@ def cmd_methods(args):
     except config.ConfigError as e:  # e.g. a method of a broken plugin in run_methods: say so, list the parts
         print(f"scd methods: warning: profile {args.profile!r}: {e}".replace("\n", " "), file=sys.stderr)
         cfg = {"profile": args.profile, "methods": {}, "run_methods": []}
-    print(f"methods defined for profile {cfg['profile']!r} (config `methods`; [runs]: in its `run_methods`):")
+    print(f"methods defined for profile {cfg['profile']!r} (config `methods`; [runs]: in its `run_methods`; "
+          f"[reference] / [common]: the protocol of the registered preset it starts from):")
     for name, spec in cfg["methods"].items():
         try:
             full = resolve_spec(name, spec)
@@ -169,19 +170,26 @@ def cmd_methods(args):
             print(f"  {name:14s} unavailable: {plugins.explain(str(e))}")
             continue
         off = "  [runs]" if name in cfg["run_methods"] else ""
+        preset = spec.get("preset", name if name in reg_mod.METHODS else None)
+        protocol = f"[{reg_mod.preset_protocol(preset)}] " if preset in reg_mod.METHODS else ""
         parts = (f"schedule={full['schedule']} divergence={full['divergence']} weighting={full['weighting']} "
                  f"responses={full['responses']} alpha={full['alpha']} temperature={full['temperature']}")
         extra = {k: full[k] for k in ("options", "schedule_options", "weighting_options", "responses_options")
                  if full.get(k)}
-        print(f"  {name:14s} {parts}{' ' + str(extra) if extra else ''}{off}")
+        print(f"  {name:14s} {protocol}{parts}{' ' + str(extra) if extra else ''}{off}")
     for title, reg in (("method presets", reg_mod.METHODS), ("divergences", reg_mod.DIVERGENCES),
                        ("teacher schedules", reg_mod.SCHEDULES), ("sample weightings", reg_mod.WEIGHTINGS),
                        ("response sources", reg_mod.RESPONSES)):
-        print(f"\n{title}:")
+        print(f"\n{title}:" if reg is not reg_mod.METHODS else
+              f"\n{title} (protocol: common = the suite's shared one, CE mix alpha 0.5 on gold rows; reference = "
+              f"as the reference code runs it, `<common preset>{reg_mod.REFERENCE_SUFFIX}`):")
         for name, obj in reg.items():
             ref = reg.meta(name).get("reference", "")
             if reg is reg_mod.METHODS:
-                print(f"  {name:14s} {options(obj)}")
+                display = reg.meta(name).get("display")
+                print(f"  {name:14s} {reg_mod.preset_protocol(name):9s} {options(obj)}")
+                if display:
+                    print(f"  {'':14s} shown as: {display}")
             else:
                 doc = (obj.__doc__ or "").strip().splitlines()
                 print(f"  {name:14s} {doc[0] if doc else ''}")

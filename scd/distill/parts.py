@@ -39,9 +39,30 @@ register_weighting = WEIGHTINGS.register
 register_responses = RESPONSES.register
 
 
-def register_method(name: str, reference: str = "", **spec) -> dict:
-    """A method preset: `register_method("seqkd", responses="teacher", divergence="none", alpha=0.0)`."""
-    return METHODS.register(name, reference=reference)(spec)
+# What a preset reproduces: the suite's common protocol (every baseline on the same footing: TD's CE mix alpha 0.5
+# on gold rows, temperature 1, the suite's budget), or the reference code's own settings (its CE mix, usually none,
+# its temperature and the other settings it fixes). A reference preset is named `<common preset>_ref`.
+PROTOCOLS = ("common", "reference")
+REFERENCE_SUFFIX = "_ref"
+
+
+def register_method(name: str, reference: str = "", protocol: str = "common", display: str = "", **spec) -> dict:
+    """A method preset: `register_method("seqkd", responses="teacher", divergence="none", alpha=0.0)`.
+
+    `protocol`: "common" (the suite's shared protocol) or "reference" (as the reference code runs it; the name ends
+    in `_ref` and the common preset it pairs with is the name without it). `display`: the row's name for people
+    (e.g. "skew KL (DistiLLM's loss)"), kept with `reference` as the registry's metadata, not in the spec."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"method preset {name!r}: protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if (protocol == "reference") != name.endswith(REFERENCE_SUFFIX):
+        raise ValueError(f"method preset {name!r}: a reference preset, and only one, is named <common preset>"
+                         f"{REFERENCE_SUFFIX} (protocol {protocol!r})")
+    return METHODS.register(name, reference=reference, protocol=protocol, display=display)(spec)
+
+
+def preset_protocol(name: str) -> str:
+    """'reference' or 'common' for a registered preset."""
+    return METHODS.meta(name).get("protocol", "common")
 
 
 class Objective(torch.nn.Module):

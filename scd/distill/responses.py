@@ -5,7 +5,12 @@ training rows, the transfer rows that checkpoint labelled, the teacher cache and
 a batch's responses at each step (`batch`, given the batch, the student and the live teacher, e.g. on-policy
 samples; it says whether the new sequences need the live teacher's logits). The core source is `gold`:
 teacher-forced on the gold responses (plus the transfer set's teacher outputs). Baselines add others
-(baselines/seqkd.py, baselines/gkd.py).
+(baselines/seqkd.py, baselines/gkd.py, baselines/distillm.py).
+
+A source whose choice follows the validation loss (DistiLLM's adaptive off-policy responses) also defines
+`begin_run(validation, total_steps, batch_size)`: the validation split's encoded rows (gold responses), the run's
+optimizer steps over all stages and the training batch size, given once before training by the distillation stage
+(`needs_validation(source)` says whether it must).
 """
 from __future__ import annotations
 
@@ -31,3 +36,9 @@ class GoldResponses:
     def batch(self, batch: dict, model, live: LiveTeacher) -> tuple[dict, bool]:
         """The batch to compute the loss on, and whether its teacher logits need a live teacher forward."""
         return batch, False
+
+
+def needs_validation(source) -> bool:
+    """Whether a response source must be given the validation split and the run's length (`begin_run`) before
+    training."""
+    return callable(getattr(source, "begin_run", None))
