@@ -23,11 +23,9 @@ validation loss is the token mean of the student's gold cross-entropy over the v
 the mean of per-batch means); generation stops at the task's max_new_tokens (the reference: max_length 512 minus
 the prompt).
 
-The source needs the validation split and the run's length, which the distillation stage is to give it with
+The source needs the validation split and the run's length, which the distillation stage gives it with
 `begin_run(validation, total_steps, batch_size)` before training (scd.distill.responses.needs_validation); a run
-that was not given them stops at its first batch. Until the stage does, the source and the two presets are not
-registered at import (`register()` registers them): the default leaderboard runs every registered response source,
-and this one cannot run there yet.
+that was not given them stops at its first batch.
 """
 from __future__ import annotations
 
@@ -191,9 +189,6 @@ PRESETS = {
 }
 
 
-def register() -> None:
-    """Register the response source `adaptive_off_policy` and the presets `distillm`, `distillm_ref` (once the
-    distillation stage calls `begin_run`: then at import, and `distillm` joins the default leaderboard)."""
-    register_responses("adaptive_off_policy", reference=REFERENCE)(AdaptiveOffPolicy)
-    for name, spec in PRESETS.items():
-        register_method(name, **spec)
+register_responses("adaptive_off_policy", reference=REFERENCE)(AdaptiveOffPolicy)
+for _name, _spec in PRESETS.items():
+    register_method(_name, **_spec)

@@ -151,7 +151,7 @@ def _check_names(cfg: dict) -> None:
     for name in cfg["run_methods"]:
         if name not in cfg["methods"] and name not in METHODS:
             problems.append(f"run_methods: {name!r} is neither defined under `methods` nor a registered preset."
-                            f"{did_you_mean(name, list(cfg['methods']) + list(METHODS))}")
+                            f"{did_you_mean(name, list(dict.fromkeys([*cfg['methods'], *METHODS])))}")
     if problems:
         raise ConfigError(_problems(problems))
 

@@ -15,16 +15,6 @@ from scd.distill.responses import needs_validation
 load_plugins()
 
 
-@pytest.fixture
-def with_distillm(monkeypatch):
-    """DistiLLM's source and presets registered for this test only (baselines/distillm.py does not register them at
-    import until the distillation stage hands the source its validation split)."""
-    for registry in (RESPONSES, METHODS):
-        monkeypatch.setattr(registry, "_items", dict(registry._items))
-        monkeypatch.setattr(registry, "_meta", dict(registry._meta))
-    distillm.register()
-
-
 def _softmax(z):
     m = max(z)
     e = [math.exp(v - m) for v in z]
@@ -91,13 +81,12 @@ def _reference_presets() -> list[str]:
     return [name for name in METHODS if preset_protocol(name) == "reference"]
 
 
-def test_distillm_is_not_registered_until_the_stage_can_feed_it():
-    """The default leaderboard runs every registered response source; this one needs the stage's begin_run."""
-    assert "adaptive_off_policy" not in RESPONSES and not set(distillm.PRESETS) & set(METHODS)
+def test_distillm_is_registered_and_fed_its_validation_split_by_the_stage():
+    assert "adaptive_off_policy" in RESPONSES and set(distillm.PRESETS) <= set(METHODS)
     assert needs_validation(distillm.AdaptiveOffPolicy()) and not needs_validation(RESPONSES.get("gold")())
 
 
-def test_taid_distillm_and_gkd_each_have_a_reference_preset_beside_the_common_one(with_distillm):
+def test_taid_distillm_and_gkd_each_have_a_reference_preset_beside_the_common_one():
     pairs = {name[: -len(REFERENCE_SUFFIX)] for name in _reference_presets()}
     assert {"taid", "gkd", "distillm"} <= pairs
     for common in pairs:
@@ -109,7 +98,7 @@ def test_taid_distillm_and_gkd_each_have_a_reference_preset_beside_the_common_on
         assert base["alpha"] == 0.5 and ref["alpha"] == 1.0 and ref["temperature"] == 1.0  # pure distillation
 
 
-def test_the_reference_presets_carry_the_settings_the_reference_code_fixes(with_distillm):
+def test_the_reference_presets_carry_the_settings_the_reference_code_fixes():
     """The values read in the reference code (SakanaAI/TAID scripts/phi-3/taid.sh and src/arguments.py; TRL's
     GKDConfig defaults; jongwooko/distillm scripts/gpt2/distillm/*.sh and arguments.py)."""
     taid = method_from_config("taid_ref", {})
@@ -127,7 +116,7 @@ def test_the_reference_presets_carry_the_settings_the_reference_code_fixes(with_
 
 @pytest.mark.parametrize("name", _reference_presets() + [n for n, spec in distillm.PRESETS.items()
                                                           if spec.get("protocol") == "reference"])
-def test_reference_presets_train_on_the_divergence_alone(name, with_distillm):
+def test_reference_presets_train_on_the_divergence_alone(name):
     """No CE term on gold rows: the loss is the divergence term, whatever the CE is."""
     torch.manual_seed(0)
     method = method_from_config(name, {})
@@ -143,7 +132,7 @@ def test_reference_presets_train_on_the_divergence_alone(name, with_distillm):
     assert float(loss.detach()) == pytest.approx(0.5 * stats["divergence"] + 0.5 * stats["ce"], rel=1e-5)
 
 
-def test_methods_list_marks_each_preset_reference_or_common(capsys, with_distillm):
+def test_methods_list_marks_each_preset_reference_or_common(capsys):
     from scd.cli import main
 
     main(["methods", "list"])
@@ -158,7 +147,7 @@ def test_methods_list_marks_each_preset_reference_or_common(capsys, with_distill
     assert re.search(r"^  taid_ref +\[reference\] schedule=best divergence=taid .*alpha=1.0", configured, re.M)
 
 
-def test_the_loss_only_distillm_rows_are_named_as_losses(with_distillm):
+def test_the_loss_only_distillm_rows_are_named_as_losses():
     for name in METHODS:
         if resolve_spec(name, {})["divergence"] in ("skew_kl", "skew_rkl") and \
                 resolve_spec(name, {})["responses"] == "gold":
@@ -178,7 +167,7 @@ def test_a_preset_with_a_bad_protocol_is_refused(name, kw, message):
 
 # ---- DistiLLM: adaptive off-policy responses with a replay buffer -------------------------------------------------
 
-def test_distillm_threshold_follows_the_validation_loss_as_the_reference_does(with_distillm):
+def test_distillm_threshold_follows_the_validation_loss_as_the_reference_does():
     """+0.1 when the loss is at least loss_eps above the last loss that moved it (the first one at first); capped."""
     src = method_from_config("distillm_ref", {}).responses
     for loss in [2.0, 2.05, 2.15, 2.2, 2.26, 1.0]:
@@ -201,7 +190,7 @@ def test_distillm_threshold_follows_the_validation_loss_as_the_reference_does(wi
     ({"init_threshold": 1.5}, "init_threshold must be in [0, 1], got 1.5"),
     ({"sampling_temperature": 0.0}, "sampling_temperature must be > 0, got 0.0"),
 ])
-def test_distillm_bad_options_are_refused_in_one_line(options, message, with_distillm):
+def test_distillm_bad_options_are_refused_in_one_line(options, message):
     with pytest.raises(ValueError, match=re.escape(f"adaptive_off_policy: {message}")):
         method_from_config("distillm", {"responses_options": options})
 
@@ -217,7 +206,7 @@ def _tiny(tiny_distill):
     return prep, live, open_cache(prep, live), load_pretrained(root / "student" / "best")
 
 
-def test_distillm_batches_are_gold_fresh_samples_or_replays(tiny_distill, with_distillm):
+def test_distillm_batches_are_gold_fresh_samples_or_replays(tiny_distill):
     from scd.data import collate
 
     prep, live, cache, student = _tiny(tiny_distill)
@@ -255,23 +244,20 @@ def test_distillm_batches_are_gold_fresh_samples_or_replays(tiny_distill, with_d
     assert {tuple(replay["input_ids"][i][replay["attention_mask"][i].bool()].tolist()) for i in range(6)} <= kept
 
 
-def test_distillm_runs_through_the_distillation_loop(tiny_distill, monkeypatch, with_distillm):
-    """The whole method in the loop, with the validation split handed to its source before training (what the
-    distillation stage is to do: see responses.needs_validation)."""
+def test_distillm_runs_through_the_distillation_loop(tiny_distill, monkeypatch):
+    """The whole method in the loop: the distillation stage hands its source the validation split and the run's
+    length before training (responses.needs_validation), and the source samples, replays and follows the loss."""
     from scd.config import stage_config
-    from scd.prepared import Prepared
     from scd.stages import distill as stage
 
     root, config = tiny_distill
     built = []
 
-    def with_validation(name, spec):
-        method = method_from_config(name, spec)
-        method.responses.begin_run(Prepared.open(root / "data").encoded("validation"), 40, 32)
-        built.append(method)
-        return method
+    def keep(name, spec):  # the stage's own method, kept to look at its source afterwards
+        built.append(method_from_config(name, spec))
+        return built[-1]
 
-    monkeypatch.setattr(stage, "method_from_config", with_validation)
+    monkeypatch.setattr(stage, "method_from_config", keep)
     spec = {"preset": "distillm_ref", "responses_options": {"init_threshold": 0.5, "capacity": 64}}
     cfg = stage_config(config(1, 1, {"dl": spec}), "synthetic_subdomains", "distill", "dl")
     summary = stage.distill(cfg, 0, root / "data", root / "teacher1", root / "student", root / "m_distillm")

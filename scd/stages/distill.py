@@ -35,6 +35,7 @@ from scd.distill.checks import require_sound
 from scd.distill.context import StageContext
 from scd.distill.methods import Method, method_from_config, uneven_stages
 from scd.distill.probe import ProbeSet
+from scd.distill.responses import needs_validation
 from scd.distill.step import DistillStep, ObjectiveSteps
 from scd.distill.teacher import (
     LiveTeacher,
@@ -129,6 +130,8 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
                                                   str(device)) as log:
         n_rows = len(cache.train_rows) + len(cache.transfer_prompts)
         total_steps = stages * stage_phase.epochs * math.ceil(n_rows / stage_phase.batch_size)
+        if needs_validation(method.responses):  # DistiLLM's adaptive source follows the validation loss
+            method.responses.begin_run(prep.encoded("validation"), total_steps, stage_phase.batch_size)
         after_step = None if objective is None else ObjectiveSteps(objective, total_steps, log, job.log_every)
         summaries, histograms, best = [], [], (-math.inf, None, -1)  # best: (score, state, stage)
         for stage in range(stages):
@@ -150,6 +153,8 @@ def distill(job: DistillJob, seed: int, data: Path, teacher: Path, student: Path
             if objective is not None:  # the loss's state (TAID's t, DSKD's projectors) at the end of the stage
                 save_objective(objective, tmp / f"objective_stage{stage}.safetensors")
             summaries.append(result | {"checkpoint": name, "transfer_rows": len(transfer)})
+            if hasattr(method.responses, "log_values"):  # a response source's state (DistiLLM's threshold, buffer)
+                log(method.responses.log_values(), sum(r["steps"] for r in summaries))
         save_best(model, prep.tokenizer, best, objective, tmp, log)
         summary = summarise(method_name, seed, prep.task.name, method, ctx, histograms, summaries, best, started,
                             log)
