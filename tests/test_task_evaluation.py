@@ -31,9 +31,14 @@ def test_zero_shot_scores_the_untrained_model_with_every_metric(prepared):
     job = stage_config(cfg, "rrtnm", "zero_shot", "student")
     s = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "zs.json")
     assert s["model"] == "student_zero_shot" and s["n"] == 30 and s["mode"] == "choices"
-    assert set(s["scores"]) == {"accuracy", "kappa"} and s["score"] == s["scores"]["accuracy"]
-    assert -1.0 <= s["scores"]["kappa"] <= 1.0 and s["directions"] == {"accuracy": "max", "kappa": "max"}
+    # option scoring: lm-eval's acc (the headline) and acc_norm (per character) for every metric of the task
+    assert set(s["scores"]) == {"accuracy", "kappa", "accuracy_norm", "kappa_norm"}
+    assert s["score"] == s["scores"]["accuracy"] and -1.0 <= s["scores"]["kappa"] <= 1.0
+    assert s["directions"] == dict.fromkeys(s["scores"], "max")
+    assert s["sources"] == {"accuracy": "pred", "kappa": "pred", "accuracy_norm": "pred_norm",
+                            "kappa_norm": "pred_norm"}
     records = [json.loads(line) for line in (root / "zs.samples.jsonl").read_text().splitlines()]
+    assert s["scores"]["accuracy_norm"] == sum(r["pred_norm"] == r["gold"] for r in records) / len(records)
     rows = [json.loads(line) for line in (root / "rrtnm" / "test.jsonl").read_text().splitlines()]
     # option scoring picks among the row's own options: N and M questions offer fewer than five
     assert all(r["pred"] in row["choices"] for r, row in zip(records, rows))
