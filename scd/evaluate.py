@@ -260,46 +260,72 @@ def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size
     return score_choices(model, tokenizer, task, rows, max_length, batch_size, device).best()
 
 
-def evaluation_mode(task, mode: str | None = "task") -> str:
-    """The task's declared mode unless the config's `evaluation.mode` asks for generate or choices."""
-    mode = task.evaluation["mode"] if mode in (None, "task") else mode
-    if mode == "choices" and not task.choices():
+MODES = ("task", "benchmark", "generate", "choices")  # the config's `evaluation.mode`
+
+
+def evaluation_protocol(task, mode: str | None = "task") -> dict:
+    """How the task is evaluated under the config's `evaluation.mode`: {"protocol": the mode asked for, "mode":
+    generate | choices, "max_new_tokens": generation's budget, "parser": what reads a generation}. `task` is the
+    task's declared mode; `benchmark` the benchmark's own protocol where the task declares one
+    (`evaluation.benchmark`, e.g. JMED-LLM: generate 512 new tokens, parse the first option letter), else the
+    task's declared mode, which is then its benchmark's; `generate` / `choices` force one."""
+    mode = mode or "task"
+    if mode not in MODES:
+        raise ValueError(f"task {task.name!r}: unknown evaluation mode {mode!r}; use one of {', '.join(MODES)} "
+                         f"(config key evaluation.mode)")
+    declared = task.evaluation.get("benchmark") if mode == "benchmark" else None
+    spec = declared or ({"mode": mode} if mode in ("generate", "choices") else task.evaluation)
+    out = {"protocol": mode, "mode": spec["mode"],
+           "max_new_tokens": spec.get("max_new_tokens", task.evaluation.get("max_new_tokens", 8)),
+           "parser": (declared or {}).get("parser", task.parser)}
+    if out["mode"] == "choices" and not task.choices():
         raise ValueError(f"task {task.name!r} declares no choices or labels: it cannot be scored by option scoring; "
                          f"use evaluation.mode generate or task")
-    return mode
+    return out
+
+
+def evaluation_mode(task, mode: str | None = "task") -> str:
+    """The answer mode (generate | choices) the config's `evaluation.mode` gives this task (`evaluation_protocol`)."""
+    return evaluation_protocol(task, mode)["mode"]
 
 
 # Predictions besides the protocol's own (`pred`) that a record may carry, and the suffix their metrics take in a
-# summary: `accuracy_norm` is lm-evaluation-harness's `acc_norm`.
-EXTRA_PREDICTIONS = {"pred_norm": "_norm"}
+# summary: under option scoring `pred_norm` (`accuracy_norm` is lm-evaluation-harness's `acc_norm`); under
+# generation, with `options`, option scoring as a second protocol (`accuracy_options`, `accuracy_options_norm`).
+EXTRA_PREDICTIONS = {"pred_norm": "_norm", "pred_options": "_options", "pred_options_norm": "_options_norm"}
 
 
 def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device,
-            with_nll: bool = True, mode: str | None = None) -> list[dict]:
+            with_nll: bool = True, mode: str | None = None, options: bool = False) -> list[dict]:
     """Per-row records: generated (or chosen) output, parsed prediction, gold, and the gold answer's NLL (mean over
-    its tokens, EOS included). Under option scoring `pred` is the option of highest log-likelihood and `pred_norm`
-    the one of highest log-likelihood per character (lm-eval's acc and acc_norm; see `ChoiceScores`), and the gold
-    answer's NLL comes from the forward that scored the options, when the gold answer text is one of them; other
-    rows, and generation, take one teacher-forced forward of the gold answer."""
+    its tokens, EOS included), under the protocol `mode` names (a value of the config's `evaluation.mode`, see
+    `evaluation_protocol`; None: the task's). Under option scoring `pred` is the option of highest log-likelihood
+    and `pred_norm` the one of highest log-likelihood per character (lm-eval's acc and acc_norm; see
+    `ChoiceScores`). Under generation, `options` adds option scoring as a second protocol for a task with choices
+    (`pred_options`, `pred_options_norm`). The gold answer's NLL comes from the forward that scored the options, when
+    the gold answer text is one of them; other rows take one teacher-forced forward of the gold answer."""
     model.eval()
-    mode = mode or task.evaluation["mode"]
+    protocol = evaluation_protocol(task, mode)
     encoded = encode(rows, tokenizer, max_length)
     nll_: list[float | None] = [None] * len(rows)
     extra: dict[str, list] = {}
-    if mode == "generate":
-        raw = generate(model, tokenizer, encoded, task.evaluation.get("max_new_tokens", 8), batch_size, device)
-        preds = [task.parse(t) for t in raw]
-    elif mode == "choices":
+    scored = None
+    if protocol["mode"] == "generate":
+        raw = generate(model, tokenizer, encoded, protocol["max_new_tokens"], batch_size, device)
+        preds = [task.parse(t, protocol["parser"]) for t in raw]
+        if options and task.choices():
+            scored = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
+            extra["pred_options"], extra["pred_options_norm"] = scored.best(), scored.best_norm()
+    else:
         scored = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
         raw = scored.best()
         preds = raw  # already a declared choice: nothing to parse
         extra["pred_norm"] = scored.best_norm()
+    if scored is not None:
         for i, (e, sc, opts) in enumerate(zip(encoded, scored.with_eos, scored.encoded)):
             same = [s for s, o in zip(sc, opts) if o.answer_ids == e.answer_ids and o.prompt_ids == e.prompt_ids]
             if same:
                 nll_[i] = -same[0] / len(e.answer_ids)
-    else:
-        raise ValueError(f"task {task.name!r}: unknown evaluation mode {mode!r}; use generate or choices")
     golds = [task.gold(r) for r in rows]
     if with_nll:
         missing = [i for i, n in enumerate(nll_) if n is None]
@@ -349,9 +375,10 @@ def summarize(task, records: list[dict], rows: list[dict]) -> dict:
 
 
 def validator(prep: Prepared, batch_size: int, mode: str, precision: str, device):
-    """The epoch-end validation score of training: the task's headline metric on the validation split."""
+    """The epoch-end validation score of training: the task's headline metric on the validation split, under the
+    protocol the test evaluation reports (`evaluation.mode`)."""
     rows = prep.rows("validation")
-    mode = evaluation_mode(prep.task, mode)
+    evaluation_protocol(prep.task, mode)  # an impossible mode fails before training, not after its first epoch
 
     def validate(model) -> float:
         with autocast(precision, device):

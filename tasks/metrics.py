@@ -21,8 +21,11 @@ register = METRICS.register
 get = METRICS.get
 
 
+LIST_PARSERS = ("entity_list", "python_list")  # the parsers whose output is a list of entity strings
+
+
 def _parses_lists(task) -> bool:
-    return getattr(task, "parser", None) == "entity_list"
+    return getattr(task, "parser", None) in LIST_PARSERS
 
 
 def _label_metric_check(task, params) -> str | None:
@@ -101,24 +104,35 @@ def _kappa_weight(i: int, j: int, k: int, weights: str | None) -> float:
 def _kappa_check(task, params) -> str | None:
     if params.get("weights") not in (None, "linear", "quadratic"):
         return f"takes weights None, 'linear' or 'quadratic', got {params['weights']!r}"
+    if params.get("outside", "max") not in KAPPA_OUTSIDE:
+        return f"takes outside {' or '.join(map(repr, KAPPA_OUTSIDE))}, got {params['outside']!r}"
     if not params.get("labels") and not getattr(task, "labels", None):
         return "needs the task's categories: declare `labels` (in order, for weighted kappa)"
     return _label_metric_check(task, params)
 
 
+KAPPA_OUTSIDE = ("max", "sklearn")  # how cohen_kappa places a prediction outside the declared labels
+
+
 @register("cohen_kappa", direction="max", best=1.0, check=_kappa_check)
 def cohen_kappa(preds: list[str], golds: list[str], *, examples=None, labels: Sequence[str] | None = None,
-                weights: str | None = None) -> float:
+                weights: str | None = None, outside: str = "max") -> float:
     """Cohen's kappa of predictions against golds, optionally weighted ("linear" / "quadratic").
 
     `labels` is the declared, ordered label list (default: sorted(set(golds))); for weighted kappa the distance of
-    two labels is their distance in this order. A prediction outside `labels` (unparseable output, parsed as "")
-    is one extra category that disagrees maximally (weight 1, the weight of the two farthest labels) with every
-    label; sklearn would instead drop such samples (labels=...) or sort "" in as an ordinary, nearest-to-"A"
-    label. On predictions within `labels` the result equals `sklearn.metrics.cohen_kappa_score(..., labels=labels)`.
+    two labels is their distance in this order. A prediction outside `labels` (unparseable output, parsed as "";
+    a letter the question does not offer), with `outside="max"`, is one extra category that disagrees maximally
+    (weight 1, the weight of the two farthest labels) with every label. With `outside="sklearn"` it is scored as
+    JMED-LLM's scorer does (sklearn's cohen_kappa_score on the parsed answers, with no labels given): every
+    category seen among golds and predictions, an unparsed answer being the string "None" (upstream's parser
+    output), sorted, weighted by distance in that sorted order ("E" next to "D", "None" after the letters). The two
+    agree when every prediction is a declared label, and unweighted they always agree. On predictions within
+    `labels` the result equals `sklearn.metrics.cohen_kappa_score(..., labels=labels)`.
     Edge cases: no samples -> 0.0; expected disagreement 0 (every gold and prediction the same single label,
     where sklearn gives nan) -> 1.0 if preds == golds else 0.0. A gold outside `labels` is a ValueError.
     """
+    if outside not in KAPPA_OUTSIDE:
+        raise ValueError(f"cohen_kappa: outside must be one of {KAPPA_OUTSIDE}, got {outside!r}")
     if weights not in (None, "linear", "quadratic"):
         raise ValueError(f"cohen_kappa: weights must be None, 'linear' or 'quadratic', got {weights!r}")
     _check_lengths(preds, golds)
@@ -133,13 +147,23 @@ def cohen_kappa(preds: list[str], golds: list[str], *, examples=None, labels: Se
     if stray:
         raise ValueError(f"cohen_kappa: gold answers {stray[:5]} are not among the declared labels {labels}")
     n = len(golds)
+    if outside == "sklearn":
+        raw = [p if p in index else (p or "None") for p in preds]
+        seen = sorted(set(golds) | set(raw))
+        index, k = {label: i for i, label in enumerate(seen)}, len(seen) + 1  # every category is a label here
+
+        def weight(i: int, j: int) -> float:
+            return 0.0 if i == j else 1.0 if weights is None else abs(i - j) if weights == "linear" else (i - j) ** 2
+        p_idx = [index[p] for p in raw]
+    else:
+        def weight(i: int, j: int) -> float:
+            return _kappa_weight(i, j, k, weights)
+        p_idx = [index.get(p, k) for p in preds]
     g_idx = [index[g] for g in golds]
-    p_idx = [index.get(p, k) for p in preds]
-    observed = sum(_kappa_weight(g, p, k, weights) for g, p in zip(g_idx, p_idx)) / n
+    observed = sum(weight(g, p) for g, p in zip(g_idx, p_idx)) / n
     g_freq = [g_idx.count(i) / n for i in range(k + 1)]
     p_freq = [p_idx.count(i) / n for i in range(k + 1)]
-    expected = sum(g_freq[i] * p_freq[j] * _kappa_weight(i, j, k, weights)
-                   for i in range(k + 1) for j in range(k + 1))
+    expected = sum(g_freq[i] * p_freq[j] * weight(i, j) for i in range(k + 1) for j in range(k + 1))
     if expected <= 1e-12:
         return 1.0 if list(preds) == list(golds) else 0.0
     return float(1.0 - observed / expected)

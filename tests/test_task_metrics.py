@@ -123,6 +123,31 @@ def test_kappa_weighted_distances_follow_the_declared_label_order():
         cohen_kappa(preds, golds, labels=["B", "D", "A", "C"]))
 
 
+@pytest.mark.parametrize("weights", [None, "linear", "quadratic"])
+def test_kappa_outside_sklearn_scores_answers_outside_the_labels_as_jmed_llm_does(weights):
+    """JMED-LLM's scorer: sklearn's cohen_kappa_score on the parsed answers, no labels given, an unparsed answer
+    being "None". Ours gives "" for it; `outside="sklearn"` maps it back and sorts every category seen."""
+    rng = random.Random(1)
+    labels = ["A", "B", "C", "D"]
+    for n in (5, 12, 40):
+        golds = [rng.choice(labels) for _ in range(n)]
+        preds = [g if rng.random() < 0.5 else rng.choice(labels + ["E", "F", ""]) for g in golds]
+        preds[0] = rng.choice(["E", ""])  # at least one answer outside the labels
+        upstream = cohen_kappa_score(golds, [p or "None" for p in preds], weights=weights)
+        got = cohen_kappa(preds, golds, labels=labels, weights=weights, outside="sklearn")
+        assert got == pytest.approx(upstream, abs=1e-12)
+        if weights is None:  # unweighted, where an answer outside the labels goes makes no difference
+            assert cohen_kappa(preds, golds, labels=labels) == pytest.approx(got, abs=1e-12)
+    # "E" is next to "D" there, and "None" after "E": a weighted difference from "max" the fixture shows
+    golds, preds = ["A", "B", "C", "D", "D"], ["A", "B", "C", "E", ""]
+    assert cohen_kappa(preds, golds, labels=labels, weights="linear", outside="sklearn") == pytest.approx(
+        cohen_kappa_score(golds, ["A", "B", "C", "E", "None"], weights="linear"))
+    assert cohen_kappa(preds, golds, labels=labels, weights="linear") != pytest.approx(
+        cohen_kappa(preds, golds, labels=labels, weights="linear", outside="sklearn"))
+    with pytest.raises(ValueError, match="outside must be one of"):
+        cohen_kappa(preds, golds, labels=labels, outside="drop")
+
+
 def test_kappa_invalid_prediction_disagrees_maximally():
     labels = ["A", "B", "C", "D"]
     golds, preds = ["A", "B", "C", "D"], ["A", "B", "", "C"]
@@ -315,8 +340,10 @@ def test_letter_parser_takes_the_first_option_letter():
     letter = parsers.get("letter")
     assert letter("C", ABCD) == "C"
     assert letter(" 答えはD です。B ではない", ABCD) == "D"
-    assert letter("E", ABCD) == ""              # not an option of this task
-    assert letter("E", None) == "E"             # upstream's default letters ABCDEF
+    assert letter("E", ABCD) == "E"             # upstream takes A-F whatever the question offers: a wrong answer
+    assert letter("E は誤り、B", ABCD) == "E"   # ... not a character to skip
+    assert letter("E", None) == "E"             # upstream's letters ABCDEF
+    assert letter("G", SimpleNamespace(labels=list("ABCDEFGH"))) == "G"  # declared labels beyond F join them
     assert letter("G", None) == ""
     assert letter("b", ABCD) == ""              # uppercase only, as upstream
     assert letter("", ABCD) == ""
