@@ -3,6 +3,7 @@ declared metric in the summary (on tiny prepared copies of real tasks)."""
 import ast
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from conftest import prepare_tiny_jmed
@@ -184,3 +185,20 @@ def test_jmed_llm_protocol_reads_nrner_lists_as_the_benchmarks_scorer(prepared, 
     records = [json.loads(line) for line in (root / "bench_ner.samples.jsonl").read_text().splitlines()]
     assert records[2]["pred"] == [] and records[5]["pred"] == []  # a cut-off list, text after it: nothing
     assert set(s["scores"]) == {"exact_f1", "partial_f1"}  # no choices: no option scoring
+
+
+def test_the_leaderboard_refuses_evaluations_of_one_task_with_different_metrics(tmp_path):
+    def summary(seed: int, scores: dict) -> Path:
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"task": "rrtnm", "model": "student_zero_shot", "seed": seed, "metric": "accuracy",
+                                    "score": scores["accuracy"], "scores": scores, "subdomains": {},
+                                    "directions": dict.fromkeys(scores, "max"), "run_id": f"r{seed}"}))
+        return path
+
+    new = summary(0, {"accuracy": 0.5, "accuracy_norm": 0.25})
+    old = summary(1, {"accuracy": 0.75})  # written before option scoring reported accuracy_norm
+    with pytest.raises(ValueError, match=r"seed1\.json scores task 'rrtnm' by accuracy, but .*seed0\.json by "
+                                         r"accuracy, accuracy_norm: .*delete the stale one and rerun the workflow"):
+        aggregate([new, old], [], results_dir=str(tmp_path))
+    both = aggregate([new, summary(1, {"accuracy": 0.75, "accuracy_norm": 0.5})], [], results_dir=str(tmp_path))
+    assert both["cells"]["student_zero_shot"]["rrtnm"]["scores"]["accuracy_norm"]["mean"] == pytest.approx(0.375)
