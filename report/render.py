@@ -304,7 +304,11 @@ Hover a cell for the per-seed values.</p>
 {leaderboard_table(lb)}
 {groups_table(lb)}
 <h2>All metrics</h2>
-<p class="meta">Tasks scored by more than one metric (the leaderboard shows the first; ↑ higher is better).</p>
+<p class="meta">Tasks scored by more than one metric (the leaderboard shows the task's headline metric, the
+first it declares; ↑ higher is better). Suffixes: <code>_norm</code>, the option of highest log-likelihood per
+character (lm-evaluation-harness's acc_norm); <code>_options</code> / <code>_options_norm</code>, option scoring
+reported beside a generation protocol (e.g. JMED-LLM's own under the paper profile); <code>_lenient</code>, NER
+without counting predicted mentions absent from the sentence as false positives.</p>
 {"".join(metrics_table(lb, t) for t in lb["tasks"]) or '<p>Every task in this run has one metric.</p>'}
 <h2>Per subdomain</h2>
 <p class="meta">Tasks whose samples carry a subdomain tag (TFS: teacher-favoured, SFS: student-favoured).</p>

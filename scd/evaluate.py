@@ -6,6 +6,7 @@ tokens), so later analyses (the TFS/SFS partition of the method doc) need no sec
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
@@ -143,39 +144,77 @@ def _packed(packs: list[tuple[list[int], list[list[int]]]], pad_id: int, eager: 
 
 
 @torch.no_grad()
-def option_scores(model, packs: list[tuple[list[int], list[list[int]]]], pad_id: int, batch_size: int,
-                  device) -> list[list[float]]:
-    """Per pack (a prompt and the answers to score after it), each answer's total log-probability after the
-    prompt. The prompt is encoded once per pack and every answer scored from one forward of the packed sequence
-    (see `_packed`): the same numbers as one forward of prompt + answer per answer, at the cost of about one."""
+def option_token_logprobs(model, packs: list[tuple[list[int], list[list[int]]]], pad_id: int, batch_size: int,
+                          device) -> list[list[list[float]]]:
+    """Per pack (a prompt and the answers to score after it), per answer, the log-probability of each of its tokens
+    after the prompt and its earlier tokens. The prompt is encoded once per pack and every answer scored from one
+    forward of the packed sequence (see `_packed`): the same numbers as one forward of prompt + answer per answer,
+    at the cost of about one."""
     eager = getattr(model.config, "_attn_implementation", None) == "eager"
-    out: list[list[float]] = [[] for _ in packs]
+    out: list[list[list[float]]] = [[] for _ in packs]
     for idx in by_length([len(p) + sum(map(len, a)) for p, a in packs], batch_size):
         ids, mask, pos, keep, predictors = _packed([packs[i] for i in idx], pad_id, eager)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                        logits_to_keep=keep.to(device), use_cache=False).logits
-        rows, cols, targets, owner = [], [], [], []
+        rows, cols, targets = [], [], []
         for b, i in enumerate(idx):
-            for j, (answer, at) in enumerate(zip(packs[i][1], predictors[b])):
+            for answer, at in zip(packs[i][1], predictors[b]):
                 rows += [b] * len(answer)
                 cols += at
                 targets += answer
-                owner += [(i, j)] * len(answer)
         token = nll(logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)],
                     torch.tensor(targets, device=device)).tolist()
+        at = 0
         for i in idx:
-            out[i] = [0.0] * len(packs[i][1])
-        for (i, j), v in zip(owner, token):
-            out[i][j] -= v
+            for answer in packs[i][1]:
+                out[i].append([-v for v in token[at: at + len(answer)]])
+                at += len(answer)
     return out
+
+
+def option_scores(model, packs: list[tuple[list[int], list[list[int]]]], pad_id: int, batch_size: int,
+                  device) -> list[list[float]]:
+    """Per pack, each answer's total log-probability after the prompt (every token of it: see
+    `option_token_logprobs`)."""
+    return [[sum(t) for t in answers] for answers in option_token_logprobs(model, packs, pad_id, batch_size, device)]
+
+
+def option_chars(task, choice: str) -> int:
+    """The character length that `acc_norm` divides an option's log-likelihood by: its answer text without the
+    leading whitespace that separates it from the prompt (lm-evaluation-harness measures `len(choice)`, its
+    target delimiter " " not included); at least 1."""
+    return max(len(task.answer_for(choice).lstrip()), 1)
+
+
+@dataclass
+class ChoiceScores:
+    """Option scoring of some rows. Per row: its `choices`; `loglik`, each choice's log-likelihood as
+    lm-evaluation-harness scores an option (the answer text's tokens after the prompt, the end-of-sequence token
+    the suite appends to answers not included); `with_eos`, the same with that token (a sequence's whole NLL, as
+    training sees it); `chars`, the character lengths `acc_norm` divides by; `encoded`, each choice's (prompt,
+    answer) encoding."""
+    choices: list[list[str]]
+    loglik: list[list[float]]
+    with_eos: list[list[float]]
+    chars: list[list[int]]
+    encoded: list[list[Encoded]]
+
+    def best(self) -> list[str]:
+        """Per row, the choice of highest log-likelihood (lm-eval's `acc`)."""
+        return [best_choice(cs, ll) for cs, ll in zip(self.choices, self.loglik)]
+
+    def best_norm(self) -> list[str]:
+        """Per row, the choice of highest log-likelihood per character (lm-eval's `acc_norm`)."""
+        return [best_choice(cs, [x / n for x, n in zip(ll, ns)])
+                for cs, ll, ns in zip(self.choices, self.loglik, self.chars)]
 
 
 @torch.no_grad()
 def score_choices(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int,
-                  device) -> tuple[list[list[str]], list[list[float]], list[list[Encoded]]]:
-    """Per row: its choices, each choice's total log-probability of its answer text (the task's answer format,
-    then EOS) after the prompt, and the encoded (prompt, answer) of each choice. Options of a row that share the
-    encoded prompt (all of them unless truncation differs by answer length) are scored from one encoding of it."""
+                  device) -> ChoiceScores:
+    """Option scoring of `rows` (see `ChoiceScores`): each choice's answer text (the task's answer format, then
+    EOS) scored after the prompt. Options of a row that share the encoded prompt (all of them unless truncation
+    differs by answer length) are scored from one encoding of it."""
     per_row = [row.get("choices") or task.choices() for row in rows]
     options = [dict(row, answer=task.answer_for(c)) for row, cs in zip(rows, per_row) for c in cs]
     encoded = encode(options, tokenizer, max_length)
@@ -191,14 +230,21 @@ def score_choices(model, tokenizer, task, rows: list[dict], max_length: int, bat
             where.append((k, len(packs[k][1])))
             packs[k][1].append(e.answer_ids)
         at += len(cs)
-    scores = option_scores(model, packs, tokenizer.pad_token_id, batch_size, device)
-    flat = [scores[k][j] for k, j in where]
-    out_scores, out_encoded, at = [], [], 0
+    tokens = option_token_logprobs(model, packs, tokenizer.pad_token_id, batch_size, device)
+    eos = tokenizer.eos_token_id
+    flat = [tokens[k][j] for k, j in where]
+    out = ChoiceScores([], [], [], [], [])
+    at = 0
     for cs in per_row:
-        out_scores.append(flat[at: at + len(cs)])
-        out_encoded.append(encoded[at: at + len(cs)])
+        mine = flat[at: at + len(cs)]
+        enc = encoded[at: at + len(cs)]
+        out.choices.append(list(cs))
+        out.loglik.append([sum(t[:-1]) if e.answer_ids[-1] == eos else sum(t) for t, e in zip(mine, enc)])
+        out.with_eos.append([sum(t) for t in mine])
+        out.chars.append([option_chars(task, c) for c in cs])
+        out.encoded.append(enc)
         at += len(cs)
-    return per_row, out_scores, out_encoded
+    return out
 
 
 def best_choice(choices: list[str], scores: list[float]) -> str:
@@ -208,45 +254,78 @@ def best_choice(choices: list[str], scores: list[float]) -> str:
 
 @torch.no_grad()
 def choose(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device) -> list[str]:
-    """Option scoring: per row, the choice whose answer text (the task's answer format, then EOS) gets the highest
-    total log-probability after the prompt. A row may narrow the task's choices (`choices`: e.g. RRTNM's N and M
-    questions have fewer options than T)."""
-    per_row, scores, _ = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
-    return [best_choice(cs, sc) for cs, sc in zip(per_row, scores)]
+    """Option scoring: per row, the choice whose answer text (the task's answer format) gets the highest total
+    log-probability after the prompt, as lm-evaluation-harness scores it (EOS not included). A row may narrow the
+    task's choices (`choices`: e.g. RRTNM's N and M questions have fewer options than T)."""
+    return score_choices(model, tokenizer, task, rows, max_length, batch_size, device).best()
+
+
+MODES = ("task", "benchmark", "generate", "choices")  # the config's `evaluation.mode`
+
+
+def evaluation_protocol(task, mode: str | None = "task") -> dict:
+    """How the task is evaluated under the config's `evaluation.mode`: {"protocol": the mode asked for, "mode":
+    generate | choices, "max_new_tokens": generation's budget, "parser": what reads a generation}. `task` is the
+    task's declared mode; `benchmark` the benchmark's own protocol where the task declares one
+    (`evaluation.benchmark`, e.g. JMED-LLM: generate 512 new tokens, parse the first option letter), else the
+    task's declared mode, which is then its benchmark's; `generate` / `choices` force one."""
+    mode = mode or "task"
+    if mode not in MODES:
+        raise ValueError(f"task {task.name!r}: unknown evaluation mode {mode!r}; use one of {', '.join(MODES)} "
+                         f"(config key evaluation.mode)")
+    declared = task.evaluation.get("benchmark") if mode == "benchmark" else None
+    spec = declared or ({"mode": mode} if mode in ("generate", "choices") else task.evaluation)
+    out = {"protocol": mode, "mode": spec["mode"],
+           "max_new_tokens": spec.get("max_new_tokens", task.evaluation.get("max_new_tokens", 8)),
+           "parser": (declared or {}).get("parser", task.parser)}
+    if out["mode"] == "choices" and not task.choices():
+        raise ValueError(f"task {task.name!r} declares no choices or labels: it cannot be scored by option scoring; "
+                         f"use evaluation.mode generate or task")
+    return out
 
 
 def evaluation_mode(task, mode: str | None = "task") -> str:
-    """The task's declared mode unless the config's `evaluation.mode` asks for generate or choices."""
-    mode = task.evaluation["mode"] if mode in (None, "task") else mode
-    if mode == "choices" and not task.choices():
-        raise ValueError(f"task {task.name!r} declares no choices or labels: it cannot be scored by option scoring; "
-                         f"use evaluation.mode generate or task")
-    return mode
+    """The answer mode (generate | choices) the config's `evaluation.mode` gives this task (`evaluation_protocol`)."""
+    return evaluation_protocol(task, mode)["mode"]
+
+
+# Predictions besides the protocol's own (`pred`) that a record may carry, and the suffix their metrics take in a
+# summary: under option scoring `pred_norm` (`accuracy_norm` is lm-evaluation-harness's `acc_norm`); under
+# generation, with `options`, option scoring as a second protocol (`accuracy_options`, `accuracy_options_norm`).
+EXTRA_PREDICTIONS = {"pred_norm": "_norm", "pred_options": "_options", "pred_options_norm": "_options_norm"}
 
 
 def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_size: int, device,
-            with_nll: bool = True, mode: str | None = None) -> list[dict]:
-    """Per-row records: generated (or chosen) output, parsed prediction, gold, and the gold answer's NLL. Under
-    option scoring the gold answer's NLL comes from the forward that scored the options, when the gold answer
-    text is one of them (its score is minus the summed NLL); other rows, and generation, take one teacher-forced
-    forward of the gold answer."""
+            with_nll: bool = True, mode: str | None = None, options: bool = False) -> list[dict]:
+    """Per-row records: generated (or chosen) output, parsed prediction, gold, and the gold answer's NLL (mean over
+    its tokens, EOS included), under the protocol `mode` names (a value of the config's `evaluation.mode`, see
+    `evaluation_protocol`; None: the task's). Under option scoring `pred` is the option of highest log-likelihood
+    and `pred_norm` the one of highest log-likelihood per character (lm-eval's acc and acc_norm; see
+    `ChoiceScores`). Under generation, `options` adds option scoring as a second protocol for a task with choices
+    (`pred_options`, `pred_options_norm`). The gold answer's NLL comes from the forward that scored the options, when
+    the gold answer text is one of them; other rows take one teacher-forced forward of the gold answer."""
     model.eval()
-    mode = mode or task.evaluation["mode"]
+    protocol = evaluation_protocol(task, mode)
     encoded = encode(rows, tokenizer, max_length)
     nll_: list[float | None] = [None] * len(rows)
-    if mode == "generate":
-        raw = generate(model, tokenizer, encoded, task.evaluation.get("max_new_tokens", 8), batch_size, device)
-        preds = [task.parse(t) for t in raw]
-    elif mode == "choices":
-        per_row, scores, options = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
-        raw = [best_choice(cs, sc) for cs, sc in zip(per_row, scores)]
+    extra: dict[str, list] = {}
+    scored = None
+    if protocol["mode"] == "generate":
+        raw = generate(model, tokenizer, encoded, protocol["max_new_tokens"], batch_size, device)
+        preds = [task.parse(t, protocol["parser"]) for t in raw]
+        if options and task.choices():
+            scored = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
+            extra["pred_options"], extra["pred_options_norm"] = scored.best(), scored.best_norm()
+    else:
+        scored = score_choices(model, tokenizer, task, rows, max_length, batch_size, device)
+        raw = scored.best()
         preds = raw  # already a declared choice: nothing to parse
-        for i, (e, sc, opts) in enumerate(zip(encoded, scores, options)):
+        extra["pred_norm"] = scored.best_norm()
+    if scored is not None:
+        for i, (e, sc, opts) in enumerate(zip(encoded, scored.with_eos, scored.encoded)):
             same = [s for s, o in zip(sc, opts) if o.answer_ids == e.answer_ids and o.prompt_ids == e.prompt_ids]
             if same:
                 nll_[i] = -same[0] / len(e.answer_ids)
-    else:
-        raise ValueError(f"task {task.name!r}: unknown evaluation mode {mode!r}; use generate or choices")
     golds = [task.gold(r) for r in rows]
     if with_nll:
         missing = [i for i, n in enumerate(nll_) if n is None]
@@ -256,20 +335,32 @@ def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_siz
     else:
         nll_ = [None] * len(rows)
     return [{"id": r["id"], "subdomain": r.get("subdomain"), "output": t, "pred": p, "gold": g,
-             "correct": p == g, "gold_nll": n}
-            for r, t, p, g, n in zip(rows, raw, preds, golds, nll_)]
+             "correct": p == g, "gold_nll": n} | {k: v[i] for k, v in extra.items()}
+            for i, (r, t, p, g, n) in enumerate(zip(rows, raw, preds, golds, nll_))]
 
 
 def summarize(task, records: list[dict], rows: list[dict]) -> dict:
     """Every task metric overall and per subdomain (where rows carry one), with counts; `score` is the headline
-    metric's value."""
+    metric's value. Records that carry further predictions (`EXTRA_PREDICTIONS`, e.g. option scoring's
+    length-normalised `pred_norm`) add every task metric on those too, its key suffixed (`accuracy_norm`);
+    `sources` says which predictions each metric key scores."""
+    specs = task.metric_specs
+    fields = {"pred": ""} | {f: suffix for f, suffix in EXTRA_PREDICTIONS.items()
+                             if records and all(f in r for r in records)}
+
     def scores(idx: list[int]) -> dict[str, float]:
-        return task.scores([records[i]["pred"] for i in idx], [records[i]["gold"] for i in idx], [rows[i] for i in idx])
+        golds, examples = [records[i]["gold"] for i in idx], [rows[i] for i in idx]
+        out = {}
+        for f, suffix in fields.items():
+            got = task.scores([records[i][f] for i in idx], golds, examples)
+            out |= {f"{k}{suffix}": v for k, v in got.items()}
+        return out
 
     overall = scores(list(range(len(records))))
     summary = {"metric": task.metric, "score": overall[task.metric], "scores": overall,
-               "directions": {m["key"]: m["direction"] for m in task.metric_specs}, "n": len(records),
-               "subdomains": {}}
+               "directions": {f"{m['key']}{suffix}": m["direction"] for suffix in fields.values() for m in specs},
+               "sources": {f"{m['key']}{suffix}": f for f, suffix in fields.items() for m in specs},
+               "n": len(records), "subdomains": {}}
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         if r.get("subdomain"):
@@ -284,9 +375,10 @@ def summarize(task, records: list[dict], rows: list[dict]) -> dict:
 
 
 def validator(prep: Prepared, batch_size: int, mode: str, precision: str, device):
-    """The epoch-end validation score of training: the task's headline metric on the validation split."""
+    """The epoch-end validation score of training: the task's headline metric on the validation split, under the
+    protocol the test evaluation reports (`evaluation.mode`)."""
     rows = prep.rows("validation")
-    mode = evaluation_mode(prep.task, mode)
+    evaluation_protocol(prep.task, mode)  # an impossible mode fails before training, not after its first epoch
 
     def validate(model) -> float:
         with autocast(precision, device):

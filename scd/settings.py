@@ -56,7 +56,8 @@ class DistillTraining(Optimization):
 @dataclass(frozen=True)
 class Evaluation:
     batch_size: int = 64
-    mode: str = "task"                   # task (the task's declared mode) | generate | choices
+    mode: str = "task"                   # task (the task's declared mode) | benchmark (the benchmark's own
+    #                                      protocol, tasks' evaluation.benchmark; else the task's) | generate | choices
 
 
 @dataclass(frozen=True)

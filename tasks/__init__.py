@@ -56,7 +56,8 @@ class Task:
     description: str
     loader: str                      # "module:function" returning {split: [row, ...]}
     metrics: list                    # names or {name, as, direction, **params}; the first is the headline metric
-    evaluation: dict                 # {mode: generate|choices, max_new_tokens, choices, answer_format}
+    evaluation: dict                 # {mode: generate|choices, max_new_tokens, choices, benchmark: {mode,
+    #                                  max_new_tokens}: the benchmark's own protocol where it differs from `mode`}
     parser: str = "strip"
     tokenizer: str = "bpe"           # char | bpe
     max_length: int = 256
@@ -247,13 +248,16 @@ class Task:
     def score(self, preds: list, golds: list, examples: list[dict] | None = None) -> float:
         return self.scores(preds, golds, examples)[self.metric]
 
-    def parse(self, text: str):
-        return parsers.get(self.parser)(text, self)
+    def parse(self, text: str, parser: str | None = None):
+        """The answer in `text` as the task's parser reads it (or `parser`'s, e.g. a benchmark protocol's)."""
+        return parsers.get(parser or self.parser)(text, self)
 
     @property
     def positions(self) -> int:
-        """Positions a model needs: the longest training sequence, then generation's new tokens after a prompt."""
-        return self.max_length + self.evaluation.get("max_new_tokens", 0)
+        """Positions a model needs: the longest training sequence, then generation's new tokens after a prompt
+        (the larger budget of the task's mode and of its benchmark's own protocol)."""
+        benchmark = self.evaluation.get("benchmark") or {}
+        return self.max_length + max(self.evaluation.get("max_new_tokens", 0), benchmark.get("max_new_tokens", 0))
 
     def choices(self) -> list[str]:
         return self.evaluation.get("choices") or list(self.labels or [])
@@ -489,6 +493,8 @@ def _task_from_spec(spec: dict, path: Path, folder: Path, loaders: dict) -> Task
     problems = []
     if not isinstance(task.evaluation, dict) or task.evaluation.get("mode") not in ("generate", "choices"):
         problems.append(f"evaluation must be a mapping with mode 'generate' or 'choices', got {task.evaluation!r}")
+    elif _benchmark_problem(task.evaluation.get("benchmark"), task.parser):
+        problems.append(_benchmark_problem(task.evaluation.get("benchmark"), task.parser))
     if not isinstance(task.groups, list) or not all(isinstance(g, str) and NAME.fullmatch(g) for g in task.groups):
         problems.append(f"groups must be a list of names matching [a-z0-9_]+, got {task.groups!r}")
     if task.labels is not None and (not isinstance(task.labels, list) or not all(isinstance(x, str)
@@ -505,6 +511,24 @@ def _task_from_spec(spec: dict, path: Path, folder: Path, loaders: dict) -> Task
     if problems:
         raise TaskFileError(f"{where}: {'; '.join(problems)}")
     return task
+
+
+def _benchmark_problem(spec, task_parser) -> str | None:
+    """What is wrong with a task's `evaluation.benchmark` (the benchmark's own protocol), or None."""
+    if spec is None:
+        return None
+    budget = spec.get("max_new_tokens", 0) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or set(spec) - {"mode", "max_new_tokens", "parser"} or spec.get("mode") not in (
+            "generate", "choices") or not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
+        return (f"evaluation.benchmark must be a mapping {{mode: generate|choices, max_new_tokens: n, parser: name}} "
+                f"(the benchmark's own protocol; n a non-negative integer, parser optional), got {spec!r}")
+    parser = spec.get("parser", task_parser)
+    if not isinstance(parser, str) or parser not in parsers.PARSERS:
+        return f"evaluation.benchmark: {_unknown(parsers.PARSERS, str(parser))}"
+    if (parser in metrics.LIST_PARSERS) != (task_parser in metrics.LIST_PARSERS):
+        return (f"evaluation.benchmark.parser {parser!r} must give what the task's parser {task_parser!r} gives (a "
+                f"list of strings, or one string): the task's metrics score both")
+    return None
 
 
 def _unknown(reg: Registry, name: str) -> str:

@@ -21,8 +21,11 @@ register = METRICS.register
 get = METRICS.get
 
 
+LIST_PARSERS = ("entity_list", "python_list")  # the parsers whose output is a list of entity strings
+
+
 def _parses_lists(task) -> bool:
-    return getattr(task, "parser", None) == "entity_list"
+    return getattr(task, "parser", None) in LIST_PARSERS
 
 
 def _label_metric_check(task, params) -> str | None:
@@ -53,11 +56,29 @@ def exact_match(preds: list[str], golds: list[str], *, examples=None) -> float:
 register("accuracy", direction="max", best=1.0, check=_label_metric_check)(exact_match)
 
 
-@register("macro_f1", direction="max", best=1.0, check=_label_metric_check)
-def macro_f1(preds: list[str], golds: list[str], *, examples=None) -> float:
-    labels = sorted(set(golds))
+def _macro_f1_check(task, params) -> str | None:
+    if not params.get("labels") and not getattr(task, "labels", None):
+        return "averages over the task's categories: declare `labels`"
+    return _label_metric_check(task, params)
+
+
+@register("macro_f1", direction="max", best=1.0, check=_macro_f1_check)
+def macro_f1(preds: list[str], golds: list[str], *, examples=None, labels: Sequence[str] | None = None) -> float:
+    """The unweighted mean of per-label F1 over the declared labels (`labels`, the task's; default
+    sorted(set(golds))) that occur among the gold answers or the predictions: a label the model predicts that no
+    gold answer has scores 0 and counts (taking the labels from the golds alone would drop it, and with it those
+    wrong predictions' weight), a label absent from both says nothing about the model and is left out (so perfect
+    answers score 1 on a test split that lacks a label). A prediction outside `labels` (an unparseable answer) is
+    no label, only a miss of its gold label. When every prediction is a declared label this is sklearn's default
+    f1_score(golds, preds, average="macro"). A gold answer outside `labels` is a ValueError."""
+    _check_lengths(preds, golds)
+    labels = list(labels) if labels is not None else sorted(set(golds))
+    stray = sorted({g for g in golds if g not in labels})
+    if stray:
+        raise ValueError(f"macro_f1: gold answers {stray[:5]} are not among the declared labels {labels}")
+    seen = set(golds) | set(preds)
     f1s = []
-    for label in labels:
+    for label in (x for x in labels if x in seen):
         tp = sum(p == label and g == label for p, g in zip(preds, golds))
         fp = sum(p == label and g != label for p, g in zip(preds, golds))
         fn = sum(p != label and g == label for p, g in zip(preds, golds))
@@ -83,24 +104,35 @@ def _kappa_weight(i: int, j: int, k: int, weights: str | None) -> float:
 def _kappa_check(task, params) -> str | None:
     if params.get("weights") not in (None, "linear", "quadratic"):
         return f"takes weights None, 'linear' or 'quadratic', got {params['weights']!r}"
+    if params.get("outside", "max") not in KAPPA_OUTSIDE:
+        return f"takes outside {' or '.join(map(repr, KAPPA_OUTSIDE))}, got {params['outside']!r}"
     if not params.get("labels") and not getattr(task, "labels", None):
         return "needs the task's categories: declare `labels` (in order, for weighted kappa)"
     return _label_metric_check(task, params)
 
 
+KAPPA_OUTSIDE = ("max", "sklearn")  # how cohen_kappa places a prediction outside the declared labels
+
+
 @register("cohen_kappa", direction="max", best=1.0, check=_kappa_check)
 def cohen_kappa(preds: list[str], golds: list[str], *, examples=None, labels: Sequence[str] | None = None,
-                weights: str | None = None) -> float:
+                weights: str | None = None, outside: str = "max") -> float:
     """Cohen's kappa of predictions against golds, optionally weighted ("linear" / "quadratic").
 
     `labels` is the declared, ordered label list (default: sorted(set(golds))); for weighted kappa the distance of
-    two labels is their distance in this order. A prediction outside `labels` (unparseable output, parsed as "")
-    is one extra category that disagrees maximally (weight 1, the weight of the two farthest labels) with every
-    label; sklearn would instead drop such samples (labels=...) or sort "" in as an ordinary, nearest-to-"A"
-    label. On predictions within `labels` the result equals `sklearn.metrics.cohen_kappa_score(..., labels=labels)`.
+    two labels is their distance in this order. A prediction outside `labels` (unparseable output, parsed as "";
+    a letter the question does not offer), with `outside="max"`, is one extra category that disagrees maximally
+    (weight 1, the weight of the two farthest labels) with every label. With `outside="sklearn"` it is scored as
+    JMED-LLM's scorer does (sklearn's cohen_kappa_score on the parsed answers, with no labels given): every
+    category seen among golds and predictions, an unparsed answer being the string "None" (upstream's parser
+    output), sorted, weighted by distance in that sorted order ("E" next to "D", "None" after the letters). The two
+    agree when every prediction is a declared label, and unweighted they always agree. On predictions within
+    `labels` the result equals `sklearn.metrics.cohen_kappa_score(..., labels=labels)`.
     Edge cases: no samples -> 0.0; expected disagreement 0 (every gold and prediction the same single label,
     where sklearn gives nan) -> 1.0 if preds == golds else 0.0. A gold outside `labels` is a ValueError.
     """
+    if outside not in KAPPA_OUTSIDE:
+        raise ValueError(f"cohen_kappa: outside must be one of {KAPPA_OUTSIDE}, got {outside!r}")
     if weights not in (None, "linear", "quadratic"):
         raise ValueError(f"cohen_kappa: weights must be None, 'linear' or 'quadratic', got {weights!r}")
     _check_lengths(preds, golds)
@@ -115,13 +147,23 @@ def cohen_kappa(preds: list[str], golds: list[str], *, examples=None, labels: Se
     if stray:
         raise ValueError(f"cohen_kappa: gold answers {stray[:5]} are not among the declared labels {labels}")
     n = len(golds)
+    if outside == "sklearn":
+        raw = [p if p in index else (p or "None") for p in preds]
+        seen = sorted(set(golds) | set(raw))
+        index, k = {label: i for i, label in enumerate(seen)}, len(seen) + 1  # every category is a label here
+
+        def weight(i: int, j: int) -> float:
+            return 0.0 if i == j else 1.0 if weights is None else abs(i - j) if weights == "linear" else (i - j) ** 2
+        p_idx = [index[p] for p in raw]
+    else:
+        def weight(i: int, j: int) -> float:
+            return _kappa_weight(i, j, k, weights)
+        p_idx = [index.get(p, k) for p in preds]
     g_idx = [index[g] for g in golds]
-    p_idx = [index.get(p, k) for p in preds]
-    observed = sum(_kappa_weight(g, p, k, weights) for g, p in zip(g_idx, p_idx)) / n
+    observed = sum(weight(g, p) for g, p in zip(g_idx, p_idx)) / n
     g_freq = [g_idx.count(i) / n for i in range(k + 1)]
     p_freq = [p_idx.count(i) / n for i in range(k + 1)]
-    expected = sum(g_freq[i] * p_freq[j] * _kappa_weight(i, j, k, weights)
-                   for i in range(k + 1) for j in range(k + 1))
+    expected = sum(g_freq[i] * p_freq[j] * weight(i, j) for i in range(k + 1) for j in range(k + 1))
     if expected <= 1e-12:
         return 1.0 if list(preds) == list(golds) else 0.0
     return float(1.0 - observed / expected)
@@ -195,17 +237,34 @@ def tokenize_mention(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def _mention_spans(entities) -> list[tuple[str, ...]]:
+    """The distinct, non-empty token spans of the predicted mention strings, in the model's order."""
+    return [s for s in dict.fromkeys(tuple(tokenize_mention(e)) for e in entities if isinstance(e, str)) if s]
+
+
+def _occurs(tokens: list[str], span: tuple[str, ...]) -> bool:
+    n = len(span)
+    return any(tuple(tokens[i:i + n]) == span for i in range(len(tokens) - n + 1))
+
+
+def absent_mentions(tokens: list[str], entities: list[str]) -> list[tuple[str, ...]]:
+    """The predicted mentions (distinct token spans, as `entities_to_bio` reads them) that occur nowhere in the
+    sentence: they cannot become tags, so the lenient metrics never see them; the strict ones count each as a false
+    positive."""
+    return [span for span in _mention_spans(entities) if not _occurs(tokens, span)]
+
+
 def entities_to_bio(tokens: list[str], entities: list[str], entity_type: str) -> list[str]:
     """IOB2 tags over `tokens` for the predicted mention strings.
 
     Each mention is tokenized like the corpus (`_TOKEN`) and matched by exact, case-sensitive token equality.
     Every non-overlapping occurrence is tagged, because NCBI-disease annotates a repeated mention at each
     occurrence; longer mentions are placed first so a shorter one never splits a longer match (of two equally
-    long overlapping mentions, the one listed first wins). A mention found nowhere in the sentence adds no tag:
-    seqeval only sees tags, so it is neither a true nor a false positive.
+    long overlapping mentions, the one listed first wins). A mention found nowhere in the sentence adds no tag
+    (`absent_mentions` lists them: the strict metrics count them as false positives).
     """
     tags = ["O"] * len(tokens)
-    spans = [s for s in dict.fromkeys(tuple(tokenize_mention(e)) for e in entities if isinstance(e, str)) if s]
+    spans = _mention_spans(entities)
     for span in sorted(spans, key=len, reverse=True):  # a stable sort keeps the model's order among equal lengths
         n, i = len(span), 0
         while i + n <= len(tokens):
@@ -240,14 +299,14 @@ def _seqeval_check(task, params) -> str | None:
     return _entity_metric_check(task, params)
 
 
-def _seqeval(score_fn, preds, golds, examples, entity_type: str, name: str) -> float:
+def _tags(preds, golds, examples, entity_type: str, name: str) -> tuple[list, list, int]:
+    """Gold and predicted IOB2 tag sequences of the test rows, and the number of predicted mentions that occur
+    nowhere in their sentence."""
     _check_lengths(preds, golds)
     if examples is None:
         raise ValueError(f"{name} needs the test rows (examples=...) for their tokens and gold BIO tags")
     _check_lengths(preds, examples)
-    if not examples:
-        return 0.0
-    y_true, y_pred = [], []
+    y_true, y_pred, absent = [], [], 0
     for i, (pred, ex) in enumerate(zip(preds, examples)):
         if isinstance(pred, str):
             raise TypeError(f"{name}: prediction {i} should be a list of mention strings, got {pred[:40]!r}")
@@ -258,10 +317,52 @@ def _seqeval(score_fn, preds, golds, examples, entity_type: str, name: str) -> f
                              f"Declare the task's one entity type")
         y_true.append(list(ex["tags"]))
         y_pred.append(entities_to_bio(ex["tokens"], pred, entity_type))
-    return float(score_fn(y_true, y_pred, zero_division=0))
+        absent += len(absent_mentions(ex["tokens"], pred))
+    return y_true, y_pred, absent
+
+
+def _seqeval(score_fn, preds, golds, examples, entity_type: str, name: str) -> float:
+    y_true, y_pred, _ = _tags(preds, golds, examples, entity_type, name)
+    return float(score_fn(y_true, y_pred, zero_division=0)) if y_true else 0.0
+
+
+def strict_entity_scores(preds, golds, examples, entity_type: str = "Disease",
+                         name: str = "seqeval") -> dict[str, float]:
+    """Entity-level micro precision, recall and F1 as seqeval's default mode counts them (an entity is its type and
+    token span; correct = in gold and predicted), except that every predicted mention found nowhere in its sentence
+    is one more predicted entity, a false positive. zero_division=0."""
+    from seqeval.metrics.sequence_labeling import get_entities  # imported on use: only the NER task needs it
+
+    y_true, y_pred, absent = _tags(preds, golds, examples, entity_type, name)
+    true, pred = set(get_entities(y_true)), set(get_entities(y_pred))
+    correct, n_pred = len(true & pred), len(pred) + absent
+    precision = correct / n_pred if n_pred else 0.0
+    recall = correct / len(true) if true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+_SEQEVAL_DOC = ("Entity-level (IOB2, seqeval's default mode) micro {what} over the test set: predicted mention "
+                "strings -> tags by `entities_to_bio`, gold tags from `examples[i]['tags']`; `golds` is only checked "
+                "for length. zero_division=0. {absent}")
 
 
 def _seqeval_metric(name: str, fn_name: str) -> Callable:
+    """The strict metric: a predicted mention that occurs nowhere in its sentence is a false positive."""
+    what = fn_name.split("_")[0]
+
+    def metric(preds: list[list[str]], golds, *, examples: list[dict] | None = None,
+               entity_type: str = "Disease") -> float:
+        return float(strict_entity_scores(preds, golds, examples, entity_type, name)[what])
+
+    metric.__name__ = name
+    metric.__doc__ = _SEQEVAL_DOC.format(what=what, absent="A predicted mention that occurs nowhere in its sentence "
+                                                           "counts as a false positive (strict).")
+    return register(name, direction="max", best=1.0, check=_seqeval_check)(metric)
+
+
+def _lenient_metric(name: str, fn_name: str) -> Callable:
+    """The lenient metric: seqeval itself on the tags, so a mention absent from its sentence counts for nothing."""
     def metric(preds: list[list[str]], golds, *, examples: list[dict] | None = None,
                entity_type: str = "Disease") -> float:
         import seqeval.metrics  # imported on use: only the NER task needs it
@@ -269,12 +370,14 @@ def _seqeval_metric(name: str, fn_name: str) -> Callable:
         return _seqeval(getattr(seqeval.metrics, fn_name), preds, golds, examples, entity_type, name)
 
     metric.__name__ = name
-    metric.__doc__ = (f"Entity-level (IOB2, seqeval default mode) micro {fn_name.split('_')[0]} over the test set: "
-                      f"predicted mention strings -> tags by `entities_to_bio`, gold tags from `examples[i]['tags']`; "
-                      f"`golds` is only checked for length. zero_division=0.")
+    metric.__doc__ = _SEQEVAL_DOC.format(what=fn_name.split("_")[0], absent="Lenient: a predicted mention that occurs "
+                                         "nowhere in its sentence adds no tag, so it is neither a true nor a false "
+                                         "positive (seqeval only sees tags).")
     return register(name, direction="max", best=1.0, check=_seqeval_check)(metric)
 
 
 seqeval_f1 = _seqeval_metric("seqeval_f1", "f1_score")
 seqeval_precision = _seqeval_metric("seqeval_precision", "precision_score")
-seqeval_recall = _seqeval_metric("seqeval_recall", "recall_score")
+seqeval_recall = _seqeval_metric("seqeval_recall", "recall_score")  # absent mentions do not change recall
+seqeval_f1_lenient = _lenient_metric("seqeval_f1_lenient", "f1_score")
+seqeval_precision_lenient = _lenient_metric("seqeval_precision_lenient", "precision_score")

@@ -28,13 +28,18 @@ def choice(text: str, task) -> str:
     return m.group(1).lower() if m else ""
 
 
+UPSTREAM_LETTERS = "ABCDEF"  # JMED-LLM's get_first_uppercase_alphabet (src/utils.py), whatever the question offers
+
+
 @PARSERS.register("letter")
 def letter(text: str, task=None) -> str:
-    """JMED-LLM's get_first_uppercase_alphabet: the first character of the text that is one of the option letters
-    (`task.labels`, else "ABCDEF"), case-sensitive, else "" (upstream returns the string "None").
+    """JMED-LLM's get_first_uppercase_alphabet: the first character of the text that is one of the letters A-F,
+    case-sensitive, else "" (upstream returns the string "None"; both are no label, so every metric counts them
+    wrong). As upstream, the letters are A-F whatever the question offers: "E" on a four-option question is the
+    answer "E" (wrong), not a character to skip; a task declaring single-letter labels beyond F adds them.
 
     Faithful to upstream, so "Answer: B" gives "A" (from "Answer"); the prompt asks for the letter alone."""
-    letters = {x for x in (getattr(task, "labels", None) or "ABCDEF") if len(x) == 1}
+    letters = set(UPSTREAM_LETTERS) | {x for x in (getattr(task, "labels", None) or ()) if len(x) == 1}
     return next((c for c in text if c in letters), "")
 
 
@@ -106,3 +111,20 @@ def entity_list(text: str, task=None) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [v for v in value if isinstance(v, str)]
     return []
+
+
+@PARSERS.register("python_list")
+def python_list(text: str, task=None) -> list[str]:
+    """JMED-LLM's get_list_from_string, without running the text: the generation read whole as one Python list
+    literal (leading spaces and tabs allowed, as upstream's eval allows them) -> its strings; anything else (a list
+    cut off, text before or after it, any other value) -> [], as upstream's bare `except` gives. Unlike
+    `entity_list` it recovers nothing from a partial list. Differences from upstream, both on output no
+    instruction-following model gives: a list that only code would build ("list('ab')", which upstream's eval runs)
+    is [], and items that are not strings are dropped (upstream keeps them as predictions that match no gold)."""
+    if len(text) > MAX_LIST_CHARS:  # no generation's answer list: a cap on literal_eval's parse time and memory
+        return []
+    try:
+        value = ast.literal_eval(text)
+    except Exception:  # SyntaxError, ValueError, and MemoryError/RecursionError on deep nesting
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

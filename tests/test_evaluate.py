@@ -98,7 +98,8 @@ def test_choice_predictions_and_gold_nll_match_the_plain_way(prepared):
     for row, rec in zip(rows, records):
         cs = row.get("choices") or task.choices()
         enc = encode([dict(row, answer=task.answer_for(c)) for c in cs], tok, task.max_length)
-        plain = one_forward_per_option(model, enc[0].prompt_ids, [e.answer_ids for e in enc], tok.pad_token_id)
+        # the option's own tokens, not the EOS the suite appends (lm-eval's loglikelihood of the continuation)
+        plain = one_forward_per_option(model, enc[0].prompt_ids, [e.answer_ids[:-1] for e in enc], tok.pad_token_id)
         assert rec["pred"] == cs[max(range(len(cs)), key=plain.__getitem__)]
     # the gold NLL from option scoring is the one a forward of the gold answer gives
     want = gold_nll(model, encode(rows, tok, task.max_length), tok.pad_token_id, 1, "cpu")
@@ -115,11 +116,42 @@ def test_options_whose_prompts_truncate_differently_are_scored_after_their_own_p
     model, tok = zero_shot(cfg, "rrtnm", prep), prep.tokenizer
     rows = [{k: v for k, v in r.items() if k != "choices"} for r in prep.rows("test")[:3]]
     task = types.SimpleNamespace(choices=lambda: ["A", "B C D E F G H"], answer_for=lambda c: c)
-    _, scores, options = score_choices(model, tok, task, rows, 24, 2, "cpu")
-    assert any(o[0].prompt_ids != o[1].prompt_ids for o in options)  # the longer answer left less room
-    for got, opts in zip(scores, options):
+    scored = score_choices(model, tok, task, rows, 24, 2, "cpu")
+    assert any(o[0].prompt_ids != o[1].prompt_ids for o in scored.encoded)  # the longer answer left less room
+    for got, opts in zip(scored.with_eos, scored.encoded):
         want = [one_forward_per_option(model, o.prompt_ids, [o.answer_ids], tok.pad_token_id)[0] for o in opts]
         assert max(abs(a - b) for a, b in zip(got, want)) < TOL
+
+
+def lm_eval_option_scores(model, tok, row: dict, options: list[str], max_length: int) -> list[float]:
+    """Independently of the packed scoring: an option's log-likelihood as lm-evaluation-harness takes it, one plain
+    forward of prompt + option per option, summed over the option's own tokens (no end-of-sequence token)."""
+    out = []
+    for text in options:
+        e = encode([dict(row, answer=text)], tok, max_length)[0]
+        assert e.answer_ids[-1] == tok.eos_token_id  # the suite's encoding appends EOS: leave it out
+        out.append(one_forward_per_option(model, e.prompt_ids, [e.answer_ids[:-1]], tok.pad_token_id)[0])
+    return out
+
+
+def test_option_scoring_leaves_out_eos_and_normalises_by_characters_as_lm_eval(prepared):
+    root, cfg = prepared
+    prep = Prepared.open(root / "rrtnm")
+    model, tok = zero_shot(cfg, "rrtnm", prep), prep.tokenizer
+    rows = [{k: v for k, v in r.items() if k != "choices"} for r in prep.rows("test")[:12]]
+    choices = ["はい", "いいえ", "わからない", "どちらとも言えない場合がある"]
+    task = types.SimpleNamespace(choices=lambda: choices, answer_for=lambda c: f" {c}")
+    scored = score_choices(model, tok, task, rows, prep.task.max_length, 5, "cpu")
+    plain, norm = [], []
+    for row, got, got_eos in zip(rows, scored.loglik, scored.with_eos):
+        want = lm_eval_option_scores(model, tok, row, [f" {c}" for c in choices], prep.task.max_length)
+        assert max(abs(a - b) for a, b in zip(got, want)) < TOL
+        assert all(e < g for e, g in zip(got_eos, got))  # the EOS token's log-probability is not in the score
+        # lm-eval: pred = argmax(lls), pred_norm = argmax(lls / len(choice)), the delimiter " " not counted
+        plain.append(choices[max(range(4), key=want.__getitem__)])
+        norm.append(choices[max(range(4), key=lambda j: want[j] / len(choices[j]))])
+    assert scored.best() == plain and scored.best_norm() == norm
+    assert plain != norm  # the fixture tells the two apart
 
 
 def test_generation_predictions_match_transformers_generate(prepared):

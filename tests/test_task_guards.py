@@ -390,3 +390,37 @@ def test_a_broken_task_file_leaves_runs_of_other_tasks_alone(tmp_path, monkeypat
     with pytest.raises(config.ConfigError) as e:
         config.load_config("default", {"tasks": ["ncbi_disease"]})
     assert "ncbi_disease.yaml, line 3" in str(e.value) and "not a task or group name" not in str(e.value)
+
+
+def test_a_malformed_benchmark_protocol_or_evaluation_metric_is_refused_at_registration(tmp_path):
+    choices = {"mode": "choices", "choices": ["yes", "no", "maybe"]}
+    cases = {
+        "proto": ({"evaluation": {**choices, "benchmark": {"mode": "sample", "max_new_tokens": 512}}},
+                  r"proto\.yaml: evaluation\.benchmark must be a mapping \{mode: generate\|choices, max_new_tokens: n, "
+                  r"parser: name\}"),
+        "budget": ({"evaluation": {**choices, "benchmark": {"mode": "generate", "max_new_tokens": -1}}},
+                   r"budget\.yaml: evaluation\.benchmark must be a mapping"),
+        "parser": ({"evaluation": {**choices, "benchmark": {"mode": "generate", "parser": "leter"}}},
+                   r"parser\.yaml: evaluation\.benchmark: unknown parser 'leter'\. Did you mean 'letter'"),
+        "kind": ({"evaluation": {**choices, "benchmark": {"mode": "generate", "parser": "python_list"}}},
+                 r"kind\.yaml: evaluation\.benchmark\.parser 'python_list' must give what the task's parser 'choice' "
+                 r"gives"),
+        "nolabels": ({"labels": None, "metrics": ["accuracy", "macro_f1"]},
+                     r"nolabels\.yaml: metric 'macro_f1' averages over the task's categories: declare `labels`"),
+        "outside": ({"metrics": ["accuracy", {"name": "cohen_kappa", "outside": "drop"}]},
+                    r"outside\.yaml: metric 'cohen_kappa' takes outside 'max' or 'sklearn', got 'drop'"),
+    }
+    for name, (over, _) in cases.items():
+        spec = {k: v for k, v in _declaration(name, **over).items() if v is not None}
+        _write(tmp_path, f"{name}.yaml", spec)
+    reg = load_registry(tmp_path)
+    for name, (_, message) in cases.items():
+        with pytest.raises(TaskFileError, match=message):
+            reg.get(name)
+    assert not load_registry(tasks.TASK_DIR).broken  # the shipped declarations pass the same checks
+
+
+def test_an_unknown_evaluation_mode_fails_config_validation():
+    with pytest.raises(ConfigError, match=r"evaluation\.mode is invalid: 'bench' is not one of \['task', 'benchmark', "
+                                          r"'generate', 'choices'\]"):
+        load_config("default", {"evaluation": {"mode": "bench"}})

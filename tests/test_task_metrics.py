@@ -6,9 +6,9 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import cohen_kappa_score, f1_score
 
-from tasks import metrics, parsers
+from tasks import list_tasks, metrics, parsers
 from tasks.metrics import (
     METRICS,
     cohen_kappa,
@@ -19,7 +19,7 @@ from tasks.metrics import (
     macro_f1,
 )
 
-SEQEVAL = ("seqeval_f1", "seqeval_precision", "seqeval_recall")
+SEQEVAL = ("seqeval_f1", "seqeval_precision", "seqeval_recall", "seqeval_f1_lenient", "seqeval_precision_lenient")
 
 
 # --- registry and interface ----------------------------------------------------------------------------------------
@@ -39,6 +39,32 @@ def test_old_metrics_still_work_and_accept_examples():
     assert metrics.get("accuracy")(["a", "b"], ["a", "c"], examples=[{}, {}]) == 0.5
     # labels a, c: F1(a) = 1, F1(c) = 0 (never predicted) -> 0.5
     assert macro_f1(["a", "b"], ["a", "c"], examples=None) == 0.5
+
+
+def test_macro_f1_takes_its_labels_from_the_declaration():
+    # declared a, b, c: "b" is predicted but no gold answer has it; its F1 0 counts (from the golds alone: 0.5)
+    assert macro_f1(["a", "b"], ["a", "c"], labels=["a", "b", "c"]) == pytest.approx(1 / 3)
+    # an unparseable answer ("") is no label, only a miss; a declared label nobody says or needs is left out
+    assert macro_f1(["a", "", "c"], ["a", "b", "c"], labels=["a", "b", "c", "d"]) == pytest.approx(2 / 3)
+    assert macro_f1(["a", "c"], ["a", "c"], labels=["a", "b", "c"]) == 1.0  # perfect answers: 1, "b" absent
+    with pytest.raises(ValueError, match=r"gold answers \['z'\] are not among the declared labels"):
+        macro_f1(["a"], ["z"], labels=["a", "b"])
+    rng = random.Random(0)
+    labels = ["negative", "neutral", "positive", "other"]
+    for n in (5, 20, 60):
+        golds = [rng.choice(labels[:3]) for _ in range(n)]  # "other" is declared, never gold
+        preds = [g if rng.random() < 0.5 else rng.choice(labels) for g in golds]
+        want = f1_score(golds, preds, average="macro", zero_division=0)  # sklearn: the labels seen on either side
+        assert macro_f1(preds, golds, labels=labels) == pytest.approx(want), (golds, preds)
+        assert ("other" in preds) <= (macro_f1(preds, golds, labels=labels) < macro_f1(preds, golds))
+
+
+def test_every_macro_f1_task_declares_its_labels():
+    using = [t for t in list_tasks() if any(m["name"] == "macro_f1" for m in t.metric_specs)]
+    assert using and all(t.labels for t in using)
+    check = METRICS.meta("macro_f1")["check"]  # the registry refuses a task file that declares none
+    assert "declare `labels`" in check(SimpleNamespace(labels=None, parser="label"), {})
+    assert check(SimpleNamespace(labels=["a", "b"], parser="label"), {}) is None
 
 
 def test_a_misspelt_param_fails_instead_of_being_ignored():
@@ -95,6 +121,31 @@ def test_kappa_weighted_distances_follow_the_declared_label_order():
     # unweighted kappa does not depend on the order
     assert cohen_kappa(preds, golds, labels=["A", "B", "C", "D"]) == pytest.approx(
         cohen_kappa(preds, golds, labels=["B", "D", "A", "C"]))
+
+
+@pytest.mark.parametrize("weights", [None, "linear", "quadratic"])
+def test_kappa_outside_sklearn_scores_answers_outside_the_labels_as_jmed_llm_does(weights):
+    """JMED-LLM's scorer: sklearn's cohen_kappa_score on the parsed answers, no labels given, an unparsed answer
+    being "None". Ours gives "" for it; `outside="sklearn"` maps it back and sorts every category seen."""
+    rng = random.Random(1)
+    labels = ["A", "B", "C", "D"]
+    for n in (5, 12, 40):
+        golds = [rng.choice(labels) for _ in range(n)]
+        preds = [g if rng.random() < 0.5 else rng.choice(labels + ["E", "F", ""]) for g in golds]
+        preds[0] = rng.choice(["E", ""])  # at least one answer outside the labels
+        upstream = cohen_kappa_score(golds, [p or "None" for p in preds], weights=weights)
+        got = cohen_kappa(preds, golds, labels=labels, weights=weights, outside="sklearn")
+        assert got == pytest.approx(upstream, abs=1e-12)
+        if weights is None:  # unweighted, where an answer outside the labels goes makes no difference
+            assert cohen_kappa(preds, golds, labels=labels) == pytest.approx(got, abs=1e-12)
+    # "E" is next to "D" there, and "None" after "E": a weighted difference from "max" the fixture shows
+    golds, preds = ["A", "B", "C", "D", "D"], ["A", "B", "C", "E", ""]
+    assert cohen_kappa(preds, golds, labels=labels, weights="linear", outside="sklearn") == pytest.approx(
+        cohen_kappa_score(golds, ["A", "B", "C", "E", "None"], weights="linear"))
+    assert cohen_kappa(preds, golds, labels=labels, weights="linear") != pytest.approx(
+        cohen_kappa(preds, golds, labels=labels, weights="linear", outside="sklearn"))
+    with pytest.raises(ValueError, match="outside must be one of"):
+        cohen_kappa(preds, golds, labels=labels, outside="drop")
 
 
 def test_kappa_invalid_prediction_disagrees_maximally():
@@ -226,14 +277,40 @@ def test_seqeval_metrics_hand_example():
     preds = [["cancer", "breast cancer"], ["familial adenomatous polyposis", "APC", "colon cancer"]]
     # Sentence 1: "breast cancer" -> tokens 2-3 (true positive); "cancer" -> token 6 only (3 is taken), a span
     # that is not the gold 5-6 -> one false positive; gold "ovarian cancer" 5-6 is missed.
-    # Sentence 2: FAP 4-6 true positive; "APC" token 1 false positive; "colon cancer" is not in the sentence, adds
-    # no tag and so counts for nothing.
-    # Predicted spans 4, gold spans 3, true positives 2: P = 2/4, R = 2/3, F1 = 2 * 1/2 * 2/3 / (1/2 + 2/3) = 4/7.
+    # Sentence 2: FAP 4-6 true positive; "APC" token 1 false positive; "colon cancer" is not in the sentence.
+    # Strict: "colon cancer" is one more false positive: predicted 5, gold 3, true positives 2: P = 2/5, R = 2/3,
+    # F1 = 2 * 2/5 * 2/3 / (2/5 + 2/3) = 1/2.
+    # Lenient: it adds no tag and counts for nothing: P = 2/4, R = 2/3, F1 = 2 * 1/2 * 2/3 / (1/2 + 2/3) = 4/7.
     scores = {n: metrics.get(n)(preds, golds, examples=examples) for n in SEQEVAL}
-    assert scores["seqeval_precision"] == pytest.approx(0.5)
+    assert scores["seqeval_precision"] == pytest.approx(2 / 5)
     assert scores["seqeval_recall"] == pytest.approx(2 / 3)
-    assert scores["seqeval_f1"] == pytest.approx(4 / 7)
-    assert metrics.get("seqeval_f1")(golds, golds, examples=examples) == 1.0
+    assert scores["seqeval_f1"] == pytest.approx(1 / 2)
+    assert scores["seqeval_precision_lenient"] == pytest.approx(0.5)
+    assert scores["seqeval_f1_lenient"] == pytest.approx(4 / 7)
+    assert all(metrics.get(n)(golds, golds, examples=examples) == 1.0 for n in SEQEVAL)
+
+
+def test_absent_mentions_are_false_positives_only_in_the_strict_metrics():
+    examples, golds = _two_sentences()
+    # each distinct absent mention is one false positive: "colon  cancer" is "colon cancer" again (the same tokens),
+    # blanks are no mention; a mention nested inside a placed longer one occurs in the sentence and is not absent
+    preds = [["breast cancer", "ovarian cancer", "lung cancer", "cancer"],
+             ["familial adenomatous polyposis", "colon cancer", "colon  cancer", "", "  "]]
+    assert [len(metrics.absent_mentions(ex["tokens"], p)) for ex, p in zip(examples, preds)] == [1, 1]
+    get = {n: metrics.get(n)(preds, golds, examples=examples) for n in SEQEVAL}
+    assert get["seqeval_precision_lenient"] == 1.0 and get["seqeval_recall"] == 1.0
+    assert get["seqeval_precision"] == pytest.approx(3 / 5) and get["seqeval_f1"] == pytest.approx(2 * 3 / 5 / (8 / 5))
+    # only absent mentions predicted: strict precision 0; lenient sees no prediction (zero_division=0 as well)
+    assert metrics.get("seqeval_precision")([["flu"], ["measles"]], golds, examples=examples) == 0.0
+    # without absent mentions the strict metrics are seqeval's own numbers
+    rng = random.Random(3)
+    for _ in range(30):
+        preds = [[" ".join(ex["tokens"][i: i + rng.randint(1, 3)]) for i in rng.sample(range(8), rng.randint(0, 3))]
+                 for ex in examples]
+        assert not any(metrics.absent_mentions(ex["tokens"], p) for ex, p in zip(examples, preds))
+        for what in ("f1", "precision"):
+            strict = metrics.get(f"seqeval_{what}")(preds, golds, examples=examples)
+            assert strict == pytest.approx(metrics.get(f"seqeval_{what}_lenient")(preds, golds, examples=examples))
 
 
 def test_seqeval_metrics_edge_cases():
@@ -263,8 +340,10 @@ def test_letter_parser_takes_the_first_option_letter():
     letter = parsers.get("letter")
     assert letter("C", ABCD) == "C"
     assert letter(" 答えはD です。B ではない", ABCD) == "D"
-    assert letter("E", ABCD) == ""              # not an option of this task
-    assert letter("E", None) == "E"             # upstream's default letters ABCDEF
+    assert letter("E", ABCD) == "E"             # upstream takes A-F whatever the question offers: a wrong answer
+    assert letter("E は誤り、B", ABCD) == "E"   # ... not a character to skip
+    assert letter("E", None) == "E"             # upstream's letters ABCDEF
+    assert letter("G", SimpleNamespace(labels=list("ABCDEFGH"))) == "G"  # declared labels beyond F join them
     assert letter("G", None) == ""
     assert letter("b", ABCD) == ""              # uppercase only, as upstream
     assert letter("", ABCD) == ""

@@ -37,9 +37,10 @@ def test_every_issue_task_is_registered_with_its_groups():
 
 def test_metrics_and_directions_are_declared():
     assert [m["key"] for m in get_task("crade").metric_specs] == ["accuracy", "kappa_linear"]
-    assert get_task("crade").metric_specs[1]["params"] == {"weights": "linear"}
+    assert get_task("crade").metric_specs[1]["params"] == {"weights": "linear", "outside": "sklearn"}
     assert [m["key"] for m in get_task("nrner").metric_specs] == ["exact_f1", "partial_f1"]
-    assert [m["key"] for m in get_task("ncbi_disease").metric_specs] == ["f1", "precision", "recall"]
+    assert [m["key"] for m in get_task("ncbi_disease").metric_specs] == ["f1", "precision", "recall", "f1_lenient",
+                                                                         "precision_lenient"]
     assert [m["key"] for m in get_task("sib200_eng_latn").metric_specs] == ["accuracy", "macro_f1"]
     assert all(m["direction"] == "max" for t in list_tasks() for m in t.metric_specs)
 

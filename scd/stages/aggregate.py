@@ -46,6 +46,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     layout = Layout(results_dir)
     keys = [_key(r) for r in runs]
     _check_runs(eval_files, keys, expect)
+    _check_metrics(eval_files, runs)
     sample_files = _lookup(samples, keys, layout.eval_samples, "per-sample file")
     distilled = {k: read_json(p, "distillation summary") for k, p in
                  _lookup(distill_summaries, keys, layout.distill_summary, "distillation summary").items()}
@@ -119,6 +120,19 @@ def task_groups_of(tasks: list[str]) -> dict[str, list[str]]:
         if len(mine) >= 2:
             out[group] = mine
     return out
+
+
+def _check_metrics(eval_files: list[Path], runs: list[dict]) -> None:
+    """Every evaluation of a task reports the same metrics (its protocol's, and option scoring's beside them): a
+    summary from other code, or from another `evaluation.mode`, would leave holes in the leaderboard's columns."""
+    first: dict[str, tuple[Path, list[str]]] = {}
+    for f, run in zip(eval_files, runs):
+        keys = sorted(run.get("scores") or {run["metric"]: run["score"]})
+        seen = first.setdefault(run["task"], (f, keys))
+        if keys != seen[1]:
+            raise ValueError(f"{f} scores task {run['task']!r} by {', '.join(keys)}, but {seen[0]} by "
+                             f"{', '.join(seen[1])}: one was written by other code or under another evaluation.mode; "
+                             f"delete the stale one and rerun the workflow, which re-evaluates that model")
 
 
 def _lookup(files: list[Path], keys: list[tuple], path_of, what: str) -> dict[tuple, Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from scd import tracking
 from scd.data import write_json, write_jsonl
-from scd.evaluate import evaluation_mode, predict, summarize
+from scd.evaluate import evaluation_protocol, predict, summarize
 from scd.models import build_model, load_trained
 from scd.prepared import Prepared
 from scd.runtime import autocast, setup
@@ -28,18 +28,19 @@ def evaluate_model(job: EvaluateJob | ZeroShotJob, model_dir, name: str, seed: i
     else:
         model = load_trained(Path(model_dir) / "best").to(device)
     rows = prep.rows("test")
-    mode = evaluation_mode(prep.task, job.evaluation.mode)
+    protocol = evaluation_protocol(prep.task, job.evaluation.mode)
     tags = {"task": prep.task.name, "method": name, "seed": seed, "stage": "evaluate"}
     out = Path(out)
     with tracking.job_run(job, f"{prep.task.name}/{name}/seed{seed}/eval", tags,
                           {"model_dir": str(model_dir) if model_dir else f"{zero_shot} before fine-tuning",
-                           "split": "test", "seed": seed, "evaluation": prep.task.evaluation | {"mode": mode},
+                           "split": "test", "seed": seed, "evaluation": prep.task.evaluation | protocol,
                            "metrics": [m["key"] for m in prep.task.metric_specs]}, str(device)) as log:
         with autocast(job.precision, device):  # bf16 matmuls; scores and softmax stay float32
+            # under generation, option scoring too (a second, named set of metrics) where the task has choices
             records = predict(model, prep.tokenizer, prep.task, rows, prep.task.max_length,
-                              job.evaluation.batch_size, device, mode=mode)
+                              job.evaluation.batch_size, device, mode=job.evaluation.mode, options=True)
         summary = summarize(prep.task, records, rows) | {"task": prep.task.name, "model": name, "seed": seed,
-                                                         "split": "test", "run_id": log.run_id, "mode": mode}
+                                                         "split": "test", "run_id": log.run_id} | protocol
         train_summary = Path(model_dir) / "summary.json" if model_dir else None
         if train_summary and train_summary.exists():
             trained = json.loads(train_summary.read_text())
