@@ -79,7 +79,19 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(_problems([_describe(e) for e in errors]))
     _check_names(cfg)
     _check_distill_jobs(cfg)
+    _check_prompt_formats(cfg)
     return cfg
+
+
+def _check_prompt_formats(cfg: dict) -> None:
+    """`prompt_format: chat` needs a tokenizer with a chat template: a tokenizer trained on the task has none."""
+    tokenizers = {t: task_config(cfg, t).get("tokenizer") or {} for t in expand(cfg["tasks"])}
+    bad = [t for t, tok in tokenizers.items() if tok.get("prompt_format") == "chat"
+           and tok.get("source", "train") != "teacher"]
+    if bad:
+        raise ConfigError(f"invalid configuration: tokenizer.prompt_format chat for {', '.join(bad)}, whose tokenizer "
+                          f"is trained on the task (tokenizer.source: train) and has no chat template; use plain or "
+                          f"auto, or the teacher's tokenizer (tokenizer.source: teacher)")
 
 
 def _check_distill_jobs(cfg: dict) -> None:

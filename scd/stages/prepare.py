@@ -18,16 +18,16 @@ def prepare(job: PrepareJob, out: Path) -> dict:
     options = task.check_options(job.task_options)
     data = _checked_data(job, task)
     splits = task.load(resolve_data_dir(job.data_dir)[0], options)
-    out.mkdir(parents=True, exist_ok=True)
-    written = SPLITS + ((TRANSFER,) if splits.get(TRANSFER) else ())
-    hashes = {s: write_jsonl(out / f"{s}.jsonl", splits[s]) for s in written}
-
     if job.tokenizer.source == "teacher":
         tokenizer = load_tokenizer(resolve_source(job.teacher["pretrained"]), job.teacher.get("gguf_file"))
     else:
         texts = [r["prompt"] + r["answer"] for r in splits["train"]]
         tokenizer = train_tokenizer(task.tokenizer, texts, job.tokenizer.vocab_size)
-    prompt_format = resolve_prompt_format(tokenizer, job.tokenizer.prompt_format)
+    prompt_format = resolve_prompt_format(tokenizer, job.tokenizer.prompt_format)  # before anything is written
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = SPLITS + ((TRANSFER,) if splits.get(TRANSFER) else ())
+    hashes = {s: write_jsonl(out / f"{s}.jsonl", splits[s]) for s in written}
     tokenizer.save_pretrained(out / "tokenizer")
 
     labels = {s: dict(sorted(Counter(r["label"] for r in splits[s] if "label" in r).items())) for s in SPLITS}
