@@ -5,7 +5,8 @@ Convention (pinned here, used by every loss): the collator pre-shifts labels, so
 Prompts longer than the model's budget are cut by `fit_prompt`'s rule: a task's truncatable field (a document) goes
 first, then tokens from the prompt's start. A prompt reaches the model in its tokenizer's `prompt_format` (set from the
 prepared data's manifest, scd/prepared.py): `chat` wraps it in the chat template as one user turn followed by the
-assistant cue, `plain` puts the text alone, after BOS where the tokenizer adds one; truncation never cuts the wrap.
+assistant cue (the answer then starts with its content, without the leading space a plain answer cue wants), `plain`
+puts the text alone, after BOS where the tokenizer adds one; truncation never cuts the wrap.
 """
 from __future__ import annotations
 
@@ -143,8 +144,11 @@ def encode(rows: list[dict], tokenizer, max_length: int) -> list[Encoded]:
     if not rows:
         return []
     before, after = prompt_wrap(tokenizer)
-    # one batched call per field: row-by-row calls cost seconds per job, a tenth of a small model's distillation
-    answers = tokenizer([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]
+    chat = getattr(tokenizer, "prompt_format", "plain") == "chat"
+    # one batched call per field: row-by-row calls cost seconds per job, a tenth of a small model's distillation;
+    # an assistant turn starts with its content, so the space a plain answer cue ("Sentiment:") wants goes in chat
+    answers = tokenizer([r["answer"].lstrip() if chat else r["answer"] for r in rows],
+                        add_special_tokens=False)["input_ids"]
     pieces = _prompt_pieces(rows)
     flat = tokenizer([p for ps in pieces for p in ps], add_special_tokens=False)["input_ids"]
     out, at = [], 0

@@ -51,6 +51,8 @@ def test_chat_prompts_wrap_the_prompt_in_the_template_and_truncation_spares_it()
     assert prompt_wrap(tok) == (ids("<user>"), ids("|/"))
     (e,) = encode(ROWS, tok, 64)
     assert e.prompt_ids == ids("<user>abcabc=|/")
+    (spaced,) = encode([dict(ROWS[0], answer="  cab")], tok, 64)  # the assistant turn starts with its content
+    assert spaced.answer_ids == e.answer_ids == ids("cab") + [tok.eos_token_id]
     (cut,) = encode(ROWS, tok, len(ids("<user>bc=|/")) + 4)
     assert cut.prompt_ids == ids("<user>bc=|/")
     with pytest.raises(ValueError, match="leave no room for the prompt"):
