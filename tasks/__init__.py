@@ -260,7 +260,11 @@ class Task:
         return self.max_length + max(self.evaluation.get("max_new_tokens", 0), benchmark.get("max_new_tokens", 0))
 
     def choices(self) -> list[str]:
-        return self.evaluation.get("choices") or list(self.labels or [])
+        """The options option scoring compares: the declared `evaluation.choices`, else the labels when the answer
+        format takes a label (labels that are tags, as NCBI-disease's BIO set, are no answers: no choices)."""
+        if self.evaluation.get("choices"):
+            return list(self.evaluation["choices"])
+        return list(self.labels or []) if "{label}" in self.answer else []
 
     def answer_for(self, label: str) -> str:
         """The answer text of one choice, in the task's answer format (option scoring scores these)."""

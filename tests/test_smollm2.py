@@ -137,7 +137,7 @@ def test_instruct_prompts_use_the_chat_template_in_every_stage(pipeline):
     (e,) = encode([row], prep.tokenizer, 4096)
     expected = prep.tokenizer.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=True,
                                                   add_generation_prompt=True)
-    expected = expected["input_ids"] if isinstance(expected, dict) else expected
+    expected = expected["input_ids"] if hasattr(expected, "keys") else expected  # a BatchEncoding in transformers 5
     assert e.prompt_ids == list(expected)
     assert e.answer_ids[-1] == prep.tokenizer.eos_token_id == prep.tokenizer.convert_tokens_to_ids("<|im_end|>")
     # a tight budget cuts the prompt's own tokens, never the template around them

@@ -233,3 +233,12 @@ def test_missing_data_names_the_fetch_command(tmp_path):
 def test_unknown_group_in_config_is_named():
     with pytest.raises(ConfigError, match="Did you mean 'multilingual'"):
         load_config("default", {"tasks": ["multilingua"]})
+
+
+def test_every_tasks_choices_are_answers_it_can_format():
+    """Option scoring formats each choice with the task's answer template: a task whose labels are tags (NCBI-disease's
+    BIO set) offers no choices, and every choice a task offers formats into an answer."""
+    for task in list_tasks():
+        for choice in task.choices():
+            assert task.answer_for(choice).strip(), (task.name, choice)
+    assert get_task("ncbi_disease").choices() == [] and get_task("pubmedqa").choices() == ["yes", "no", "maybe"]
