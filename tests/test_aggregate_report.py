@@ -372,6 +372,7 @@ def test_leaderboard_carries_intervals_p_values_gap_closed_and_mde(tmp_path):
     assert lb["ranks"] == {"td": 2.5, "scd+aw": 1.0, "cd": 2.5}
     assert lb["friedman"]["n_tasks"] == 2 and lb["friedman"]["n_rows"] == 3 and lb["friedman"]["p"] is not None
     assert lb["statistics"]["resamples"] == 300 and lb["statistics"]["omitted"] == {}
+    assert lb["statistics"]["seeds"] == {"a": 3, "b": 3, "average": 3} and lb["statistics"]["items"]["a"] == 200
     again = aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=300, **files)
     assert again["comparisons"] == lb["comparisons"]  # seeded
 

@@ -70,6 +70,8 @@ def test_gap_closed_on_a_hand_case():
     ratios = [0.5, 0.5, 0.75]  # (m - s) / (t - s) per resample
     assert g["ci95"] == pytest.approx(list(np.percentile(ratios, [2.5, 97.5])))
     assert g["meaningful"]
+    behind = stats.gap_closed((0.7, 0.9, 0.5), (m, t, s))  # the teacher clearly behind: a ratio of nothing
+    assert behind["gap_ci95"][1] < 0 and not behind["meaningful"]
     flat = stats.gap_closed((0.6, 0.5, 0.5), (m, s, s))
     assert flat["value"] is None and flat["ci95"] is None and not flat["meaningful"]
 

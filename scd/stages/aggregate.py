@@ -138,7 +138,7 @@ def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Pa
                        "compared, per column and reference",
             "mde": f"{stats.MDE_FACTOR:.2f} x the median over the rows compared of the bootstrap SE of (row - td) "
                    "(of (row - student_sft) where there is no td row): 80% power, two-sided alpha 0.05",
-            "omitted": omitted}
+            "seeds": {}, "items": {}, "omitted": omitted}  # with one seed an interval covers the test items only
     out: dict = {"comparisons": {}, "gap_closed": {}, "mde": {}, "statistics": meta}
     if not compared:
         omitted["all"].append("no distilled rows to compare")
@@ -170,6 +170,7 @@ def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Pa
         draws = stats.seed_draws(len(seeds), resamples, seed)
         point, values = stats.hierarchical_bootstrap(data, metric, draws, seed, task)
         resampled[task] = (seeds, point, values)
+        meta["seeds"][task], meta["items"][task] = len(seeds), [len(x) for x in data[here[0]]][0]
         _column(out, omitted, task, point, values, compared)
     done = [resampled[t] for t in tasks if t in resampled]
     if len(done) < len(tasks) or not done:
@@ -181,6 +182,7 @@ def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Pa
         point = {r: float(np.mean([p[r] for _, p, _ in done])) for r in common}
         values = {r: np.mean([v[r] for _, _, v in done], axis=0) for r in common}
         _column(out, omitted, "average", point, values, compared)
+        meta["seeds"]["average"] = len(done[0][0])
     meta["omitted"] = dict(omitted)
     return out
 

@@ -142,7 +142,7 @@ def holm(pvalues: dict[str, float] | Sequence[float]):
 def gap_closed(point: tuple[float, float, float], resampled: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
     """(m - S) / (T - S) for point = (m, S, T) with the 95% interval of the ratio recomputed on each resample
     (resamples where T = S are undefined and left out). `gap` is T - S with its interval: the ratio means something
-    only where that interval excludes zero (`meaningful`)."""
+    only where the teacher is clearly ahead, that interval above zero (`meaningful`)."""
     m, s, t = point
     mb, sb, tb = (np.asarray(v, dtype=float) for v in resampled)
     gap = tb - sb
@@ -151,7 +151,7 @@ def gap_closed(point: tuple[float, float, float], resampled: tuple[np.ndarray, n
     gap_ci = percentile_ci(gap)
     out = {"value": (m - s) / (t - s) if t != s else None,
            "ci95": percentile_ci(ratio) if np.isfinite(ratio).any() else None,
-           "gap": t - s, "gap_ci95": gap_ci, "meaningful": bool(gap_ci[0] > 0 or gap_ci[1] < 0)}
+           "gap": t - s, "gap_ci95": gap_ci, "meaningful": bool(gap_ci[0] > 0)}
     return out
 
 
