@@ -1,5 +1,6 @@
 """Leaderboard aggregation over seeds and the HTML report built from it."""
 import json
+import re
 import statistics
 
 import pytest
@@ -308,3 +309,119 @@ def test_compute_costs_reach_the_leaderboard_and_the_report(tmp_path):
 def test_a_leaderboard_without_costs_says_so(leaderboard):
     assert leaderboard["compute"]["tasks"] == {}
     assert "recorded no costs" in section(render(leaderboard), "Compute")
+
+
+RATES = {"teacher_sft": 0.9, "student_sft": 0.5, "td": 0.6, "scd+aw": 0.8, "cd": 0.6}
+
+
+def scored_runs(results, rates=RATES, tasks=("a", "b"), seeds=(0, 1, 2), items=200, metric="accuracy"):
+    """A smoke-shaped results directory: per task, seed and row, an evaluation summary and its per-sample records
+    with exactly `rate` of the items right (cd's records are td's: an identical pair). Under macro_f1 the golds
+    alternate between two labels and the summary's score is the task metric's macro-F1 of the records."""
+    import numpy as np
+
+    from tasks.metrics import macro_f1
+
+    L = Layout(results)
+    files = {"eval_files": [], "samples": []}
+    for t_i, task in enumerate(tasks):
+        for seed in seeds:
+            L.eval_summary(task, seed, "x").parent.mkdir(parents=True)
+            right = {}
+            for r_i, (model, rate) in enumerate(rates.items()):
+                hits = np.zeros(items, dtype=bool)
+                hits[: round(rate * items)] = True
+                right[model] = right["td"] if model == "cd" else np.random.default_rng([t_i, seed, r_i]).permutation(
+                    hits)
+                golds = ["yes" if metric == "accuracy" or i % 2 else "no" for i in range(items)]
+                recs = [{"id": i, "subdomain": None, "pred": g if ok else {"yes": "no", "no": "yes"}[g], "gold": g,
+                         "correct": bool(ok), "gold_nll": 0.5} for i, (ok, g) in enumerate(zip(right[model], golds))]
+                L.eval_samples(task, seed, model).write_text("".join(json.dumps(r) + "\n" for r in recs))
+                files["samples"].append(L.eval_samples(task, seed, model))
+                score = float(right[model].mean()) if metric == "accuracy" else macro_f1(
+                    [r["pred"] for r in recs], golds)
+                f = write_eval(L.eval_summary(task, seed, model), task, model, seed, score)
+                f.write_text(json.dumps(json.loads(f.read_text()) | {"metric": metric}))
+                files["eval_files"].append(f)
+    return files
+
+
+def test_leaderboard_carries_intervals_p_values_gap_closed_and_mde(tmp_path):
+    files = scored_runs(tmp_path)
+    lb = aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=300, **files)
+    json.dumps(lb)  # all of it is JSON
+    for col in ("a", "b", "average"):
+        comp = lb["comparisons"][col]
+        assert set(comp) == {"td", "scd+aw", "cd"} and "vs_td" not in comp["td"]
+        better = comp["scd+aw"]["vs_td"]
+        assert better["diff"] == pytest.approx(0.2) and 0.1 < better["ci95"][0] < 0.2 < better["ci95"][1]
+        assert better["p_holm"] < 0.05 and better["p_holm"] >= better["p"]
+        same = comp["cd"]["vs_td"]
+        assert same["diff"] == 0 and same["ci95"][0] <= 0 <= same["ci95"][1] and same["p_holm"] == 1
+        assert comp["td"]["vs_student_sft"]["diff"] == pytest.approx(0.1)
+        assert comp["scd+aw"]["vs_student_sft"]["diff"] == pytest.approx(0.3)
+        gap = lb["gap_closed"][col]["scd+aw"]
+        assert gap["value"] == pytest.approx(0.75) and gap["ci95"][0] < 0.75 < gap["ci95"][1] and gap["meaningful"]
+        assert lb["gap_closed"][col]["td"]["value"] == pytest.approx(0.25)
+        mde = lb["mde"][col]
+        assert mde["reference"] == "td" and mde["rows"] == 2
+        assert mde["value"] == pytest.approx(2.8016 * mde["se"], rel=1e-4) and 0 < mde["value"] < 0.2
+    # the average's interval is narrower than a task's: twice the items
+    width = {c: lb["comparisons"][c]["scd+aw"]["vs_td"]["ci95"] for c in ("a", "average")}
+    assert width["average"][1] - width["average"][0] < width["a"][1] - width["a"][0]
+    assert lb["ranks"] == {"td": 2.5, "scd+aw": 1.0, "cd": 2.5}
+    assert lb["friedman"]["n_tasks"] == 2 and lb["friedman"]["n_rows"] == 3 and lb["friedman"]["p"] is not None
+    assert lb["statistics"]["resamples"] == 300 and lb["statistics"]["omitted"] == {}
+    assert lb["statistics"]["seeds"] == {"a": 3, "b": 3, "average": 3} and lb["statistics"]["items"]["a"] == 200
+    again = aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=300, **files)
+    assert again["comparisons"] == lb["comparisons"]  # seeded
+
+
+def test_statistics_without_a_reference_row_or_records_say_why(tmp_path):
+    files = scored_runs(tmp_path / "no-td", {k: v for k, v in RATES.items() if k not in ("td", "cd")})
+    lb = aggregate(methods=["scd+aw"], results_dir=str(tmp_path / "no-td"), resamples=50, **files)
+    assert "vs_td" not in lb["comparisons"]["a"]["scd+aw"] and "vs_student_sft" in lb["comparisons"]["a"]["scd+aw"]
+    assert lb["statistics"]["omitted"]["a"] == ["vs_td: no td row with per-sample records"]
+    assert lb["mde"]["a"]["reference"] == "student_sft"
+    files = scored_runs(tmp_path / "bare")
+    bare = aggregate(files["eval_files"], ["td", "scd+aw", "cd"], results_dir=str(tmp_path / "bare"), resamples=50)
+    assert bare["comparisons"] == {} and bare["gap_closed"] == {} and bare["mde"] == {}
+    assert bare["statistics"]["omitted"]["a"] == ["no per-sample records for a seed 0 td (and 14 more)"]
+    assert bare["statistics"]["omitted"]["average"] == ["needs every task's statistics (see the tasks' reasons)"]
+    assert bare["ranks"]["scd+aw"] == 1.0  # ranks need only the scores
+
+
+def test_per_sample_records_that_disagree_are_one_line(tmp_path, capsys):
+    files = scored_runs(tmp_path, tasks=("a",), seeds=(0,), items=20)
+    L = Layout(tmp_path)
+    edited = L.eval_samples("a", 0, "scd+aw")
+    original = edited.read_text()
+    lines = original.splitlines()
+    lines[0] = json.dumps(json.loads(lines[0]) | {"pred": "maybe"})
+    edited.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "leaderboard.json"
+    code = main(["aggregate", *map(str, files["eval_files"]), "--results-dir", str(tmp_path),
+                 "--samples", *map(str, files["samples"]), "--methods", "td", "scd+aw", "cd", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not out.exists()
+    assert f"{edited} scores accuracy 0.750000, but its evaluation summary" in err and "0.800000" in err
+    stale = L.eval_samples("a", 0, "cd")
+    stale.write_text("".join(json.dumps(json.loads(x) | {"id": i + 100}) + "\n"
+                             for i, x in enumerate(stale.read_text().splitlines())))
+    edited.write_text(original)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(stale))} holds other test items than .*td.samples.jsonl: "
+                                         "one of them is stale or was edited; delete the stale one and rerun"):
+        aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=20, **files)
+
+
+def test_a_corpus_metric_headline_is_recomputed_on_each_resample(tmp_path):
+    """A task whose headline metric is macro-F1: the point differences are those of the summaries' scores (mean
+    over seeds of each seed's macro-F1), not of accuracies."""
+    files = scored_runs(tmp_path, metric="macro_f1", tasks=("a",))
+    lb = aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=100, **files)
+    cells = lb["cells"]
+    diff = lb["comparisons"]["a"]["scd+aw"]["vs_td"]["diff"]
+    assert diff == pytest.approx(cells["scd+aw"]["a"]["mean"] - cells["td"]["a"]["mean"])
+    assert diff != pytest.approx(0.2)  # the accuracies' difference
+    assert lb["comparisons"]["a"]["scd+aw"]["vs_td"]["ci95"][0] > 0
+    assert lb["comparisons"]["a"]["cd"]["vs_td"]["p_holm"] == 1

@@ -13,10 +13,13 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from scd.data import read_jsonl
 from scd.decompose import decompose
 from scd.layout import Layout
-from tasks import task_groups
+from scd.stages import stats
+from tasks import get_task, task_groups
 
 SAMPLES_REMEDY = "delete it and rerun the workflow, which re-evaluates that model"
 ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
@@ -30,13 +33,15 @@ def mean_std(values: list[float]) -> dict:
 def aggregate(eval_files: list[Path], methods: list[str], profile: str = "default", results_dir: str = "results",
               ablations: dict | None = None, samples: list[Path] = (), distill_summaries: list[Path] = (),
               teacher_outputs_manifests: list[Path] = (), expect: dict | None = None,
-              prepared_manifests: list[Path] = ()) -> dict:
+              prepared_manifests: list[Path] = (), resamples: int = stats.DEFAULT_RESAMPLES,
+              bootstrap_seed: int = 0) -> dict:
     """The leaderboard of these evaluation summaries. `results_dir` is the layout's root, where the other files
     (`samples`, `distill_summaries`, `teacher_outputs_manifests`) are looked up per run; a run whose file is not
     given goes without (no decomposition, schedule or ablation cost); a given file that is missing is an error.
     `expect` is the workflow's plan, {task: {"seeds": [...], "models": [...]}}: a planned run without an evaluation
     summary among those given is an error (the leaderboard would silently lack it). `prepared_manifests` (one per
-    task) say which tasks ran on data that differs from the pinned files, and the data checks' counts."""
+    task) say which tasks ran on data that differs from the pinned files, and the data checks' counts.
+    `resamples` and `bootstrap_seed`: the hierarchical bootstrap's (see `statistics`)."""
     given = [*eval_files, *samples, *distill_summaries, *teacher_outputs_manifests, *prepared_manifests]
     missing = [f for f in given if not Path(f).is_file()]
     if missing:
@@ -92,7 +97,16 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
         if scored:
             top = max(s for s, _ in scored)
             best[col] = [row for s, row in scored if s == top]
-    return {"profile": profile, "results_dir": results_dir, "decomposition": decomposition(sample_files, rows),
+    records = {k: read_jsonl(p, remedy=SAMPLES_REMEDY) for k, p in sorted(sample_files.items())}
+    compared = [r for r in rows if r not in ROW_ORDER and cells.get(r)]
+    found = statistics_of(records, sample_files, runs, eval_files, tasks, compared, metric_of, resamples,
+                          bootstrap_seed)
+    ranking = {t: {r: cells[r][t]["mean"] for r in compared if t in cells[r]} for t in tasks}
+    higher = {t: directions[t].get(metric_of[t], "max") == "max" for t in tasks}
+    found["ranks"] = stats.average_ranks(ranking, higher) if compared else {}
+    found["friedman"] = stats.friedman(ranking, higher)
+    return found | {
+            "profile": profile, "results_dir": results_dir, "decomposition": decomposition(records, rows),
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
             "groups": groups, "group_cells": group_cells,
             "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows, distilled),
@@ -100,6 +114,127 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
             "compute": compute_costs(runs, [r for r in rows if cells.get(r)], distilled, manifests),
             "data_modified": {t: m["data_modified"] for t, m in sorted(prepared.items()) if m.get("data_modified")},
             "data_checks": {t: m["data_checks"] for t, m in sorted(prepared.items()) if m.get("data_checks")}}
+
+
+MEAN_METRICS = ("accuracy", "exact_match")  # headline metrics that are means of per-item correctness
+RESAMPLED_METRICS = (*MEAN_METRICS, "macro_f1")
+REFERENCES = {"vs_td": "td", "vs_student_sft": "student_sft"}
+
+
+def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Path], runs: list[dict],
+                  eval_files: list[Path], tasks: list[str], compared: list[str], metric_of: dict[str, str],
+                  resamples: int, seed: int) -> dict:
+    """Per task and for the average over tasks (scd/stages/stats.py does the arithmetic), from the per-sample
+    records: `comparisons[col][row]` with `vs_td` and `vs_student_sft` ({diff, ci95, p, p_holm, se}; Holm across
+    the rows compared, per column and reference), `gap_closed[col][row]` ({value, ci95, gap, gap_ci95,
+    meaningful}) and `mde[col]`; `statistics` says how they were computed and, per column, why a field is left out
+    (no per-sample records, no TD or student-SFT row, a metric not resampled). The average resamples the same seeds
+    for every task and the items within each task; it needs every task resampled, on the same seeds."""
+    omitted: dict[str, list[str]] = defaultdict(list)
+    meta = {"resamples": resamples, "seed": seed, "smallest_p": 2 / (resamples + 1),  # the bootstrap p's floor
+            "interval": "95% percentile interval of a paired hierarchical bootstrap (seeds, then test items within "
+                        "each seed; the same draws for every row)",
+            "p_value": "two-sided bootstrap p of the paired difference; p_holm: Holm-adjusted across the rows "
+                       "compared, per column and reference",
+            "mde": f"{stats.MDE_FACTOR:.2f} x the median over the rows compared of the bootstrap SE of (row - td) "
+                   "(of (row - student_sft) where there is no td row): 80% power, two-sided alpha 0.05",
+            "seeds": {}, "items": {}, "omitted": omitted}  # with one seed an interval covers the test items only
+    out: dict = {"comparisons": {}, "gap_closed": {}, "mde": {}, "statistics": meta}
+    if not compared:
+        omitted["all"].append("no distilled rows to compare")
+        return out
+    wanted = list(dict.fromkeys([*compared, *REFERENCES.values(), "teacher_sft"]))
+    score_of = {_key(r): (r["score"], f) for r, f in zip(runs, eval_files)}
+    resampled: dict = {}
+    for task in tasks:
+        seeds = sorted({r["seed"] for r in runs if r["task"] == task})
+        here = [r for r in wanted if all((task, s, r) in score_of for s in seeds)]
+        lacking = [(task, s, r) for r in here for s in seeds if (task, s, r) not in records]
+        if lacking:
+            more = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
+            omitted[task].append(f"no per-sample records for {_name(lacking[0])}{more}")
+            continue
+        if metric_of[task] not in RESAMPLED_METRICS:
+            omitted[task].append(f"its headline metric {metric_of[task]!r} is not resampled (only "
+                                 f"{', '.join(RESAMPLED_METRICS)})")
+            continue
+        data, metric = _item_data(task, seeds, here, records, sample_files, metric_of[task])
+        for r in here:
+            for s, x in zip(seeds, data[r]):
+                value = float(metric(x, np.arange(len(x))[None])[0])
+                score, f = score_of[(task, s, r)]
+                if abs(value - score) > 1e-9:
+                    raise ValueError(f"{sample_files[(task, s, r)]} scores {metric_of[task]} {value:.6f}, but its "
+                                     f"evaluation summary {f} {score:.6f}: one of them is stale or was edited; "
+                                     "delete both and rerun the workflow, which re-evaluates that model")
+        draws = stats.seed_draws(len(seeds), resamples, seed)
+        point, values = stats.hierarchical_bootstrap(data, metric, draws, seed, task)
+        resampled[task] = (seeds, point, values)
+        meta["seeds"][task], meta["items"][task] = len(seeds), [len(x) for x in data[here[0]]][0]
+        _column(out, omitted, task, point, values, compared)
+    done = [resampled[t] for t in tasks if t in resampled]
+    if len(done) < len(tasks) or not done:
+        omitted["average"].append("needs every task's statistics (see the tasks' reasons)")
+    elif len({tuple(seeds) for seeds, _, _ in done}) > 1:
+        omitted["average"].append("the tasks ran on different seeds")
+    else:
+        common = [r for r in wanted if all(r in point for _, point, _ in done)]
+        point = {r: float(np.mean([p[r] for _, p, _ in done])) for r in common}
+        values = {r: np.mean([v[r] for _, _, v in done], axis=0) for r in common}
+        _column(out, omitted, "average", point, values, compared)
+        meta["seeds"]["average"] = len(done[0][0])
+    meta["omitted"] = dict(omitted)
+    return out
+
+
+def _item_data(task: str, seeds: list[int], rows: list[str], records: dict, sample_files: dict, metric: str):
+    """Per row, one array per seed of what the metric needs per item (correctness; or prediction and gold label
+    codes for macro-F1), every row of a seed on the same items in the same order; and the batched metric."""
+    for s in seeds:
+        first = [r["id"] for r in records[(task, s, rows[0])]]
+        for row in rows[1:]:
+            if [r["id"] for r in records[(task, s, row)]] != first:
+                raise ValueError(f"{sample_files[(task, s, row)]} holds other test items than "
+                                 f"{sample_files[(task, s, rows[0])]}: one of them is stale or was edited; "
+                                 "delete the stale one and rerun the workflow, which re-evaluates that model")
+    if metric in MEAN_METRICS:
+        return ({row: [np.array([r["pred"] == r["gold"] for r in records[(task, s, row)]], dtype=float)
+                       for s in seeds] for row in rows}, stats.mean_metric)
+    try:
+        labels = list(get_task(task).labels or [])
+    except KeyError:  # a task no longer in the registry: its golds' labels, as macro_f1's default
+        labels = []
+    labels = labels or sorted({str(r["gold"]) for k, recs in records.items() if k[0] == task for r in recs})
+    code = {label: i for i, label in enumerate(labels)}
+    data = {row: [np.array([[code.get(r["pred"], -1), code.get(r["gold"], -1)] for r in records[(task, s, row)]],
+                           dtype=np.int64).reshape(-1, 2) for s in seeds] for row in rows}
+    return data, stats.macro_f1_metric(len(labels))
+
+
+def _column(out: dict, omitted: dict, col: str, point: dict, values: dict, compared: list[str]) -> None:
+    for key, ref in REFERENCES.items():
+        if ref not in point:
+            omitted[col].append(f"{key}: no {ref} row with per-sample records")
+            continue
+        rows = [r for r in compared if r in point and r != ref]
+        raw = {r: stats.compare(point[r], point[ref], values[r], values[ref]) for r in rows}
+        adjusted = stats.holm({r: c["p"] for r, c in raw.items()})
+        for r in rows:
+            out["comparisons"].setdefault(col, {}).setdefault(r, {})[key] = raw[r] | {"p_holm": adjusted[r]}
+    if "teacher_sft" in point and "student_sft" in point:
+        out["gap_closed"][col] = {r: stats.gap_closed(
+            (point[r], point["student_sft"], point["teacher_sft"]),
+            (values[r], values["student_sft"], values["teacher_sft"])) for r in compared if r in point}
+    else:
+        omitted[col].append("gap_closed: needs the teacher_sft and student_sft rows")
+    for key in REFERENCES:
+        ses = [c[key]["se"] for c in out["comparisons"].get(col, {}).values() if key in c]
+        if ses:
+            se = float(np.median(ses))
+            out["mde"][col] = {"value": stats.mde(se), "se": se, "reference": REFERENCES[key], "rows": len(ses)}
+            break
+    else:
+        omitted[col].append("mde: no comparison to td or student_sft")
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -248,15 +383,15 @@ def _checkpoint_bytes(manifest: dict | None, names: list[str]) -> int | None:
     return sum(sizes[n]["checkpoint_bytes"] for n in names if n in sizes)
 
 
-def decomposition(samples: dict[tuple, Path], rows: list[str]) -> dict:
+def decomposition(samples: dict[tuple, list[dict]], rows: list[str]) -> dict:
     """TFS/SFS decomposition (scd/decompose.py) per task and model, mean/std over seeds, from the per-sample
     records of each (task, seed, model) and of that seed's teacher and student SFT models."""
     per: dict = defaultdict(lambda: defaultdict(list))
-    for (task, seed, model), path in sorted(samples.items()):
+    for (task, seed, model), recs in sorted(samples.items()):
         t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
         if t is None or s is None:
             continue
-        per[task][model].append(decompose(*(read_jsonl(f, remedy=SAMPLES_REMEDY) for f in (t, s, path))))
+        per[task][model].append(decompose(t, s, recs))
     out: dict = {}
     for task, models in per.items():
         out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
