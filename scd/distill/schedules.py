@@ -47,7 +47,7 @@ class FixedOrder:
 
 
 @register_schedule("fixed", reference="oracle row: one fixed checkpoint for every stage (a ceiling for any fixed "
-                                     "checkpoint schedule); this suite, issue 18")
+                                     "checkpoint schedule); this suite")
 class FixedCheckpoint:
     """Every stage distils from the k-th checkpoint of the trajectory (1-based, training order; k = N is T*).
     Run once per k, these rows bound what any schedule that keeps one checkpoint can reach on a task.
@@ -70,7 +70,7 @@ class FixedCheckpoint:
 
 
 @register_schedule("reversed_order", reference="CD reversed: T* first, then backwards along the trajectory "
-                                                 "(a control for CD's order); this suite, issue 18")
+                                                 "(a control for CD's order); this suite")
 class ReversedOrder:
     """CD reversed: stage k distils from the checkpoint CD uses at stage N + 1 - k, so T* comes first and the
     earliest checkpoint last; a control that tells whether CD's easy-to-hard order matters."""
