@@ -18,7 +18,7 @@ from snakemake.cli import parse_config
 from snakemake.exceptions import WorkflowError
 
 from scd.config import (ConfigError, ablation_plan, common_settings, data_inputs, distilled_methods, enabled_methods,
-                        enabled_tasks, from_command_line, load_config, stage_config, task_config,
+                        enabled_tasks, from_command_line, load_config, oracle_plan, stage_config, task_config,
                         teacher_cache_checkpoints)
 from scd.dicts import deep_merge
 from scd.layout import Layout
@@ -83,6 +83,7 @@ try:
     GIVEN = deep_merge(profile_defaults(PROFILE_DIR), dict(config))
     CFG = load_config(GIVEN.get("profile"), overrides=from_command_line(GIVEN))
     ABLATIONS = ablation_plan(CFG)  # variant methods (e.g. scd+aw.n8) for the ablation plots
+    ORACLES = oracle_plan(CFG)  # oracle rows (cd.ckpt1, cd.reversed, ...): the ceiling of one-checkpoint schedules
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
@@ -91,7 +92,7 @@ L = Layout(R)  # every path below comes from it (scd/layout.py); "{task}" etc. m
 TASKS = enabled_tasks(CFG)
 SEEDS = CFG["seeds"]
 METHODS = enabled_methods(CFG)  # the leaderboard's rows
-CFG["methods"].update(ABLATIONS["variants"])
+CFG["methods"].update(ABLATIONS["variants"] | ORACLES["variants"])
 DISTILLED = {t: distilled_methods(CFG, t) for t in TASKS}
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
@@ -328,10 +329,12 @@ rule aggregate:
     output:
         L.leaderboard(),
     params:
-        methods=METHODS,
+        methods=METHODS + [m for m in ORACLES["variants"] if m not in METHODS],  # the oracle rows after the rest
         profile=CFG["profile"],
         results_dir=R,
-        ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"]}, sort_keys=True),
+        # the plans: the ablations' (tasks, axes) and the oracle rows per task and base method (`oracles`)
+        ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"], "oracles": ORACLES["tasks"]},
+                             sort_keys=True),
         # the runs the leaderboard must hold (RUNS): aggregate refuses to leave one out
         expect=json.dumps({t: {"seeds": SEEDS, "models": MODELS[t]} for t in TASKS}, sort_keys=True),
     shell:

@@ -127,6 +127,21 @@ def schedule_section(lb: dict) -> str:
     return "<div class='plots'>" + "".join(figs) + "</div>" if figs else "<p>No method here changes teacher.</p>"
 
 
+def oracle_section(lb: dict) -> str:
+    """Per task with oracle rows: each one-checkpoint schedule's mean score, the best of them (the ceiling), and
+    every other distilled row's regret against it (mean ± std over seeds of the per-seed difference)."""
+    parts = []
+    for task, o in (lb.get("oracle") or {}).items():
+        rows = "".join(f"<tr><td>{html.escape(label(r))}{' (best)' if r == o['best_row'] else ''}</td>"
+                       f"<td>{m:.3f}</td><td></td></tr>" for r, m in o["means"].items())
+        rows += "".join(f"<tr><td>{html.escape(label(r))}</td><td></td><td>{g['mean']:+.3f} ± {g['std']:.3f} "
+                        f"<span class='n'>(n={g['n']})</span></td></tr>" for r, g in o["regret"].items())
+        parts.append(f"<table><caption>{html.escape(task)}</caption><tr><th>row</th><th>mean</th>"
+                     f"<th>regret vs {html.escape(label(o['best_row']))}</th></tr>{rows}</table>")
+    return "".join(parts) or ("<p>No oracle rows in this run (config <code>oracles</code>: on in the smollm2 "
+                              "profile and on the default profile's synthetic task).</p>")
+
+
 def aw_section(lb: dict) -> str:
     """Per task and AW method: the weight histogram of the first stage (all seeds) and the mean weight per
     subdomain at every stage."""
@@ -327,6 +342,12 @@ the trajectory in order; SCD picks argmin KL(p_T* || p_c) + lambda KL(p_S || p_c
 starts (per-stage score matrices: MLflow artifact <code>schedule.json</code> of each run).</p>
 {schedule_section(lb)}
 {trajectory_notice(lb)}
+<h2 id="oracle">Oracle schedules</h2>
+<p class="meta">Rows that distil every stage from one checkpoint of the trajectory (<code>.ckpt&lt;k&gt;</code>; the
+last is T*, TD's row), CD, and CD reversed (<code>.reversed</code>, T* first). The best mean among them is the ceiling
+a schedule of single checkpoints reaches on the task; regret: that row's score minus the other row's, per seed, mean
+± std over seeds (positive: below the ceiling). A regret within its spread is no evidence either way.</p>
+{oracle_section(lb)}
 <h2>Adaptive weights</h2>
 <p class="meta">AW gives training row i the weight w_i = L_Ssft(i) / (L_Ssft(i) + L_c(i)) on the divergence and
 1 - w_i on gold CE (w near 1: imitate the teacher; near 0: learn the label). Histogram: the first stage, all seeds

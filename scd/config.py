@@ -105,6 +105,10 @@ def _check_distill_jobs(cfg: dict) -> None:
                   for v in by_value.values()}
     jobs = [(t, m, resolve_spec(m, methods[m])) for t in tasks for m in cfg["run_methods"]]
     jobs += [(t, m, spec) for t in plan["tasks"] for m, spec in plan["variants"].items()]
+    oracles = oracle_plan(cfg | {"tasks": tasks, "methods": methods})
+    variant_of |= {r: ("oracles", base) for by_base in oracles["tasks"].values() for base, rows in by_base.items()
+                   for r in [*rows["fixed"], rows["reversed"]] if r in oracles["variants"]}
+    jobs += [(t, m, oracles["variants"][m]) for t in oracles["tasks"] for m in oracle_rows(cfg, t)]
     problems: dict[str, tuple[dict, dict]] = {}  # problem -> (tasks, methods), as ordered sets
     for name, spec in plan["variants"].items():
         try:
@@ -120,7 +124,7 @@ def _check_distill_jobs(cfg: dict) -> None:
         key = "ablations.granularity.values" if axis == "granularity" else \
             f"methods.{base}.stages" if spec.get("stages") else "training.distill.stages"
         problem = uneven_stages(phase["epochs"], spec.get("stages") or phase.get("stages", DistillTraining.stages),
-                                key)
+                                key) or _fixed_checkpoint_problem(cfg, task, base, spec)
         if problem:
             hit = problems.setdefault(problem, ({}, {}))
             hit[0][task], hit[1][method] = None, None
@@ -129,6 +133,18 @@ def _check_distill_jobs(cfg: dict) -> None:
              for p, (ts, ms) in problems.items()]
     if lines:
         raise ConfigError(_problems(lines))
+
+
+def _fixed_checkpoint_problem(cfg: dict, task: str, name: str, spec: dict) -> str | None:
+    """A `fixed` schedule whose checkpoint k is past the task's trajectory (its N checkpoints)."""
+    k = (spec.get("schedule_options") or {}).get("checkpoint")
+    if spec.get("schedule") != "fixed" or not isinstance(k, int):
+        return None
+    n = _trajectory_size(cfg, task, spec.get("trajectory"))
+    if k <= n:
+        return None
+    return (f"methods.{name}.schedule_options.checkpoint: {k} is past the trajectory's {n} checkpoints; set it to "
+            f"1..{n} (N is T*) or read more checkpoints (training.distill.trajectory)")
 
 
 def _named(kind: str, names: list) -> str:
@@ -376,6 +392,68 @@ def ablation_plan(cfg: dict) -> dict:
     return plan
 
 
+def oracle_plan(cfg: dict) -> dict:
+    """The `oracles` switch as rows: {"tasks": {task: {base: {"fixed": [name per checkpoint k = 1..N],
+    "reversed": name}}}, "variants": {name: spec}}. For each base method (e.g. `cd`) and task, one row per
+    checkpoint of the task's trajectory (`<base>.ckpt<k>`: schedule `fixed`, every stage from checkpoint k) and CD
+    reversed (`<base>.reversed`), each otherwise the base's spec: the best of them is the ceiling a schedule that
+    keeps one checkpoint reaches. The row k = N (T*) is a run method when one runs the same spec with schedule
+    `best` (TD for base `cd`): it reuses that method's runs, so nothing runs twice. A base method the profile
+    does not run gets no oracle rows (the smoke profile runs no CD, so the default profile's oracles skip it)."""
+    orc = cfg.get("oracles") or {}
+    plan: dict = {"tasks": {}, "variants": {}}
+    if not orc:
+        return plan
+    configured, problems, chosen = expand(cfg["tasks"]), [], []
+    for t in orc.get("tasks", configured):  # task or group names, as `tasks` takes them
+        try:
+            named = expand([t])
+        except KeyError:
+            named = []
+        if not named or any(n not in configured for n in named):
+            problems.append(f"oracles.tasks: {t!r} is not a configured task or group of configured tasks."
+                            f"{did_you_mean(t, list(configured))}")
+        chosen += named
+    for base in orc["methods"]:
+        if base not in cfg["methods"]:
+            problems.append(f"oracles.methods: {base!r} is not a configured method."
+                            f"{did_you_mean(base, list(cfg['methods']))}")
+    if problems:
+        raise ConfigError(_problems(problems))
+    for task in dict.fromkeys(chosen):
+        full = task_config(cfg, task)
+        for base in [m for m in orc["methods"] if m in cfg["run_methods"]]:  # as in ablations: a method the
+            base_spec = resolve_spec(base, cfg["methods"][base])                # profile does not run has none
+            n = _trajectory_size(cfg, task, base_spec.get("trajectory"))
+            as_td = _effective(base_spec | {"schedule": "best", "schedule_options": {}}, full)
+            same = [m for m in cfg["run_methods"]
+                    if _effective(resolve_spec(m, cfg["methods"].get(m, {})), full) == as_td]
+            fixed = []
+            for k in range(1, n + 1):
+                name = same[0] if k == n and same else f"{base}.ckpt{k}"
+                if name not in cfg["run_methods"]:
+                    plan["variants"][name] = base_spec | {"schedule": "fixed", "schedule_options": {"checkpoint": k}}
+                fixed.append(name)
+            plan["variants"][f"{base}.reversed"] = base_spec | {"schedule": "reversed_order", "schedule_options": {}}
+            plan["tasks"].setdefault(task, {})[base] = {"fixed": fixed, "reversed": f"{base}.reversed"}
+    return plan
+
+
+def _trajectory_size(cfg: dict, task: str, own: int | None) -> int:
+    """N, the number of checkpoints a method follows on `task` (its own trajectory, else training.distill's;
+    unset: every checkpoint the teacher SFT saves)."""
+    n = own or task_config(cfg, task)["training"]["distill"].get("trajectory", DistillTraining.trajectory)
+    saved = len(checkpoint_names(stage_config(cfg, task, "sft", "teacher").save_checkpoints))
+    return min(n, saved) if n else saved
+
+
+def oracle_rows(cfg: dict, task: str) -> list[str]:
+    """The oracle rows of `task` that are not run methods, in plan order."""
+    by_base = oracle_plan(cfg)["tasks"].get(task, {})
+    rows = [r for rows in by_base.values() for r in [*rows["fixed"], rows["reversed"]]]
+    return [r for r in dict.fromkeys(rows) if r not in cfg["run_methods"]]
+
+
 def enabled_tasks(cfg: dict) -> list[str]:
     return list(cfg["tasks"])
 
@@ -388,14 +466,15 @@ def enabled_methods(cfg: dict) -> list[str]:
 def distilled_methods(cfg: dict, task: str) -> list[str]:
     """The methods distilled on `task`: the profile's, then the ablation variants if the task is ablated."""
     plan = ablation_plan(cfg)
-    return enabled_methods(cfg) + (list(plan["variants"]) if task in plan["tasks"] else [])
+    variants = list(plan["variants"]) if task in plan["tasks"] else []
+    return enabled_methods(cfg) + variants + [r for r in oracle_rows(cfg, task) if r not in variants]
 
 
 def distill_trajectories(cfg: dict, task: str) -> list[int | None]:
     """The distinct trajectory sizes of the task's distillations (None: every saved checkpoint), in increasing
     order with None last: what the task's teacher-output cache must cover."""
     full = task_config(cfg, task)
-    specs = full["methods"] | ablation_plan(cfg)["variants"]
+    specs = full["methods"] | ablation_plan(cfg)["variants"] | oracle_plan(cfg)["variants"]
     phase = full["training"]["distill"].get("trajectory", DistillTraining.trajectory)
     sizes = {method_spec(m, specs[m]).trajectory or phase for m in distilled_methods(cfg, task)}
     return sorted(s for s in sizes if s is not None) + ([None] if None in sizes else [])

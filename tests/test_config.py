@@ -13,6 +13,8 @@ from scd.config import (
     enabled_methods,
     enabled_tasks,
     load_config,
+    oracle_plan,
+    oracle_rows,
     read_yaml,
     stage_config,
     teacher_cache_checkpoints,
@@ -218,7 +220,7 @@ def test_command_line_values_are_read_as_yaml_scalars_but_yes_stays_a_string():
 def test_the_teacher_output_cache_holds_exactly_the_checkpoints_some_distillation_reads(profile):
     cfg = load_config(profile)
     plan = ablation_plan(cfg)
-    cfg["methods"].update(plan["variants"])  # as the Snakefile does
+    cfg["methods"].update(plan["variants"] | oracle_plan(cfg)["variants"])  # as the Snakefile does
     for task in enabled_tasks(cfg):
         saved = stage_config(cfg, task, "sft", "teacher").save_checkpoints
         names = [f"ckpt-{k}" for k in range(1, saved)] + ["best"]
@@ -227,7 +229,60 @@ def test_the_teacher_output_cache_holds_exactly_the_checkpoints_some_distillatio
             job = stage_config(cfg, task, "distill", method)
             read |= set(names if job.trajectory is None or job.trajectory >= len(names)
                         else [names[round((k + 1) * len(names) / job.trajectory) - 1] for k in range(job.trajectory)])
+            if job.spec.schedule == "fixed":  # an oracle row reads one checkpoint of its trajectory: cached too
+                trajectory = [n for n in names if n in read]
+                assert job.spec.schedule_options["checkpoint"] <= len(trajectory), (profile, task, method)
         cached = teacher_cache_checkpoints(cfg, task)
         assert set(cached) == read and cached == [n for n in names if n in read], (profile, task)
         job = stage_config(cfg, task, "teacher_outputs")
         assert used_checkpoints(names, job.trajectories) == cached
+
+
+def test_oracle_rows_are_planned_per_task_beside_cd_and_reuse_td_for_t_star():
+    # smollm2: on every task, one row per checkpoint of its 2-checkpoint trajectory, the last being TD's runs
+    cfg = load_config("smollm2")
+    plan = oracle_plan(cfg)
+    assert set(plan["tasks"]) == set(enabled_tasks(cfg))
+    for task in enabled_tasks(cfg):
+        n = stage_config(cfg, task, "distill", "cd").trajectory
+        assert plan["tasks"][task] == {"cd": {"fixed": [f"cd.ckpt{k}" for k in range(1, n)] + ["td"],
+                                              "reversed": "cd.reversed"}}
+        assert distilled_methods(cfg, task)[-n:] == [f"cd.ckpt{k}" for k in range(1, n)] + ["cd.reversed"]
+    cd = resolve_spec("cd", cfg["methods"]["cd"])
+    assert plan["variants"]["cd.ckpt1"] == cd | {"schedule": "fixed", "schedule_options": {"checkpoint": 1}}
+    assert plan["variants"]["cd.reversed"] == cd | {"schedule": "reversed_order", "schedule_options": {}}
+    # default: on the synthetic task only (a group name, as `tasks` takes it), over its 4-checkpoint trajectory
+    cfg = load_config("default")
+    assert oracle_rows(cfg, "synthetic_subdomains") == ["cd.ckpt1", "cd.ckpt2", "cd.ckpt3", "cd.reversed"]
+    assert oracle_rows(cfg, "pubmedqa") == [] and "cd.ckpt1" not in distilled_methods(cfg, "pubmedqa")
+    with_rows = load_config("default", {"methods": oracle_plan(cfg)["variants"]})  # as the Snakefile adds them
+    job = stage_config(with_rows, "synthetic_subdomains", "distill", "cd.ckpt3")
+    assert (job.spec.schedule, job.spec.schedule_options, job.trajectory) == ("fixed", {"checkpoint": 3}, 4)
+    # with TD not run, the T* row runs under its own name; a profile without CD gets none (smoke)
+    no_td = load_config("default", {"run_methods": ["cd", "scd"]})
+    assert oracle_plan(no_td)["tasks"]["synthetic_subdomains"]["cd"]["fixed"][-1] == "cd.ckpt4"
+    assert oracle_plan(load_config("smoke")) == {"tasks": {}, "variants": {}}
+    assert oracle_plan(load_config("default", {"oracles": None})) == {"tasks": {}, "variants": {}}
+
+
+def test_bad_oracle_settings_and_fixed_checkpoints_are_named():
+    with pytest.raises(ConfigError, match=r"oracles.methods: 'cdd' is not a configured method.*Did you mean 'cd'"):
+        load_config("default", {"oracles": {"methods": ["cdd"]}})
+    with pytest.raises(ConfigError, match=r"oracles.tasks: 'pubmed' is not a configured task.*Did you mean"):
+        load_config("default", {"oracles": {"methods": ["cd"], "tasks": ["pubmed"]}})
+    with pytest.raises(ConfigError, match=r"oracles.tasks: 'nrner' is not a configured task"):
+        load_config("default", {"oracles": {"methods": ["cd"], "tasks": ["nrner"]}})
+    with pytest.raises(ConfigError, match=r"'methods' is a required property"):
+        load_config("paper", {"oracles": {"tasks": ["pubmedqa"]}})  # paper sets no oracles of its own
+    fixed = {"schedule": "fixed", "divergence": "fkl"}
+    with pytest.raises(ConfigError, match=r"methods.f.schedule_options.checkpoint: 5 is past the trajectory's 4 "
+                                          r"checkpoints; set it to 1..4"):
+        load_config("default", {"methods": {"f": fixed | {"schedule_options": {"checkpoint": 5}}},
+                                "run_methods": ["td", "f"]})
+    with pytest.raises(ConfigError, match=r"methods.f: schedule 'fixed': schedule_options.checkpoint must be an "
+                                          r"integer >= 1.*got 0"):
+        load_config("default", {"methods": {"f": fixed | {"schedule_options": {"checkpoint": 0}}},
+                                "run_methods": ["td", "f"]})
+    with pytest.raises(ConfigError, match=r"methods.f.schedule_options.checkpoint: expected an integer"):
+        load_config("default", {"methods": {"f": fixed | {"schedule_options": {"checkpoint": "2"}}},
+                                "run_methods": ["td", "f"]})

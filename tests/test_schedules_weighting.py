@@ -8,8 +8,9 @@ import torch
 
 from scd.data import Encoded
 from scd.distill.methods import method_from_config
+from scd.distill.parts import SCHEDULES
 from scd.distill.probe import ProbeSet, mean_kl
-from scd.distill.schedules import BestTeacher, FixedOrder, ScheduledCheckpoint
+from scd.distill.schedules import BestTeacher, FixedCheckpoint, FixedOrder, ReversedOrder, ScheduledCheckpoint
 from scd.distill.trajectory import TrajectoryError, require_distinct, require_in_order
 from scd.distill.weighting import AdaptiveWeight, adaptive_weights
 
@@ -79,6 +80,42 @@ def test_cd_visits_checkpoints_in_order_and_td_always_best():
     assert [FixedOrder().choose(ctx(None, stage=k, n_stages=4)) for k in range(4)] == NAMES
     assert [FixedOrder().choose(ctx(None, stage=k, n_stages=2)) for k in range(2)] == ["ckpt-2", "best"]
     assert {BestTeacher().choose(ctx(None, stage=k)) for k in range(4)} == {"best"}
+
+
+# Each registered schedule's choice per stage, over the 4-checkpoint trajectory in 4 and in 2 stages, with a
+# student equal to T* (SCD then has nothing to gain from an earlier checkpoint). Hand-written from each schedule's
+# definition; a schedule registered without a case here fails the test below.
+CHOICES = {
+    ("best", ()): (["best"] * 4, ["best"] * 2),
+    ("fixed_order", ()): (NAMES, ["ckpt-2", "best"]),
+    ("reversed_order", ()): (NAMES[::-1], ["best", "ckpt-2"]),
+    ("fixed", (("checkpoint", 1),)): (["ckpt-1"] * 4, ["ckpt-1"] * 2),
+    ("fixed", (("checkpoint", 3),)): (["ckpt-3"] * 4, ["ckpt-3"] * 2),
+    ("fixed", (("checkpoint", 4),)): (["best"] * 4, ["best"] * 2),
+    ("scd", ()): (["best"] * 4, ["best"] * 2),
+}
+
+
+def test_every_registered_schedule_chooses_its_checkpoint_per_stage():
+    assert {name for name, _ in CHOICES} == set(SCHEDULES)
+    for (name, options), (four, two) in CHOICES.items():
+        for n_stages, expected in ((4, four), (2, two)):
+            schedule = method_from_config("m", {"schedule": name, "divergence": "fkl",
+                                                "schedule_options": dict(options)}).schedule
+            got = [schedule.choose(ctx(TRAJECTORY["best"], stage=k, n_stages=n_stages)) for k in range(n_stages)]
+            assert got == expected, (name, options, n_stages)
+
+
+def test_fixed_and_reversed_schedules_refuse_bad_options_in_one_line():
+    for bad in (0, -1, None, True, 1.5):
+        with pytest.raises(ValueError, match=r"schedule 'fixed': schedule_options.checkpoint must be an integer >= 1"):
+            FixedCheckpoint(checkpoint=bad)
+    with pytest.raises(ValueError, match=r"schedule 'fixed': checkpoint 5 is past the trajectory's 4 checkpoints "
+                                         r"\(ckpt-1, ckpt-2, ckpt-3, best\); set schedule_options.checkpoint to 1..4"):
+        FixedCheckpoint(checkpoint=5).choose(ctx(None))
+    with pytest.raises(ValueError, match=r"schedule 'reversed_order' takes no options, got \['checkpoint'\]"):
+        ReversedOrder(checkpoint=1)
+    assert SCHEDULES.meta("fixed")["reference"] and SCHEDULES.meta("reversed_order")["reference"]
 
 
 def test_schedule_options_are_checked():

@@ -46,6 +46,44 @@ class FixedOrder:
         return trajectory[max(0, min(k, len(trajectory) - 1))]
 
 
+@register_schedule("fixed", reference="oracle row: one fixed checkpoint for every stage (a ceiling for any fixed "
+                                     "checkpoint schedule); this suite")
+class FixedCheckpoint:
+    """Every stage distils from the k-th checkpoint of the trajectory (1-based, training order; k = N is T*).
+    Run once per k, these rows bound what any schedule that keeps one checkpoint can reach on a task.
+
+    Options: checkpoint: k, an integer from 1 to the trajectory's size N (required)."""
+
+    def __init__(self, checkpoint: int | None = None):
+        if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 1:
+            raise ValueError(f"schedule 'fixed': schedule_options.checkpoint must be an integer >= 1 (the k-th "
+                             f"checkpoint of the trajectory, 1-based; N is T*), got {checkpoint!r}")
+        self.checkpoint = checkpoint
+
+    def choose(self, ctx: StageContext) -> str:
+        trajectory = ctx.checkpoints
+        if self.checkpoint > len(trajectory):
+            raise ValueError(f"schedule 'fixed': checkpoint {self.checkpoint} is past the trajectory's "
+                             f"{len(trajectory)} checkpoints ({', '.join(trajectory)}); set "
+                             f"schedule_options.checkpoint to 1..{len(trajectory)} or a larger trajectory")
+        return trajectory[self.checkpoint - 1]
+
+
+@register_schedule("reversed_order", reference="CD reversed: T* first, then backwards along the trajectory "
+                                                 "(a control for CD's order); this suite")
+class ReversedOrder:
+    """CD reversed: stage k distils from the checkpoint CD uses at stage N + 1 - k, so T* comes first and the
+    earliest checkpoint last; a control that tells whether CD's easy-to-hard order matters."""
+
+    def __init__(self, **options):
+        _no_options("reversed_order", options)
+
+    def choose(self, ctx: StageContext) -> str:
+        trajectory = ctx.checkpoints
+        k = round((ctx.n_stages - ctx.stage) * len(trajectory) / ctx.n_stages) - 1
+        return trajectory[max(0, min(k, len(trajectory) - 1))]
+
+
 @register_schedule("scd", reference="SCD, arXiv 2601.10114; details left open: ../shared/docs/method.md")
 class ScheduledCheckpoint:
     """SCD: c_k = argmin_c KL(p_T* || p_c) + lambda * KL(p_S_k || p_c) over the checkpoints, on a probe set.

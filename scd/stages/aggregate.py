@@ -111,6 +111,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
             "groups": groups, "group_cells": group_cells,
             "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows, distilled),
             "ablations": ablation_results(runs, ablations or {}, distilled, manifests),
+            "oracle": oracle_results(runs, (ablations or {}).get("oracles") or {}, rows),
             "compute": compute_costs(runs, [r for r in rows if cells.get(r)], distilled, manifests),
             "data_modified": {t: m["data_modified"] for t, m in sorted(prepared.items()) if m.get("data_modified")},
             "data_checks": {t: m["data_checks"] for t, m in sorted(prepared.items()) if m.get("data_checks")}}
@@ -373,6 +374,37 @@ def ablation_results(runs: list[dict], plan: dict, distilled: dict[tuple, dict],
                     points.append(point)
                 if points:
                     out.setdefault(axis, {}).setdefault(task, {})[base] = points
+    return out
+
+
+def oracle_results(runs: list[dict], plan: dict, rows: list[str]) -> dict:
+    """Per task of the oracle plan ({task: {base: {"fixed": [rows], "reversed": row}}}, scd.config.oracle_plan):
+    the candidates (each base, e.g. CD, its fixed-checkpoint rows and its reversed row: the one-checkpoint-at-a-
+    time schedules), `best_row` (highest mean score over seeds; ties: the first in plan order) and `best_mean`,
+    the ceiling a fixed checkpoint schedule reaches; and `regret[row]` for every other distilled row on the task
+    (SCD's among them): per seed, best_row's score minus the row's, over the seeds both ran, as mean, std, n and
+    values (positive: the row falls short of the ceiling). Pure: reads only `runs` ({task, seed, model, score})."""
+    out: dict = {}
+    for task, by_base in plan.items():
+        score = defaultdict(dict)  # model -> seed -> score
+        for r in runs:
+            if r["task"] == task:
+                score[r["model"]][r["seed"]] = r["score"]
+        candidates = list(dict.fromkeys(m for base, planned in by_base.items()
+                                        for m in [base, *planned["fixed"], planned["reversed"]] if score.get(m)))
+        if not candidates:
+            continue
+        means = {m: statistics.fmean(score[m].values()) for m in candidates}
+        best = max(candidates, key=lambda m: means[m])  # max keeps the first of equal means
+        regret = {}
+        for row in rows:
+            if row in candidates or row in ROW_ORDER or not score.get(row):
+                continue
+            seeds = sorted(set(score[row]) & set(score[best]))
+            if seeds:
+                regret[row] = mean_std([score[best][s] - score[row][s] for s in seeds]) | {"seeds": seeds}
+        out[task] = {"rows": candidates, "means": means, "best_row": best, "best_mean": means[best],
+                     "regret": regret}
     return out
 
 
