@@ -17,7 +17,7 @@ PACKAGES = ("scd", "baselines", "tasks", "report")
 LAYERS = [
     ("ground floor", ["scd", "scd.registry", "scd.dicts", "scd.data", "scd.tokens", "scd.runtime", "scd.tracking",
                       "scd.mlflow_sync", "scd.tokenizer", "scd.plots", "scd.decompose", "scd.layout", "scd.settings",
-                      "scd.checkout", "tasks", "tasks."]),
+                      "scd.checkout", "scd.stats", "tasks", "tasks."]),
     ("models, training, evaluation", ["scd.prepared", "scd.models", "scd.train", "scd.evaluate"]),
     ("distillation parts and plugins", ["scd.distill", "scd.distill.", "baselines", "baselines."]),
     ("configuration", ["scd.config", "scd.fingerprint"]),

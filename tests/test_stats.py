@@ -1,8 +1,8 @@
-"""The leaderboard's statistics (scd/stages/stats.py) against hand-computed and independently computed cases."""
+"""The leaderboard's statistics (scd/stats.py) against hand-computed and independently computed cases."""
 import numpy as np
 import pytest
 
-from scd.stages import stats
+from scd import stats
 from tasks.metrics import macro_f1
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from scd import stats
 from scd.data import read_jsonl
 from scd.decompose import decompose
 from scd.layout import Layout
-from scd.stages import stats
 from tasks import get_task, task_groups
 
 SAMPLES_REMEDY = "delete it and rerun the workflow, which re-evaluates that model"
@@ -125,7 +125,7 @@ REFERENCES = {"vs_td": "td", "vs_student_sft": "student_sft"}
 def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Path], runs: list[dict],
                   eval_files: list[Path], tasks: list[str], compared: list[str], metric_of: dict[str, str],
                   resamples: int, seed: int) -> dict:
-    """Per task and for the average over tasks (scd/stages/stats.py does the arithmetic), from the per-sample
+    """Per task and for the average over tasks (scd/stats.py does the arithmetic), from the per-sample
     records: `comparisons[col][row]` with `vs_td` and `vs_student_sft` ({diff, ci95, p, p_holm, se}; Holm across
     the rows compared, per column and reference), `gap_closed[col][row]` ({value, ci95, gap, gap_ci95,
     meaningful}) and `mde[col]`; `statistics` says how they were computed and, per column, why a field is left out
