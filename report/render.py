@@ -276,6 +276,45 @@ def run_list(lb: dict) -> str:
     return "<ul class='runs'>" + "".join(items) + "</ul>"
 
 
+def conclusions_section(lb: dict) -> str:
+    """What the run can conclude, in sentences made from the leaderboard's statistics (scd/stats.py), then per
+    column a forest plot of every row's difference to TD with its 95% interval. A difference is called significant
+    only when its Holm-adjusted p is below 0.05, and then its interval excludes zero; otherwise it is not a win."""
+    comps, mdes = lb.get("comparisons") or {}, lb.get("mde") or {}
+    omitted = (lb.get("statistics") or {}).get("omitted") or {}
+    parts = []
+    for col in [c for c in ["average", *lb["tasks"]] if comps.get(c)]:
+        rows = [r for r, v in comps[col].items() if "vs_td" in v]
+        if not rows:
+            continue
+        items, diffs, cis, marks = [], [], [], []
+        for r in rows:
+            c = comps[col][r]["vs_td"]
+            lo, hi = c["ci95"]
+            sig = c.get("p_holm", 1.0) < 0.05
+            diffs.append(c["diff"]), cis.append((lo, hi)), marks.append(sig)
+            gap = ((lb.get("gap_closed") or {}).get(col) or {}).get(r)
+            closed = (f"; closes {gap['value']:.0%} of the student-SFT to teacher-SFT gap "
+                      f"[{gap['ci95'][0]:.0%}, {gap['ci95'][1]:.0%}]") if gap and gap.get("meaningful") else ""
+            name = f"<b>{html.escape(label(r))}</b>" if sig else html.escape(label(r))  # bold: significant only
+            items.append(f"<li>{name} vs TD: {c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+                         f"{'significant' if sig else 'not significant'} (Holm-adjusted p {c.get('p_holm', 1.0):.3g})"
+                         f"{closed}</li>")
+        mde = (mdes.get(col) or {}).get("value")
+        detect = f" Detectable here (80% power): {mde:.3f}." if mde is not None else ""
+        forest = plots.forest_svg([label(r) for r in rows], diffs, cis, marks, f"{col}: row - TD, 95% interval",
+                                  "score difference to TD")
+        parts.append(f"<div class='conclusion'><h3>{html.escape(col)}</h3><p class='meta'>{detect}</p>"
+                     f"<ul>{''.join(items)}</ul><figure class='forest'>{forest}</figure></div>")
+    notes = "".join(f"<li>{html.escape(col)}: {html.escape(str(why))}</li>" for col, why in sorted(omitted.items()))
+    body = "".join(parts) or "<p>This leaderboard carries no comparisons with intervals.</p>"
+    return (f"<h2 id='conclusions'>Conclusions</h2><p class='meta'>Each row against TD: the paired difference over "
+            f"seeds and test items, its 95% interval from a hierarchical bootstrap (seeds, then items), and the "
+            f"Holm-adjusted p-value across the rows compared. Filled points: significant (p &lt; 0.05, the interval "
+            f"excludes 0); hollow: not, which is no win whatever the means say.</p>{body}"
+            + (f"<p class='meta'>Left out:</p><ul>{notes}</ul>" if notes else ""))
+
+
 def trajectory_notice(lb: dict) -> str:
     """A warning listing the distillations whose teacher checkpoints were not distinct and in training order (T* at
     or before a checkpoint they read), each with the problem its job recorded."""
@@ -313,6 +352,7 @@ def render(lb: dict) -> str:
 <style>{STYLE}</style></head><body>
 <h1>scd-bench leaderboard</h1>
 {data_notice(lb)}
+{conclusions_section(lb)}
 <p class="meta">Profile <b>{html.escape(lb['profile'])}</b>. Test-split scores, mean ± sample standard deviation over
 seeds (n = number of seeds); best mean per column in bold. The average column averages each seed's task scores first.
 Hover a cell for the per-seed values.</p>

@@ -94,3 +94,19 @@ def ablation_svg(series: dict[str, list[tuple[float, float, float]]], xlabel: st
     ax.set_title(title, fontsize=8)
     ax.legend(frameon=False, fontsize=7)
     return to_svg(fig)
+
+
+def forest_svg(labels: list[str], diffs: list[float], cis: list[tuple[float, float]], marked: list[bool],
+               title: str, xlabel: str) -> str:
+    """A forest plot: per row, its difference (point) and 95% interval (line), against a dashed line at zero;
+    rows whose interval excludes zero filled, the others hollow."""
+    fig, ax = _plt().subplots(figsize=(4.2, 0.6 + 0.22 * len(labels)))
+    for y, (d, (lo, hi), m) in enumerate(zip(diffs, cis, marked)):
+        ax.plot([lo, hi], [y, y], color="#4c72b0", linewidth=1.4)
+        ax.plot([d], [y], "o", markersize=4, color="#4c72b0", markerfacecolor="#4c72b0" if m else "white")
+    ax.axvline(0, color="#888888", linestyle="--", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=8)
+    return to_svg(fig)

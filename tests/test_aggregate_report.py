@@ -425,3 +425,20 @@ def test_a_corpus_metric_headline_is_recomputed_on_each_resample(tmp_path):
     assert diff != pytest.approx(0.2)  # the accuracies' difference
     assert lb["comparisons"]["a"]["scd+aw"]["vs_td"]["ci95"][0] > 0
     assert lb["comparisons"]["a"]["cd"]["vs_td"]["p_holm"] == 1
+
+
+def test_the_report_opens_with_conclusions_and_a_forest_plot_that_call_only_significant_differences_wins(tmp_path):
+    files = scored_runs(tmp_path)
+    lb = aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=300, **files)
+    page = render(lb)
+    conclusions = page.split("<h2 id='conclusions'>Conclusions</h2>", 1)[1].split("<h2", 1)[0]
+    assert page.index("id='conclusions'") < page.index("<table")  # before the leaderboard
+    assert conclusions.count("<svg") == 3  # a forest plot for the average and each task
+    better, same = lb["comparisons"]["average"]["scd+aw"]["vs_td"], lb["comparisons"]["average"]["cd"]["vs_td"]
+    lo, hi = better["ci95"]
+    assert (f"<b>SCD+AW</b> vs TD: {better['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], significant" in conclusions)
+    assert same["diff"] == 0 and "CD vs TD: +0.000 [+0.000, +0.000], not significant" in conclusions  # no win
+    assert "<b>CD</b>" not in conclusions and "closes 75% of the student-SFT to teacher-SFT gap" in conclusions
+    assert f"Detectable here (80% power): {lb['mde']['average']['value']:.3f}" in conclusions
+    bare = render({k: v for k, v in lb.items() if k not in ("comparisons", "gap_closed", "mde")})
+    assert "no comparisons with intervals" in bare
