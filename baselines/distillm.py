@@ -37,7 +37,7 @@ import torch
 
 from scd.data import Encoded, collate
 from scd.distill.parts import register_method, register_responses
-from scd.evaluate import generate_ids
+from scd.distill.responses import student_samples
 from scd.models import forward_responses
 from scd.tokens import response_mask, token_ce
 
@@ -163,13 +163,8 @@ class AdaptiveOffPolicy:
         return new, True
 
     def sample(self, model, prompts: list[list[int]], tokenizer, max_new_tokens: int) -> list[list[int]]:
-        """Student samples at `sampling_temperature` (no top-k, no top-p), EOS kept."""
-        was_training = model.training
-        model.eval()
-        samples = generate_ids(model, prompts, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens,
-                               next(model.parameters()).device, do_sample=True, temperature=self.temperature)
-        model.train(was_training)
-        return samples
+        """Student samples at `sampling_temperature` (scd.distill.responses.student_samples)."""
+        return student_samples(model, prompts, tokenizer, max_new_tokens, self.temperature)
 
     def log_values(self) -> dict[str, float]:
         return {"distillm/threshold": self.threshold, "distillm/buffer": float(len(self.buffer)),

@@ -25,7 +25,7 @@ import torch
 
 from scd.data import Encoded, collate
 from scd.distill.parts import register_method, register_responses
-from scd.evaluate import generate_ids
+from scd.distill.responses import student_samples
 
 if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
     from scd.distill.teacher import LiveTeacher, TeacherCache
@@ -54,15 +54,8 @@ class OnPolicy:
         return self._rows
 
     def sample(self, model, prompts: list[list[int]], tokenizer, max_new_tokens: int) -> list[list[int]]:
-        """Student samples (temperature `sampling_temperature`, no top-k/top-p), EOS kept: it is a target too. One
-        batched pass over the student's KV cache (scd.evaluate.generate_ids: the tokens transformers' `generate`
-        draws from the same random state, without its per-call overhead)."""
-        was_training = model.training
-        model.eval()
-        samples = generate_ids(model, prompts, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens,
-                               next(model.parameters()).device, do_sample=True, temperature=self.temperature)
-        model.train(was_training)
-        return samples
+        """Student samples at `sampling_temperature` (scd.distill.responses.student_samples)."""
+        return student_samples(model, prompts, tokenizer, max_new_tokens, self.temperature)
 
     def batch(self, batch: dict, model, live: LiveTeacher) -> tuple[dict, bool]:
         """Student samples up to the live teacher's max_new_tokens, in its (the shared) tokenizer."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from scd.data import Encoded
 from scd.distill.parts import register_responses
+from scd.evaluate import generate_ids
 
 if TYPE_CHECKING:  # annotations only: importing it would load the models' stack
     from scd.distill.teacher import LiveTeacher, TeacherCache
@@ -42,3 +43,17 @@ def needs_validation(source) -> bool:
     """Whether a response source must be given the validation split and the run's length (`begin_run`) before
     training."""
     return callable(getattr(source, "begin_run", None))
+
+
+def student_samples(model, prompts: list[list[int]], tokenizer, max_new_tokens: int,
+                    temperature: float) -> list[list[int]]:
+    """The student's samples for on-policy sources (GKD, DistiLLM) at `temperature` (no top-k, no top-p), EOS kept:
+    it is a target too. One batched pass over the student's KV cache (scd.evaluate.generate_ids: the tokens
+    transformers' `generate` draws from the same random state, without its per-call overhead), in eval mode, the
+    model's training mode restored after."""
+    was_training = model.training
+    model.eval()
+    samples = generate_ids(model, prompts, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens,
+                           next(model.parameters()).device, do_sample=True, temperature=temperature)
+    model.train(was_training)
+    return samples
