@@ -140,14 +140,20 @@ def fixed_generations(monkeypatch):
     return fake
 
 
-def test_jmed_llm_protocol_scores_choice_tasks_as_the_benchmarks_scorer(prepared, fixed_generations):
+def _benchmark_run(prepared, task: str, out: str):
+    """The untrained student's zero-shot evaluation of `task` under `evaluation.mode: benchmark`: (data root, job,
+    summary, test rows)."""
     root, cfg = prepared
-    fixed_generations.texts = "letters"
-    job = dataclasses.replace(stage_config(cfg, "rrtnm", "zero_shot", "student"),
+    job = dataclasses.replace(stage_config(cfg, task, "zero_shot", "student"),
                               evaluation=Evaluation(batch_size=16, mode="benchmark"))
-    s = evaluate_model(job, None, "student_zero_shot", 0, root / "rrtnm", root / "bench.json")
+    s = evaluate_model(job, None, "student_zero_shot", 0, root / task, root / out)
+    return root, job, s, [json.loads(line) for line in (root / task / "test.jsonl").read_text().splitlines()]
+
+
+def test_jmed_llm_protocol_scores_choice_tasks_as_the_benchmarks_scorer(prepared, fixed_generations):
+    fixed_generations.texts = "letters"
+    root, job, s, rows = _benchmark_run(prepared, "rrtnm", "bench.json")
     assert fixed_generations.asked == [512]  # its budget
-    rows = [json.loads(line) for line in (root / "rrtnm" / "test.jsonl").read_text().splitlines()]
     golds = [r["label"] for r in rows]
     upstream = [upstream_letter(LETTER_TEXTS[i % len(LETTER_TEXTS)]) for i in range(len(rows))]
     assert {"None", "E", "F"} <= set(upstream) and 0 < accuracy_score(golds, upstream) < 1  # the fixture's reach
@@ -171,13 +177,9 @@ def test_jmed_llm_protocol_scores_choice_tasks_as_the_benchmarks_scorer(prepared
 
 
 def test_jmed_llm_protocol_reads_nrner_lists_as_the_benchmarks_scorer(prepared, fixed_generations):
-    root, cfg = prepared
     fixed_generations.texts = "lists"
-    job = dataclasses.replace(stage_config(cfg, "nrner", "zero_shot", "student"),
-                              evaluation=Evaluation(batch_size=16, mode="benchmark"))
-    s = evaluate_model(job, None, "student_zero_shot", 0, root / "nrner", root / "bench_ner.json")
+    root, _, s, rows = _benchmark_run(prepared, "nrner", "bench_ner.json")
     assert fixed_generations.asked == [512] and s["parser"] == "python_list"
-    rows = [json.loads(line) for line in (root / "nrner" / "test.jsonl").read_text().splitlines()]
     upstream = [upstream_list(LIST_TEXTS[i % len(LIST_TEXTS)]) for i in range(len(rows))]
     assert s["scores"]["exact_f1"] == pytest.approx(upstream_exact_f1([r["entities"] for r in rows],
                                                                       [[e for e in p if isinstance(e, str)]
