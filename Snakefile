@@ -96,6 +96,9 @@ CFG["methods"].update(ABLATIONS["variants"] | ORACLES["variants"])
 DISTILLED = {t: distilled_methods(CFG, t) for t in TASKS}
 MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
 RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
+# shared_teacher: the teacher of the first seed (its fine-tuning, trajectory and outputs) serves every seed, and its
+# evaluations are reused for the others (rule shared_teacher_evaluation); else each seed has its own teacher.
+TEACHER_SEED = {s: SEEDS[0] if CFG.get("shared_teacher") else s for s in SEEDS}
 THREADS = CFG.get("threads", 1)
 
 
@@ -118,7 +121,8 @@ AGGREGATE_INPUTS = {
     "evals": [L.eval_summary(*run) for run in RUNS],
     "samples": [L.eval_samples(*run) for run in RUNS],
     "distill_summaries": [L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
-    "teacher_outputs_manifests": [L.teacher_outputs_manifest(t, s) for t in TASKS for s in SEEDS if DISTILLED[t]],
+    "teacher_outputs_manifests": [L.teacher_outputs_manifest(t, s) for t in TASKS
+                                  for s in sorted(set(TEACHER_SEED.values())) if DISTILLED[t]],
     "prepared_manifests": [L.prepared_manifest(t) for t in TASKS],
 }
 
@@ -152,6 +156,11 @@ localrules:
     all,
     aggregate,
     report,
+
+
+def teacher_seed(wc):
+    """The seed whose teacher a job of seed `wc.seed` reads (TEACHER_SEED)."""
+    return TEACHER_SEED[int(wc.seed)]
 
 
 def job_config(stage, name=None):
@@ -256,8 +265,9 @@ rule teacher_outputs:
 rule distill:
     input:
         data=L.prepared("{task}"),
-        teacher=L.sft("{task}", "{seed}", "teacher"),
-        teacher_outputs=TEACHER_CACHE or L.teacher_outputs("{task}", "{seed}"),
+        teacher=lambda wc: L.sft(wc.task, teacher_seed(wc), "teacher"),
+        teacher_outputs=lambda wc: ([p.format(task=wc.task, seed=teacher_seed(wc)) for p in TEACHER_CACHE]
+                                    if TEACHER_CACHE else L.teacher_outputs(wc.task, teacher_seed(wc))),
         student=L.sft("{task}", "{seed}", "student"),
     output:
         model=directory(L.distill("{task}", "{seed}", "{method}")),
@@ -266,7 +276,7 @@ rule distill:
         samples=L.eval_samples("{task}", "{seed}", "{method}"),
     params:
         cfg=job_config("distill"),
-        teacher_outputs=lambda wc: L.teacher_outputs(wc.task, wc.seed),
+        teacher_outputs=lambda wc: L.teacher_outputs(wc.task, teacher_seed(wc)),
     threads: THREADS
     priority: 1
     log:
@@ -318,6 +328,30 @@ rule evaluate:
         "scd evaluate --task {wildcards.task} --name {wildcards.model} --seed {wildcards.seed}"
         " --config {params.cfg:q} --data {input.data:q} --model {input.model:q} --out {output.summary:q}"
         " > {log:q} 2>&1"
+
+
+# A shared teacher's rows for the other seeds: its test evaluations, reused (the same model, the same items).
+if len(set(TEACHER_SEED.values())) < len(SEEDS):
+
+    rule shared_teacher_evaluation:
+        input:
+            summary=lambda wc: L.eval_summary(wc.task, SEEDS[0], f"teacher{wc.row}"),
+            samples=lambda wc: L.eval_samples(wc.task, SEEDS[0], f"teacher{wc.row}"),
+        output:
+            summary=L.eval_summary("{task}", "{seed}", "teacher{row}"),
+            samples=L.eval_samples("{task}", "{seed}", "teacher{row}"),
+        wildcard_constraints:
+            seed="|".join(str(s) for s in SEEDS[1:]),
+            row="_sft|_zero_shot",
+        run:
+            from scd.stages.evaluate import reuse_evaluation
+
+            reuse_evaluation(Path(input.summary), int(wildcards.seed), Path(output.summary))
+
+    ruleorder: shared_teacher_evaluation > evaluate
+    ruleorder: shared_teacher_evaluation > zero_shot
+    ruleorder: shared_teacher_evaluation > distill
+    localrules: shared_teacher_evaluation
 
 
 # Every file `scd aggregate` reads is an input here, and it reads no other: each evaluation with its per-sample

@@ -1,6 +1,7 @@
 """Evaluation without repeated work gives the numbers of the plain way: option scoring from one encoding of the
 prompt against one forward per option, the gold NLL taken from option scoring against its own forward, our
 sampling loop against transformers' `generate`, length-grouped batches against row order."""
+import json
 import random
 import types
 
@@ -14,6 +15,7 @@ from scd.data import Encoded, collate, encode
 from scd.evaluate import by_length, generate_ids, gold_nll, option_scores, predict, score_choices
 from scd.models import build_model, forward_responses
 from scd.prepared import Prepared
+from scd.stages.evaluate import reuse_evaluation
 from scd.tokens import token_ce
 
 TOL = 1e-5
@@ -167,3 +169,18 @@ def test_generation_predictions_match_transformers_generate(prepared):
         assert rec["output"] == text
     want = gold_nll(model, enc, tok.pad_token_id, 1, "cpu")
     assert max(abs(r["gold_nll"] - w) for r, w in zip(records, want)) < TOL
+
+
+def test_a_shared_teachers_evaluation_is_reused_with_the_other_seed(tmp_path):
+    src = tmp_path / "seed0" / "teacher_sft.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps({"task": "t", "model": "teacher_sft", "seed": 0, "run_id": "abc",
+                               "scores": {"acc": 0.5}}))
+    src.with_suffix(".samples.jsonl").write_text('{"pred": "a", "gold": "a"}\n{"pred": "b", "gold": "a"}\n')
+    out = tmp_path / "seed2" / "teacher_sft.json"
+    out.parent.mkdir()
+    reuse_evaluation(src, 2, out)
+    got = json.loads(out.read_text())
+    assert got == {"task": "t", "model": "teacher_sft", "seed": 2, "reused_from_seed": 0, "run_id": "abc",
+                   "scores": {"acc": 0.5}}
+    assert out.with_suffix(".samples.jsonl").read_text() == src.with_suffix(".samples.jsonl").read_text()

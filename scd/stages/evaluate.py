@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from scd import tracking
@@ -57,3 +58,15 @@ def evaluate_model(job: EvaluateJob | ZeroShotJob, model_dir, name: str, seed: i
     summary |= {"peak_rss_bytes": peak_rss_bytes(), "disk_bytes": disk_bytes(samples)}  # this job's
     write_json(out, summary)
     return summary
+
+
+def reuse_evaluation(summary: Path, seed: int, out: Path) -> dict:
+    """A shared teacher's evaluation (`shared_teacher: true`) as seed `seed`'s row: the summary with its seed
+    replaced and `reused_from_seed` added (its run_id stays: the MLflow run that did the evaluation), the per-sample
+    records copied. The model and the test items are the same, so the numbers are too."""
+    data = json.loads(Path(summary).read_text())
+    data |= {"seed": seed, "reused_from_seed": data["seed"]}
+    out = Path(out)
+    shutil.copyfile(Path(summary).with_suffix(".samples.jsonl"), out.with_suffix(".samples.jsonl"))
+    write_json(out, data)
+    return data
