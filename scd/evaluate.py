@@ -1,7 +1,9 @@
 """Evaluation: produce answers (greedy generation or option scoring), parse them, score them.
 
 Every sample's record keeps its subdomain, parsed prediction, gold answer and gold-answer NLL (mean over response
-tokens), so later analyses (the TFS/SFS partition of the method doc) need no second pass over the model.
+tokens), so later analyses (the TFS/SFS partition of the method doc) need no second pass over the model; on a task
+scored at entity level it keeps the row's entity counts too (`item_statistics`), which the leaderboard's bootstrap
+sums over resampled rows.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from scd.models import forward_responses
 from scd.prepared import Prepared
 from scd.runtime import autocast
 from scd.tokens import nll, per_sample_mean, response_mask, token_ce
+from tasks.metrics import ENTITY_COUNT_METRICS, entity_counts
 
 
 def by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -334,9 +337,22 @@ def predict(model, tokenizer, task, rows: list[dict], max_length: int, batch_siz
             nll_[i] = n
     else:
         nll_ = [None] * len(rows)
+    counts = item_statistics(task, preds, rows)
     return [{"id": r["id"], "subdomain": r.get("subdomain"), "output": t, "pred": p, "gold": g,
-             "correct": p == g, "gold_nll": n} | {k: v[i] for k, v in extra.items()}
-            for i, (r, t, p, g, n) in enumerate(zip(rows, raw, preds, golds, nll_))]
+             "correct": p == g, "gold_nll": n} | {k: v[i] for k, v in extra.items()} | c
+            for i, (r, t, p, g, n, c) in enumerate(zip(rows, raw, preds, golds, nll_, counts))]
+
+
+def item_statistics(task, preds: list, rows: list[dict]) -> list[dict]:
+    """Per row, what the task's corpus-level metrics need of it beyond its prediction and gold answer, for the
+    leaderboard's bootstrap to recompute them on resampled rows: with a seqeval metric, `entities`, the row's entity
+    counts (tasks.metrics.entity_counts: gold, predicted, correct, absent), which need the row's tokens and tags
+    (the records do not keep them). Empty for other tasks."""
+    specs = [m for m in task.metric_specs if m["name"] in ENTITY_COUNT_METRICS]
+    if not specs:
+        return [{} for _ in rows]
+    entity_type = specs[0]["params"].get("entity_type", "Disease")  # one type per task (the metrics' check)
+    return [{"entities": entity_counts(p, r, entity_type)} for p, r in zip(preds, rows)]
 
 
 def summarize(task, records: list[dict], rows: list[dict]) -> dict:

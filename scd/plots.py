@@ -110,3 +110,53 @@ def forest_svg(labels: list[str], diffs: list[float], cis: list[tuple[float, flo
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=8)
     return to_svg(fig)
+
+
+def cd_diagram_svg(ranks: dict[str, float], cd: float | None, cliques: list[list[str]], title: str) -> str:
+    """A critical-difference diagram (Demsar 2006): an axis of average rank (1, the best, on the left), each method
+    joined to its name by a line, the better half named on the left and the other on the right with its average
+    rank; a thick bar under the axis joins each group of methods whose ranks differ by less than the critical
+    difference (`cliques`: not significantly different), and the CD interval is drawn above the axis from rank 1.
+    `cd` None: no interval (nothing to compare)."""
+    if not ranks:
+        raise ValueError("a critical-difference diagram needs the average ranks of at least one method")
+    order = sorted(ranks, key=lambda r: (ranks[r], r))
+    k = len(order)
+    lo, hi = 1.0, float(max(k, 2, *(int(-(-ranks[r] // 1)) for r in order)))
+    left, right = order[: (k + 1) // 2], order[(k + 1) // 2:]
+    axis_y, bar_step = 1.0, 0.16
+    first_name = axis_y + 0.3 + bar_step * len(cliques)
+    name_step = 0.32
+    bottom = first_name + name_step * max(len(left), len(right))
+    pad = 0.45 * (hi - lo) + 0.6  # room for the names either side
+    fig, ax = _plt().subplots(figsize=(6.4, 0.45 + 0.62 * bottom))
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(bottom, 0.0)
+    ax.axis("off")
+    ax.plot([lo, hi], [axis_y, axis_y], color="black", linewidth=1)
+    for t in range(int(lo), int(hi) + 1):
+        ax.plot([t, t], [axis_y, axis_y - 0.07], color="black", linewidth=1)
+        ax.text(t, axis_y - 0.1, str(t), ha="center", va="bottom", fontsize=7)
+    for t in range(int(lo), int(hi)):
+        ax.plot([t + 0.5, t + 0.5], [axis_y, axis_y - 0.035], color="black", linewidth=0.6)
+    ax.text((lo + hi) / 2, axis_y - 0.3, "average rank", ha="center", va="bottom", fontsize=7)
+    if cd is not None:
+        y = 0.3
+        ax.plot([lo, lo + cd], [y, y], color="black", linewidth=1)
+        for x in (lo, lo + cd):
+            ax.plot([x, x], [y - 0.05, y + 0.05], color="black", linewidth=1)
+        ax.text(lo + cd / 2, y - 0.07, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=7)
+    for side, names, edge, align in (("left", left, lo - 0.15 * (hi - lo) - 0.2, "right"),
+                                     ("right", right[::-1], hi + 0.15 * (hi - lo) + 0.2, "left")):
+        for i, name in enumerate(names):
+            y = first_name + name_step * i
+            r = ranks[name]
+            ax.plot([r, r, edge], [axis_y, y, y], color="#4c72b0", linewidth=0.8)
+            label = f"{name} ({r:.2f})" if side == "right" else f"({r:.2f}) {name}"
+            ax.text(edge + (-0.05 if align == "right" else 0.05), y, label, ha=align, va="center", fontsize=7)
+    for j, clique in enumerate(cliques):
+        y = axis_y + 0.2 + bar_step * j
+        xs = [ranks[m] for m in clique]
+        ax.plot([min(xs) - 0.04, max(xs) + 0.04], [y, y], color="black", linewidth=3, solid_capstyle="round")
+    ax.set_title(title, fontsize=8)
+    return to_svg(fig)

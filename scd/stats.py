@@ -8,9 +8,11 @@ Hierarchical bootstrap (`hierarchical_bootstrap`): each resample draws the seeds
 drawn seed, the test items with replacement; the SAME draws serve every row (paired), and the task metric is
 recomputed on each resampled seed through a batched callable `metric(x, idx) -> values`, `x` one seed's per-item
 array and `idx` an (m, n) array of item indices, one resample per line (so a corpus-level metric such as macro-F1 is
-recomputed on the resample, never averaged from per-item values). A row's value on a resample is the mean over the
-drawn seeds of the metric. Differences, the gap closed and the average over tasks are computed per resample from
-these values, so they share the draws.
+recomputed on the resample, never averaged from per-item values). Each metric is a function of per-item sufficient
+statistics: correctness (`mean_metric`), (prediction, gold) label codes (`macro_f1_metric`, `cohen_kappa_metric`,
+through a confusion count per resample), (correct, predicted, gold) entity counts (`entity_metric`). A row's value
+on a resample is the mean over the drawn seeds of the metric. Differences, the gap closed and the average over
+tasks are computed per resample from these values, so they share the draws.
 
 p-value (`bootstrap_p`): the two-sided bootstrap p of the paired difference, 2 * min(P(d* <= 0), P(d* >= 0)) with
 the add-one correction ((k + 1) / (B + 1)), capped at 1. Why this test rather than the notes' sign-flip permutation
@@ -21,6 +23,10 @@ sign flip would see the test items only. An identical pair gives p = 1.
 
 Minimum detectable effect (`mde`): (z_0.975 + z_0.8) * SE = 2.80 * SE, SE the bootstrap standard deviation of a
 paired difference; the aggregate stage uses the median over the rows compared of the SE of (row - TD).
+
+Across tasks (Demsar 2006): average ranks, Friedman's test, and the Nemenyi critical difference of average ranks
+(`nemenyi_cd`) with the groups of methods it cannot tell apart (`cd_cliques`), the bars of a critical-difference
+diagram. Demsar applies the Nemenyi post-hoc test after Friedman's test rejects equal ranks.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import zlib
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.stats import friedmanchisquare
+from scipy.stats import friedmanchisquare, studentized_range
 
 Z_975 = 1.959963984540054
 Z_80 = 0.8416212335729143
@@ -57,6 +63,82 @@ def macro_f1_metric(n_labels: int) -> Metric:
             total += np.where(tp > 0, 2 * tp / np.maximum(denom, 1), 0.0)
             seen += denom > 0
         return np.where(seen > 0, total / np.maximum(seen, 1), 0.0)
+    return metric
+
+
+ENTITY_SCORES = ("f1", "precision", "recall")
+
+
+def entity_metric(what: str = "f1") -> Metric:
+    """Entity-level micro precision, recall or F1 (`what`) from per-item counts, the seqeval metrics' definition
+    (tasks/metrics.py): `x` is an (n, 3) integer array of (correct, predicted, gold) entities per item, the
+    predicted count including whatever the metric counts as predicted (the strict metrics add the mentions absent
+    from the sentence). Per resample the counts are summed over the drawn items and the corpus score computed from
+    the sums: precision = correct / predicted, recall = correct / gold, F1 their harmonic mean, 0 where a
+    denominator is 0 (zero_division=0)."""
+    if what not in ENTITY_SCORES:
+        raise ValueError(f"entity_metric: what must be one of {ENTITY_SCORES}, got {what!r}")
+
+    def metric(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        columns = np.asarray(x, dtype=np.int64).reshape(-1, 3).T
+        tp, predicted, gold = (np.ascontiguousarray(c)[idx].sum(axis=1) for c in columns)  # (m,) each
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        recall = np.where(gold > 0, tp / np.maximum(gold, 1), 0.0)
+        if what == "precision":
+            return precision
+        if what == "recall":
+            return recall
+        total = precision + recall
+        return np.where(total > 0, 2 * precision * recall / np.where(total > 0, total, 1), 0.0)
+    return metric
+
+
+KAPPA_WEIGHTS = (None, "linear", "quadratic")
+
+
+def cohen_kappa_metric(n_categories: int, weights: str | None = None, outside: str = "max") -> Metric:
+    """Cohen's kappa as tasks/metrics.py's `cohen_kappa` defines it, from per-item category codes: `x` is an (n, 2)
+    integer array of (prediction, gold) codes in 0..n_categories-1; per resample, a confusion count of the drawn
+    items, then 1 - observed / expected weighted disagreement.
+
+    `outside="max"`: codes 0..n_categories-2 are the declared labels in their order and code n_categories-1 is
+    every prediction outside them; two labels i, j disagree by |i - j| / (L - 1) (linear; squared: quadratic; 1
+    unweighted), L the number of labels, and the outside code disagrees by 1 with every label. `outside="sklearn"`
+    (JMED-LLM's scorer): the codes are every category (declared labels, and each distinct answer outside them) in
+    sorted order, and the distance of two categories is their distance among the categories present in the
+    resample (among its golds and predictions), as sklearn's cohen_kappa_score sorts the labels it sees.
+    No expected disagreement (a single category throughout): 1 if every item agrees, else 0."""
+    if weights not in KAPPA_WEIGHTS:
+        raise ValueError(f"cohen_kappa_metric: weights must be one of {KAPPA_WEIGHTS}, got {weights!r}")
+    if outside not in ("max", "sklearn"):
+        raise ValueError(f"cohen_kappa_metric: outside must be 'max' or 'sklearn', got {outside!r}")
+    k = int(n_categories)
+    power = {None: 0, "linear": 1, "quadratic": 2}[weights]
+    if outside == "max":
+        labels = np.arange(k - 1)
+        dist = np.abs(labels[:, None] - labels[None, :]) / max(k - 2, 1)
+        fixed = np.ones((k, k))
+        fixed[: k - 1, : k - 1] = dist ** power if power else (dist > 0)
+        np.fill_diagonal(fixed, 0.0)
+
+    def metric(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        codes = np.asarray(x, dtype=np.int64)
+        cell = (codes[:, 1] * k + codes[:, 0])[idx]  # gold row, prediction column
+        m, n = idx.shape
+        confusion = np.bincount((cell + (np.arange(m) * k * k)[:, None]).ravel(), minlength=m * k * k
+                                ).reshape(m, k, k).astype(float)
+        gold, pred = confusion.sum(axis=2), confusion.sum(axis=1)  # (m, k) each
+        if outside == "max":
+            w = np.broadcast_to(fixed, (m, k, k))
+        else:
+            position = np.cumsum((gold + pred) > 0, axis=1)  # rank among the categories present (absent: unused)
+            gap = np.abs(position[:, :, None] - position[:, None, :]).astype(float)
+            w = gap ** power if power else (gap > 0).astype(float)
+        observed = (confusion * w).sum(axis=(1, 2)) / n
+        expected = (gold[:, :, None] * pred[:, None, :] * w).sum(axis=(1, 2)) / n ** 2
+        agree = np.trace(confusion, axis1=1, axis2=2) == n
+        degenerate = expected <= 1e-12
+        return np.where(degenerate, agree.astype(float), 1.0 - observed / np.where(degenerate, 1.0, expected))
     return metric
 
 
@@ -197,3 +279,50 @@ def friedman(scores: dict[str, dict[str, float]], higher_is_better: dict[str, bo
         return out | {"reason": "every task scores all rows equal"}
     stat, p = friedmanchisquare(*columns)
     return out | {"statistic": float(stat), "p": float(p)}
+
+
+def nemenyi_q(k_methods: int, alpha: float = 0.05) -> float:
+    """The Nemenyi test's critical value q_alpha for k methods (Demsar 2006, table 5a): the studentized range
+    statistic's upper alpha quantile for k groups and infinite degrees of freedom, divided by sqrt(2)."""
+    if k_methods < 2 or not 0 < alpha < 1:
+        raise ValueError(f"the Nemenyi test needs at least 2 methods and 0 < alpha < 1 (got {k_methods} methods, "
+                         f"alpha {alpha})")
+    return float(studentized_range.ppf(1 - alpha, k_methods, np.inf) / np.sqrt(2))
+
+
+def nemenyi_cd(k_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
+    """The critical difference of average ranks (Demsar 2006): CD = q_alpha * sqrt(k (k + 1) / (6 N)) for k methods
+    ranked on N datasets; two methods whose average ranks differ by at least CD differ significantly (Nemenyi)."""
+    if n_datasets < 1:
+        raise ValueError(f"the critical difference needs at least one dataset (got {n_datasets})")
+    return nemenyi_q(k_methods, alpha) * float(np.sqrt(k_methods * (k_methods + 1) / (6 * n_datasets)))
+
+
+def cd_cliques(ranks: dict[str, float], cd: float) -> list[list[str]]:
+    """The maximal groups of at least two methods whose average ranks all differ by less than `cd` (the bars of a
+    critical-difference diagram: methods joined by one are not significantly different), each ordered best rank
+    first, the groups by their best member. A method in no group differs from every other one."""
+    order = sorted(ranks, key=lambda r: (ranks[r], r))
+    out: list[list[str]] = []
+    reach = -1
+    for i, first in enumerate(order):
+        j = i
+        while j + 1 < len(order) and ranks[order[j + 1]] - ranks[first] < cd:
+            j += 1
+        if j > i and j > reach:  # not inside the previous group
+            out.append(order[i: j + 1])
+        reach = max(reach, j)
+    return out
+
+
+def critical_difference(ranks: dict[str, float], n_datasets: int, alpha: float = 0.05) -> dict:
+    """The critical-difference diagram's numbers for these average ranks over `n_datasets` datasets: {cd, alpha,
+    q_alpha, n, k, cliques}; cd, q_alpha and cliques None, with `reason`, where there is nothing to compare (fewer
+    than 2 methods or 2 datasets)."""
+    k = len(ranks)
+    out = {"cd": None, "alpha": alpha, "q_alpha": None, "n": n_datasets, "k": k, "cliques": None}
+    if k < 2 or n_datasets < 2:
+        return out | {"reason": f"needs at least 2 methods ranked on at least 2 tasks (have {k} methods, "
+                                f"{n_datasets} tasks)"}
+    cd = nemenyi_cd(k, n_datasets, alpha)
+    return out | {"cd": cd, "q_alpha": nemenyi_q(k, alpha), "cliques": cd_cliques(ranks, cd)}

@@ -381,3 +381,22 @@ seqeval_precision = _seqeval_metric("seqeval_precision", "precision_score")
 seqeval_recall = _seqeval_metric("seqeval_recall", "recall_score")  # absent mentions do not change recall
 seqeval_f1_lenient = _lenient_metric("seqeval_f1_lenient", "f1_score")
 seqeval_precision_lenient = _lenient_metric("seqeval_precision_lenient", "precision_score")
+
+
+# The seqeval metrics' counts per test row: the corpus scores are functions of their sums over the rows, which the
+# evaluation keeps in each row's record so that a bootstrap can recompute the corpus score on resampled rows.
+ENTITY_COUNT_METRICS = ("seqeval_f1", "seqeval_precision", "seqeval_recall", "seqeval_f1_lenient",
+                        "seqeval_precision_lenient")
+
+
+def entity_counts(pred, example: dict, entity_type: str = "Disease") -> dict[str, int]:
+    """One test row's entity counts as the seqeval metrics count them: `gold` entities of its tags, `predicted`
+    entities of the predicted tags (`entities_to_bio`), `correct` (in both, same type and span) and `absent`
+    (predicted mentions found nowhere in the sentence). Summed over the rows: strict precision = correct /
+    (predicted + absent), recall = correct / gold; lenient precision = correct / predicted (entities never span two
+    rows, so the corpus counts are these sums)."""
+    from seqeval.metrics.sequence_labeling import get_entities  # imported on use: only the NER task needs it
+
+    y_true, y_pred, absent = _tags([pred], [None], [example], entity_type, "entity_counts")
+    true, predicted = set(get_entities(y_true[0])), set(get_entities(y_pred[0]))
+    return {"gold": len(true), "predicted": len(predicted), "correct": len(true & predicted), "absent": absent}

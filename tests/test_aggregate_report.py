@@ -371,6 +371,10 @@ def test_leaderboard_carries_intervals_p_values_gap_closed_and_mde(tmp_path):
     assert width["average"][1] - width["average"][0] < width["a"][1] - width["a"][0]
     assert lb["ranks"] == {"td": 2.5, "scd+aw": 1.0, "cd": 2.5}
     assert lb["friedman"]["n_tasks"] == 2 and lb["friedman"]["n_rows"] == 3 and lb["friedman"]["p"] is not None
+    # Nemenyi over the same 2 tasks: CD = 2.343 * sqrt(3 * 4 / (6 * 2)) = 2.343 > 1.5, so no pair differs
+    cd = lb["critical_difference"]
+    assert cd["cd"] == pytest.approx(2.343, abs=1e-3) and (cd["n"], cd["k"], cd["alpha"]) == (2, 3, 0.05)
+    assert cd["cliques"] == [["scd+aw", "cd", "td"]]
     assert lb["statistics"]["resamples"] == 300 and lb["statistics"]["omitted"] == {}
     assert lb["statistics"]["seeds"] == {"a": 3, "b": 3, "average": 3} and lb["statistics"]["items"]["a"] == 200
     again = aggregate(methods=["td", "scd+aw", "cd"], results_dir=str(tmp_path), resamples=300, **files)
@@ -442,3 +446,22 @@ def test_the_report_opens_with_conclusions_and_a_forest_plot_that_call_only_sign
     assert f"Detectable here (80% power): {lb['mde']['average']['value']:.3f}" in conclusions
     bare = render({k: v for k, v in lb.items() if k not in ("comparisons", "gap_closed", "mde")})
     assert "no comparisons with intervals" in bare
+
+
+def test_critical_difference_diagram_draws_every_method_the_interval_and_the_bars():
+    from scd.plots import cd_diagram_svg
+
+    ranks = {"TD": 3.2, "SCD+AW": 1.5, "CD": 2.8, "SCD": 2.1, "GKD": 4.9, "DistiLLM": 5.5, "SeqKD": 6.0}
+    cliques = [["SCD+AW", "SCD", "CD", "TD"], ["TD", "GKD"], ["GKD", "DistiLLM", "SeqKD"]]
+    svg = cd_diagram_svg(ranks, 2.01, cliques, "Average rank over 20 tasks")
+    width = re.search(r'<svg[^>]* width="([0-9.]+)pt"', svg)
+    assert width and float(width.group(1)) * 4 / 3 <= 1000  # points to CSS pixels
+    for name, rank in ranks.items():  # matplotlib keeps each text as a comment beside its glyphs
+        assert f"({rank:.2f}) {name} -->" in svg or f"{name} ({rank:.2f}) -->" in svg, name
+    assert "<!-- (1.50) SCD+AW -->" in svg and "<!-- SeqKD (6.00) -->" in svg  # the better half on the left
+    assert "<!-- CD = 2.01 -->" in svg and "<!-- Average rank over 20 tasks -->" in svg
+    thick = re.findall(r'stroke-width: 3(?:\.0)?;', svg)
+    assert len(thick) == len(cliques)
+    assert "CD = " not in cd_diagram_svg(ranks, None, [], "no interval")
+    with pytest.raises(ValueError, match="at least one method"):
+        cd_diagram_svg({}, 1.0, [], "empty")

@@ -150,3 +150,223 @@ def test_ranks_and_friedman():
 def test_bad_bootstrap_sizes_are_one_line():
     with pytest.raises(ValueError, match="at least one seed and one resample"):
         stats.seed_draws(0, 100)
+
+
+# --- corpus metrics: entity-level F1 and Cohen's kappa, recomputed per resample ------------------------------------
+
+def random_bio(rng, n_sentences: int, miss: float) -> tuple[list, list]:
+    """Gold IOB2 sequences and predictions of them (`noisy`)."""
+    y_true = []
+    for _ in range(n_sentences):
+        length, tags = int(rng.integers(3, 12)), []
+        while len(tags) < length:
+            span = int(rng.integers(1, 3)) if rng.random() < 0.25 else 0
+            tags += ["B-Disease"] + ["I-Disease"] * (span - 1) + ["O"] if span else ["O"]
+        y_true.append(tags[:length])
+    return y_true, noisy(rng, y_true, miss)
+
+
+def noisy(rng, y_true: list, miss: float) -> list:
+    """Predictions: each gold mention missed with probability `miss` (else kept, or split into one-token mentions
+    one time in five), and a spurious one-token mention on an O token with probability miss / 4."""
+    y_pred = []
+    for tags in y_true:
+        pred = list(tags)
+        for i, tag in enumerate(tags):
+            if tag == "B-Disease":
+                j = i + 1
+                while j < len(tags) and tags[j] == "I-Disease":
+                    j += 1
+                if rng.random() < miss:
+                    pred[i:j] = ["O"] * (j - i)
+                elif rng.random() < 0.2:
+                    pred[i:j] = ["B-Disease"] * (j - i)
+            elif tag == "O" and rng.random() < miss / 4:
+                pred[i] = "B-Disease"
+        y_pred.append(pred)
+    return y_pred
+
+
+def entity_counts(y_true, y_pred) -> np.ndarray:
+    """Per sentence (correct, predicted, gold) entities, seqeval's get_entities on the sentence alone."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    out = []
+    for t, p in zip(y_true, y_pred):
+        gold, pred = set(get_entities(t)), set(get_entities(p))
+        out.append([len(gold & pred), len(pred), len(gold)])
+    return np.array(out).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("what", stats.ENTITY_SCORES)
+def test_entity_metric_is_seqeval_on_the_full_set_and_on_each_resample(what):
+    import seqeval.metrics
+
+    score = getattr(seqeval.metrics, f"{what}_score")
+    rng = np.random.default_rng(11)
+    y_true, y_pred = random_bio(rng, 60, miss=0.3)
+    x = entity_counts(y_true, y_pred)
+    idx = rng.integers(0, 60, size=(25, 60))
+    idx[0] = np.arange(60)  # the full set
+    got = stats.entity_metric(what)(x, idx)
+    want = [score([y_true[i] for i in row], [y_pred[i] for i in row], zero_division=0) for row in idx]
+    assert got == pytest.approx(want)
+    assert 0 < got[0] < 1
+
+
+def test_entity_metric_hand_computed():
+    x = np.array([[1, 2, 2], [0, 1, 0], [1, 1, 1]])  # (correct, predicted, gold) per item
+    idx = np.array([[0, 1, 2], [0, 0, 0], [1, 1, 1], [2, 2, 2]])
+    # all: 2 correct of 4 predicted and 3 gold: P 1/2, R 2/3, F1 2 * 2 / (4 + 3); item 1 alone: nothing to find
+    assert stats.entity_metric("f1")(x, idx) == pytest.approx([4 / 7, 0.5, 0.0, 1.0])
+    assert stats.entity_metric("precision")(x, idx) == pytest.approx([0.5, 0.5, 0.0, 1.0])
+    assert stats.entity_metric("recall")(x, idx) == pytest.approx([2 / 3, 0.5, 0.0, 1.0])
+    # a mean of per-item F1s would be (2/4 + 0 + 1) / 3 = 0.5, not 4/7
+    with pytest.raises(ValueError, match="what must be one of"):
+        stats.entity_metric("accuracy")
+
+
+def compared_pair(metric, a, b, seeds: int = 1, resamples: int = 400):
+    point, values = stats.hierarchical_bootstrap({"a": a, "b": b}, metric, stats.seed_draws(seeds, resamples), 0, "t")
+    return stats.compare(point["a"], point["b"], values["a"], values["b"])
+
+
+def test_entity_metric_finds_a_known_difference_and_not_an_identical_pair():
+    import seqeval.metrics
+
+    rng = np.random.default_rng(12)
+    y_true, good = random_bio(rng, 300, miss=0.1)
+    bad = noisy(rng, y_true, miss=0.5)
+    a, b = entity_counts(y_true, good), entity_counts(y_true, bad)
+    c = compared_pair(stats.entity_metric("f1"), [a], [b])
+    want = seqeval.metrics.f1_score(y_true, good) - seqeval.metrics.f1_score(y_true, bad)
+    assert c["diff"] == pytest.approx(want) and want > 0.1
+    assert 0 < c["ci95"][0] < want < c["ci95"][1] and c["p"] < 0.01
+    same = compared_pair(stats.entity_metric("f1"), [a], [a.copy()])
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0] and same["p"] == 1.0
+
+
+def test_kappa_metric_hand_computed():
+    # golds A B C, predictions A C C, linear weights over 3 labels (distance / 2): observed (0 + 1/2 + 0) / 3 = 1/6;
+    # expected: gold (1/3, 1/3, 1/3) x prediction (1/3, 0, 2/3) weighted = (2/3 + 1/2 + 1/3) / 3 = 1/2 -> 1 - 1/3
+    x = np.array([[0, 0], [2, 1], [2, 2]])  # (prediction, gold); code 3 = outside the labels
+    full = np.arange(3)[None]
+    assert stats.cohen_kappa_metric(4, "linear")(x, full) == pytest.approx([2 / 3])
+    # unweighted, golds A A B B, predictions A B B B: p_o 3/4, p_e 1/2 * 1/4 + 1/2 * 3/4 = 1/2 -> 1/2
+    assert stats.cohen_kappa_metric(3)(np.array([[0, 0], [1, 0], [1, 1], [1, 1]]), np.arange(4)[None]) == [0.5]
+    # an answer outside the labels disagrees with everything: golds A B, predictions A ?: 1 - (1/2) / (3/4) = 1/3
+    assert stats.cohen_kappa_metric(3)(np.array([[0, 0], [2, 1]]), np.arange(2)[None]) == pytest.approx([1 / 3])
+    # a single category throughout: 1 if all agree, else 0 (never nan)
+    assert list(stats.cohen_kappa_metric(3)(np.array([[0, 0], [1, 1]]), np.array([[0, 0], [1, 1]]))) == [1.0, 1.0]
+    assert list(stats.cohen_kappa_metric(3)(np.array([[0, 0], [1, 0]]), np.array([[0, 1]]))) == [0.0]
+
+
+def kappa_codes(preds, golds, labels, outside):
+    """(prediction, gold) codes as the aggregate stage writes them (see scd/stages/aggregate.py `_item_data`)."""
+    if outside == "max":
+        code = {x: i for i, x in enumerate(labels)}
+        return np.array([[code.get(p, len(labels)), code[g]] for p, g in zip(preds, golds)]), len(labels) + 1
+    seen = sorted({*labels, *((p if p in labels else (p or "None")) for p in preds)})
+    code = {x: i for i, x in enumerate(seen)}
+    return np.array([[code[p if p in labels else (p or "None")], code[g]] for p, g in zip(preds, golds)]), len(seen)
+
+
+@pytest.mark.parametrize("weights", stats.KAPPA_WEIGHTS)
+def test_kappa_metric_is_sklearn_on_answers_within_the_labels(weights):
+    from sklearn.metrics import cohen_kappa_score
+
+    labels = ["A", "B", "C", "D"]
+    rng = np.random.default_rng(13)
+    golds = list(rng.choice(labels, 50))
+    preds = [g if rng.random() < 0.5 else str(rng.choice(labels)) for g in golds]
+    idx = rng.integers(0, 50, size=(20, 50))
+    idx[0] = np.arange(50)
+    for outside in ("max", "sklearn"):
+        x, n = kappa_codes(preds, golds, labels, outside)
+        got = stats.cohen_kappa_metric(n, weights, outside)(x, idx)
+        want = [cohen_kappa_score([golds[i] for i in row], [preds[i] for i in row], labels=labels, weights=weights)
+                for row in idx]
+        assert got == pytest.approx(want), outside
+
+
+@pytest.mark.parametrize("outside", ["max", "sklearn"])
+@pytest.mark.parametrize("weights", stats.KAPPA_WEIGHTS)
+def test_kappa_metric_is_the_tasks_kappa_with_answers_outside_the_labels(weights, outside):
+    """JMED-LLM's convention (outside="sklearn") ranks the categories each resample sees: a resample without the
+    answer "E" moves "None" next to "D", and the metric follows (checked on resamples that lack it)."""
+    from tasks.metrics import cohen_kappa
+
+    labels = ["A", "B", "C", "D"]
+    rng = np.random.default_rng(14)
+    golds = list(rng.choice(labels, 40))
+    preds = [g if rng.random() < 0.5 else str(rng.choice(labels + ["E", "", "E"])) for g in golds]
+    idx = rng.integers(0, 40, size=(30, 40))
+    idx[0] = np.arange(40)
+    idx[1] = np.resize([i for i, p in enumerate(preds) if p != "E"], 40)  # a resample without "E"
+    x, n = kappa_codes(preds, golds, labels, outside)
+    got = stats.cohen_kappa_metric(n, weights, outside)(x, idx)
+    want = [cohen_kappa([preds[i] for i in row], [golds[i] for i in row], labels=labels, weights=weights,
+                        outside=outside) for row in idx]
+    assert got == pytest.approx(want)
+
+
+def test_kappa_metric_finds_a_known_difference_and_not_an_identical_pair():
+    labels = ["A", "B", "C", "D", "E"]
+    rng = np.random.default_rng(15)
+    golds = [list(rng.choice(labels, 200)) for _ in range(3)]
+    good = [[g if rng.random() < 0.8 else "" for g in gs] for gs in golds]
+    bad = [[g if rng.random() < 0.4 else str(rng.choice(labels)) for g in gs] for gs in golds]
+    metric = stats.cohen_kappa_metric(len(labels) + 1, "linear")
+    a = [kappa_codes(p, g, labels, "max")[0] for p, g in zip(good, golds)]
+    b = [kappa_codes(p, g, labels, "max")[0] for p, g in zip(bad, golds)]
+    c = compared_pair(metric, a, b, seeds=3)
+    assert c["diff"] > 0.2 and c["ci95"][0] > 0 and c["p"] < 0.01
+    same = compared_pair(metric, a, [x.copy() for x in a], seeds=3)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0] and same["p"] == 1.0
+
+
+def test_kappa_metric_refuses_unknown_conventions():
+    with pytest.raises(ValueError, match="weights must be one of"):
+        stats.cohen_kappa_metric(3, "cubic")
+    with pytest.raises(ValueError, match="outside must be 'max' or 'sklearn'"):
+        stats.cohen_kappa_metric(3, None, "min")
+
+
+# --- critical difference (Demsar 2006, Nemenyi) ---------------------------------------------------------------------
+
+DEMSAR_Q05 = [1.960, 2.343, 2.569, 2.728, 2.850, 2.949, 3.031, 3.102, 3.164]  # Demsar 2006, table 5a, k = 2..10
+DEMSAR_Q10 = [1.645, 2.052, 2.291, 2.459, 2.589, 2.693, 2.780, 2.855, 2.920]  # table 5a, alpha 0.10
+
+
+def test_nemenyi_q_is_demsars_table():
+    assert [stats.nemenyi_q(k) for k in range(2, 11)] == pytest.approx(DEMSAR_Q05, abs=1e-3)
+    assert [stats.nemenyi_q(k, 0.10) for k in range(2, 11)] == pytest.approx(DEMSAR_Q10, abs=1e-3)
+
+
+def test_nemenyi_cd_hand_computed():
+    # k = 4 methods on N = 14 datasets (Demsar's worked example): 2.569 * sqrt(4 * 5 / (6 * 14)) = 1.25
+    assert stats.nemenyi_cd(4, 14) == pytest.approx(2.569 * (20 / 84) ** 0.5, abs=1e-3)
+    assert stats.nemenyi_cd(4, 14) == pytest.approx(1.25, abs=5e-3)
+    assert stats.nemenyi_cd(2, 1) == pytest.approx(1.96 * 1, abs=1e-3)
+    for bad in [(1, 5), (3, 0)]:
+        with pytest.raises(ValueError, match="at least"):
+            stats.nemenyi_cd(*bad)
+
+
+def test_cd_cliques_hand_computed():
+    ranks = {"a": 1.0, "b": 1.5, "c": 2.5, "d": 4.0, "e": 4.2}
+    # cd 1.2: a-b (c is 1.5 from a), b-c (1.0), c alone against d (1.5), d-e
+    assert stats.cd_cliques(ranks, 1.2) == [["a", "b"], ["b", "c"], ["d", "e"]]
+    assert stats.cd_cliques(ranks, 10) == [["a", "b", "c", "d", "e"]]
+    assert stats.cd_cliques(ranks, 0.1) == []  # every pair differs
+    assert stats.cd_cliques({"x": 2.0, "y": 3.0}, 1.0) == []  # a difference of exactly CD is significant
+
+
+def test_critical_difference_of_ranks():
+    ranks = {"scd+aw": 1.2, "td": 2.0, "cd": 2.8}
+    got = stats.critical_difference(ranks, 10)  # cd = 2.343 * sqrt(3 * 4 / 60) = 1.048: 0.8 apart is not enough
+    assert got["cd"] == pytest.approx(2.343 * (12 / 60) ** 0.5, abs=1e-3) and got["k"] == 3 and got["n"] == 10
+    assert got["cliques"] == [["scd+aw", "td"], ["td", "cd"]] and got["alpha"] == 0.05
+    assert stats.critical_difference(ranks, 20)["cliques"] == []  # cd 0.741: every pair differs
+    assert stats.critical_difference(ranks, 1)["reason"].startswith("needs at least 2 methods ranked on at least 2")
+    assert stats.critical_difference({"td": 1.0}, 5)["cd"] is None

@@ -331,6 +331,43 @@ def test_seqeval_metrics_edge_cases():
         metrics.get("seqeval_precision")(["breast cancer", "x"], golds, examples=examples)
 
 
+def test_entity_counts_per_row_hand_example():
+    examples, golds = _two_sentences()
+    preds = [["cancer", "breast cancer"], ["familial adenomatous polyposis", "APC", "colon cancer"]]
+    # as in test_seqeval_metrics_hand_example: sentence 1 has 2 gold, 2 predicted spans, 1 correct; sentence 2 has
+    # 1 gold, 2 predicted spans (FAP, APC), 1 correct, and "colon cancer" found nowhere
+    assert [metrics.entity_counts(p, ex) for p, ex in zip(preds, examples)] == [
+        {"gold": 2, "predicted": 2, "correct": 1, "absent": 0}, {"gold": 1, "predicted": 2, "correct": 1, "absent": 1}]
+    assert set(metrics.ENTITY_COUNT_METRICS) == set(SEQEVAL)
+    with pytest.raises(TypeError):
+        metrics.entity_counts("breast cancer", examples[0])
+
+
+def test_entity_counts_summed_over_rows_give_the_seqeval_metrics_on_the_ncbi_test_split(shared_data):
+    """The corpus scores are functions of the rows' summed counts: on real sentences and noisy predictions, the sums
+    give the task's own strict metrics and seqeval's lenient ones."""
+    import seqeval.metrics
+
+    from tasks import get_task
+
+    task = get_task("ncbi_disease")
+    rows = task.load(shared_data, {"max_train": 1, "max_validation": 1})["test"]
+    rng = random.Random(5)
+    preds = [[m for m in r["entities"] if rng.random() < 0.7] + (["colon cancer"] if rng.random() < 0.1 else [])
+             + ([r["tokens"][0]] if rng.random() < 0.1 else []) for r in rows]
+    counts = [metrics.entity_counts(p, r) for p, r in zip(preds, rows)]
+    tp, predicted, absent, gold = (sum(c[k] for c in counts) for k in ("correct", "predicted", "absent", "gold"))
+    assert absent > 0 and 0 < tp < gold
+    want = task.scores(preds, [r["entities"] for r in rows], rows)
+    assert want["precision"] == pytest.approx(tp / (predicted + absent))
+    assert want["recall"] == pytest.approx(tp / gold)
+    assert want["f1"] == pytest.approx(2 * tp / (predicted + absent + gold))
+    y_true = [r["tags"] for r in rows]
+    y_pred = [entities_to_bio(r["tokens"], p, "Disease") for p, r in zip(preds, rows)]
+    assert seqeval.metrics.f1_score(y_true, y_pred) == pytest.approx(2 * tp / (predicted + gold))
+    assert seqeval.metrics.precision_score(y_true, y_pred) == pytest.approx(tp / predicted)
+
+
 # --- parsers -------------------------------------------------------------------------------------------------------
 
 ABCD = SimpleNamespace(labels=["A", "B", "C", "D"], evaluation={"mode": "choices"})

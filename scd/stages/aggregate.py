@@ -19,7 +19,8 @@ from scd import stats
 from scd.data import read_jsonl
 from scd.decompose import decompose
 from scd.layout import Layout
-from tasks import get_task, task_groups
+from tasks import get_task, metrics, task_groups
+from tasks.metrics import ENTITY_COUNT_METRICS
 
 SAMPLES_REMEDY = "delete it and rerun the workflow, which re-evaluates that model"
 ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
@@ -105,6 +106,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     higher = {t: directions[t].get(metric_of[t], "max") == "max" for t in tasks}
     found["ranks"] = stats.average_ranks(ranking, higher) if compared else {}
     found["friedman"] = stats.friedman(ranking, higher)
+    found["critical_difference"] = stats.critical_difference(found["ranks"], len(ranking))
     return found | {
             "profile": profile, "results_dir": results_dir, "decomposition": decomposition(records, rows),
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
@@ -118,7 +120,10 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
 
 
 MEAN_METRICS = ("accuracy", "exact_match")  # headline metrics that are means of per-item correctness
-RESAMPLED_METRICS = (*MEAN_METRICS, "macro_f1")
+# JMED-LLM's entity F1 is by definition the mean over items of each item's F1 (tasks/metrics.py): its resample is the
+# mean of the drawn items' values. The others are corpus metrics, recomputed from per-item sufficient statistics.
+ITEM_MEAN_METRICS = ("entity_f1_exact", "entity_f1_partial")
+RESAMPLED_METRICS = (*MEAN_METRICS, *ITEM_MEAN_METRICS, "macro_f1", "cohen_kappa", *ENTITY_COUNT_METRICS)
 REFERENCES = {"vs_td": "td", "vs_student_sft": "student_sft"}
 
 
@@ -129,8 +134,10 @@ def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Pa
     records: `comparisons[col][row]` with `vs_td` and `vs_student_sft` ({diff, ci95, p, p_holm, se}; Holm across
     the rows compared, per column and reference), `gap_closed[col][row]` ({value, ci95, gap, gap_ci95,
     meaningful}) and `mde[col]`; `statistics` says how they were computed and, per column, why a field is left out
-    (no per-sample records, no TD or student-SFT row, a metric not resampled). The average resamples the same seeds
-    for every task and the items within each task; it needs every task resampled, on the same seeds."""
+    (no per-sample records, no TD or student-SFT row, a metric not resampled). The headline metric is recomputed
+    on each resample from per-item data (`_item_data`): a corpus metric (macro-F1, Cohen's kappa, entity-level F1)
+    from the drawn items' sufficient statistics, never as a mean of per-item scores. The average resamples the same
+    seeds for every task and the items within each task; it needs every task resampled, on the same seeds."""
     omitted: dict[str, list[str]] = defaultdict(list)
     meta = {"resamples": resamples, "seed": seed, "smallest_p": 2 / (resamples + 1),  # the bootstrap p's floor
             "interval": "95% percentile interval of a paired hierarchical bootstrap (seeds, then test items within "
@@ -155,11 +162,16 @@ def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Pa
             more = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
             omitted[task].append(f"no per-sample records for {_name(lacking[0])}{more}")
             continue
-        if metric_of[task] not in RESAMPLED_METRICS:
-            omitted[task].append(f"its headline metric {metric_of[task]!r} is not resampled (only "
+        spec = metric_spec(task, metric_of[task])
+        if spec["name"] not in RESAMPLED_METRICS:
+            named = f" ({spec['name']})" if spec["name"] != metric_of[task] else ""
+            omitted[task].append(f"its headline metric {metric_of[task]!r}{named} is not resampled (only "
                                  f"{', '.join(RESAMPLED_METRICS)})")
             continue
-        data, metric = _item_data(task, seeds, here, records, sample_files, metric_of[task])
+        data, metric, why = _item_data(task, seeds, here, records, sample_files, spec)
+        if why:
+            omitted[task].append(why)
+            continue
         for r in here:
             for s, x in zip(seeds, data[r]):
                 value = float(metric(x, np.arange(len(x))[None])[0])
@@ -188,9 +200,27 @@ def statistics_of(records: dict[tuple, list[dict]], sample_files: dict[tuple, Pa
     return out
 
 
-def _item_data(task: str, seeds: list[int], rows: list[str], records: dict, sample_files: dict, metric: str):
-    """Per row, one array per seed of what the metric needs per item (correctness; or prediction and gold label
-    codes for macro-F1), every row of a seed on the same items in the same order; and the batched metric."""
+def metric_spec(task: str, key: str) -> dict:
+    """The registry's declaration of the task's metric `key`: {name, params, labels} (labels: the metric's own
+    `labels` param, else the task's). A task no longer in the registry, or a key it does not declare: the key taken
+    as the metric's name, without params or labels (the metrics' defaults)."""
+    try:
+        declared = get_task(task)
+    except KeyError:
+        declared = None
+    for m in declared.metric_specs if declared is not None else []:
+        if m["key"] == key:
+            return {"name": m["name"], "params": dict(m["params"]),
+                    "labels": list(m["params"].get("labels") or declared.labels or [])}
+    return {"name": key, "params": {}, "labels": []}
+
+
+def _item_data(task: str, seeds: list[int], rows: list[str], records: dict, sample_files: dict, spec: dict):
+    """Per row, one array per seed of what the metric needs per item, every row of a seed on the same items in the
+    same order; the batched metric (scd/stats.py); and None, or why the records cannot be resampled (then no data).
+    Per item: correctness (accuracy, exact match); the item's own score (JMED-LLM entity F1, a mean over items);
+    prediction and gold label codes (macro-F1, Cohen's kappa); entity counts (correct, predicted, gold) that the
+    evaluation recorded (the seqeval metrics)."""
     for s in seeds:
         first = [r["id"] for r in records[(task, s, rows[0])]]
         for row in rows[1:]:
@@ -198,18 +228,79 @@ def _item_data(task: str, seeds: list[int], rows: list[str], records: dict, samp
                 raise ValueError(f"{sample_files[(task, s, row)]} holds other test items than "
                                  f"{sample_files[(task, s, rows[0])]}: one of them is stale or was edited; "
                                  "delete the stale one and rerun the workflow, which re-evaluates that model")
-    if metric in MEAN_METRICS:
-        return ({row: [np.array([r["pred"] == r["gold"] for r in records[(task, s, row)]], dtype=float)
-                       for s in seeds] for row in rows}, stats.mean_metric)
-    try:
-        labels = list(get_task(task).labels or [])
-    except KeyError:  # a task no longer in the registry: its golds' labels, as macro_f1's default
-        labels = []
-    labels = labels or sorted({str(r["gold"]) for k, recs in records.items() if k[0] == task for r in recs})
+    keys = [(task, s, row) for row in rows for s in seeds]
+    name, params = spec["name"], spec["params"]
+
+    def readable(key: tuple, fn):
+        try:
+            return fn(records[key])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{sample_files[key]} holds a record that {name} cannot score ({type(e).__name__}: "
+                             f"{e}): it is stale or was edited; delete it and rerun the workflow, which re-evaluates "
+                             "that model") from None
+
+    def per_item(fn, dtype=float) -> dict:
+        return {row: [readable((task, s, row), lambda recs: np.array([fn(r) for r in recs], dtype=dtype))
+                      for s in seeds] for row in rows}
+
+    if name in MEAN_METRICS:
+        return per_item(lambda r: r["pred"] == r["gold"]), stats.mean_metric, None
+    if name in ITEM_MEAN_METRICS:
+        score = metrics.get(name)
+        return per_item(lambda r: score([r["pred"]], [r["gold"]], **params)), stats.mean_metric, None
+    if name in ENTITY_COUNT_METRICS:
+        lacking = [k for k in keys if any(not isinstance(r.get("entities"), dict) for r in records[k])]
+        if lacking:
+            return None, None, (f"{sample_files[lacking[0]]} carries no per-item entity counts (`entities`; "
+                                "per-sample records of older code): delete it and rerun the workflow, which "
+                                "re-evaluates that model")
+        bad = next((k for k in keys if not all(_counts_ok(r["entities"]) for r in records[k])), None)
+        if bad:
+            raise ValueError(f"{sample_files[bad]} holds malformed entity counts (each record's `entities` needs "
+                             "non-negative integers correct, predicted, absent and gold): it was edited; delete it "
+                             "and rerun the workflow, which re-evaluates that model")
+        strict = not name.endswith("_lenient")  # the strict metrics count absent mentions as predicted entities
+        data = per_item(lambda r: [r["entities"]["correct"], r["entities"]["predicted"]
+                                   + (r["entities"]["absent"] if strict else 0), r["entities"]["gold"]], np.int64)
+        data = {row: [x.reshape(-1, 3) for x in xs] for row, xs in data.items()}
+        return data, stats.entity_metric(name.split("_")[1]), None
+    golds = {k: readable(k, lambda recs: [r["gold"] for r in recs]) for k in keys}
+    labels = spec["labels"] or sorted({str(g) for k in keys for g in golds[k]})
     code = {label: i for i, label in enumerate(labels)}
-    data = {row: [np.array([[code.get(r["pred"], -1), code.get(r["gold"], -1)] for r in records[(task, s, row)]],
-                           dtype=np.int64).reshape(-1, 2) for s in seeds] for row in rows}
-    return data, stats.macro_f1_metric(len(labels))
+    if name == "cohen_kappa":
+        stray = next(((k, g) for k in keys for g in golds[k] if not (isinstance(g, str) and g in code)), None)
+        if stray:
+            raise ValueError(f"{sample_files[stray[0]]} holds the gold answer {stray[1]!r}, which is not among the "
+                             f"task's labels {labels}: it is stale or was edited; delete it and rerun the workflow, "
+                             "which re-evaluates that model")
+        outside = params.get("outside", "max")
+        if outside == "sklearn":  # every category seen, sorted; an unparsed answer is "None" (tasks/metrics.py)
+            def raw(p):
+                return p if _label(p) in code else (p or "None")
+            preds = set().union(*(readable(k, lambda recs: {raw(r["pred"]) for r in recs}) for k in keys))
+            seen = sorted({*labels, *preds})
+            code = {c: i for i, c in enumerate(seen)}
+            data = per_item(lambda r: [code[raw(r["pred"])], code[r["gold"]]], np.int64)
+            n = len(seen)
+        else:
+            data = per_item(lambda r: [code.get(_label(r["pred"]), len(labels)), code[r["gold"]]], np.int64)
+            n = len(labels) + 1
+        data = {row: [x.reshape(-1, 2) for x in xs] for row, xs in data.items()}
+        return data, stats.cohen_kappa_metric(n, params.get("weights"), outside), None
+    data = per_item(lambda r: [code.get(_label(r["pred"]), -1), code.get(_label(r["gold"]), -1)], np.int64)
+    return {row: [x.reshape(-1, 2) for x in xs] for row, xs in data.items()}, stats.macro_f1_metric(len(labels)), None
+
+
+def _label(value):
+    """A prediction or gold answer of a label task: a string (or None, an unparsed answer)."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"the answer {value!r} is not a label string")
+    return value
+
+
+def _counts_ok(entities) -> bool:
+    return isinstance(entities, dict) and all(type(entities.get(k)) is int and entities[k] >= 0
+                                              for k in ("correct", "predicted", "absent", "gold"))
 
 
 def _column(out: dict, omitted: dict, col: str, point: dict, values: dict, compared: list[str]) -> None:
