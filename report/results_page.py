@@ -214,10 +214,123 @@ def leaderboard_section(lb: dict) -> list[str]:
     lines = ["## Leaderboard", "",
              "Test split, each task's headline metric: mean ± std over seeds (n = number of seeds); `average` is the "
              "mean over tasks of each seed's scores, then mean ± std over seeds. A higher mean is not a win unless the "
-             "difference's confidence interval excludes zero; these tables carry no intervals."]
+             "difference's confidence interval excludes zero: the intervals are in the comparisons below."]
     if seeds:
         lines[-1] += " Seeds: " + ", ".join(str(s) for s in seeds) + "."
     return lines + [""] + _table(header, rows)
+
+
+def _signed(x) -> str:
+    return f"{x:+.3f}" if _number(x) is not None else "–"
+
+
+def _interval(c: dict | None) -> str:
+    """`+0.012 [-0.004, +0.027]`; bold when the Holm-adjusted p is below 0.05 and the interval excludes zero."""
+    if not isinstance(c, dict) or _number(c.get("diff")) is None:
+        return "–"
+    lo, hi = (c.get("ci95") or [None, None])[:2]
+    text = f"{c['diff']:+.3f} [{_signed(lo)}, {_signed(hi)}]"
+    p = _number(c.get("p_holm"))
+    if p is not None:
+        text += f", p {p:.3f}"
+    return f"**{text}**" if significant(c) else text
+
+
+def significant(c: dict | None) -> bool:
+    """A difference the page may call one: Holm-adjusted p < 0.05 and a 95% interval that excludes zero."""
+    if not isinstance(c, dict):
+        return False
+    p, (lo, hi) = _number(c.get("p_holm")), (c.get("ci95") or [None, None])[:2]
+    return p is not None and p < 0.05 and _number(lo) is not None and _number(hi) is not None and (lo > 0 or hi < 0)
+
+
+def _gap(g: dict | None) -> str:
+    if not isinstance(g, dict) or _number(g.get("value")) is None:
+        return "–"
+    if not g.get("meaningful"):
+        return "(teacher not clearly ahead)"
+    lo, hi = (g.get("ci95") or [None, None])[:2]
+    return f"{g['value']:.2f} [{lo:.2f}, {hi:.2f}]" if _number(lo) is not None and _number(hi) is not None \
+        else f"{g['value']:.2f}"
+
+
+def statistics_section(lb: dict) -> list[str]:
+    """Every distilled row against TD and against student-SFT per task and on average: the paired difference with
+    its 95% hierarchical-bootstrap interval and Holm-adjusted p, the gap closed, the design's minimum detectable
+    effect; then the ranks across tasks and the oracle schedules. Only what `scd aggregate` computed is shown."""
+    comps = lb.get("comparisons") or {}
+    if not comps:
+        omitted = ((lb.get("statistics") or {}).get("omitted") or {})
+        why = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(omitted.items()) if v)
+        return ["", "## Comparisons", "", "No comparisons in this leaderboard" + (f" ({_md(why)})." if why else ".")]
+    meta = lb.get("statistics") or {}
+    lines = ["", "## Comparisons", "",
+             "Each row minus TD and minus student-SFT on the same test items and seeds (paired): the difference, its "
+             "95% interval from a hierarchical bootstrap (seeds, then items within a seed), and the p-value Holm-"
+             "adjusted over the rows compared. **Bold**: adjusted p < 0.05 and an interval that excludes zero; "
+             "anything else is not a difference this run can claim. Gap closed: (row - student-SFT) / (teacher-SFT "
+             "- student-SFT) with its interval, shown only where the teacher is clearly ahead. Detectable: the "
+             "minimum detectable effect of this design (80% power, alpha 0.05: 2.8 x the median standard error of "
+             "the differences)."]
+    if meta.get("resamples"):
+        lines[-1] += f" Bootstrap resamples: {meta['resamples']}."
+    seeds = meta.get("seeds") or {}
+    if any(len(v) == 1 for v in seeds.values() if isinstance(v, list)):
+        lines[-1] += " With one seed an interval covers the test items only, not training variance."
+    for col in [c for c in [*lb["tasks"], "average"] if c in comps]:
+        metric = (lb.get("metric") or {}).get(col)
+        mde = (lb.get("mde") or {}).get(col) or {}
+        head = f"### {col}" + (f" ({metric})" if metric else "")
+        lines += ["", head, ""]
+        if _number(mde.get("value")) is not None:
+            lines += [f"Detectable here: {mde['value']:.3f} (median standard error {mde['se']:.4f} of the "
+                      f"{mde.get('rows', '?')} differences to `{mde.get('reference', '?')}`).", ""]
+        rows = [r for r in lb["rows"] if r in comps[col]]
+        gaps = (lb.get("gap_closed") or {}).get(col) or {}
+        lines += _table(["model", "vs TD", "vs student-SFT", "gap closed"],
+                        [[f"`{_md(r)}`", _interval(comps[col][r].get("vs_td")),
+                          _interval(comps[col][r].get("vs_student_sft")), _gap(gaps.get(r))] for r in rows])
+    for col, reasons in sorted((meta.get("omitted") or {}).items()):
+        if reasons:
+            lines += ["", f"Not computed for {col}: " + _md("; ".join(reasons)) + "."]
+    lines += ranks_section(lb) + oracle_section(lb)
+    return lines
+
+
+def ranks_section(lb: dict) -> list[str]:
+    ranks = lb.get("ranks") or {}
+    if not ranks:
+        return []
+    fr, cd = lb.get("friedman") or {}, lb.get("critical_difference") or {}
+    lines = ["", "### Ranks across tasks", "",
+             "Average rank of each row over the tasks (1 = best; Demšar 2006). "]
+    if _number(fr.get("p")) is not None:
+        lines[-1] += f"Friedman's test of equal ranks: statistic {fr['statistic']:.2f}, p {fr['p']:.3f}. "
+    elif fr.get("reason"):
+        lines[-1] += f"Friedman's test: not computed ({_md(fr['reason'])}). "
+    if _number(cd.get("cd")) is not None:
+        lines[-1] += (f"Nemenyi critical difference (alpha {cd.get('alpha')}): {cd['cd']:.2f}; rows whose ranks differ "
+                      "by less are not distinguishable.")
+    lines += [""] + _table(["model", "average rank"], [[f"`{_md(r)}`", f"{v:.2f}"]
+                                                        for r, v in sorted(ranks.items(), key=lambda kv: kv[1])])
+    return lines
+
+
+def oracle_section(lb: dict) -> list[str]:
+    oracle = lb.get("oracle") or {}
+    if not oracle:
+        return []
+    lines = ["", "### Oracle schedules", "",
+             "Rows that distil from one fixed trajectory checkpoint at every stage, CD and CD reversed: the best of "
+             "them by mean is the ceiling a one-checkpoint schedule reached here (a maximum over noisy means, so "
+             "optimistic). Regret: best minus the row, mean ± std over seeds; each oracle row's difference to TD "
+             "with its interval is in the tables above.", ""]
+    rows = []
+    for task, o in sorted(oracle.items()):
+        regret = "; ".join(f"`{_md(r)}` {_cell(v)}" for r, v in sorted((o.get("regret") or {}).items()))
+        rows.append([task, ", ".join(f"`{_md(r)}`" for r in o.get("rows") or []), f"`{_md(o.get('best_row'))}`",
+                     f"{o['best_mean']:.3f}" if _number(o.get("best_mean")) is not None else "–", regret or "–"])
+    return lines + _table(["task", "oracle rows", "best", "best mean", "regret"], rows)
 
 
 def subdomain_section(lb: dict) -> list[str]:
@@ -315,7 +428,8 @@ def render_page(lb: dict, results_dir: Path, command: str, now: datetime | None 
         lines += ["", f"> Modified data: task `{task}` ran on data that differs from its pinned files ("
                   + "; ".join(f"`{name}` sha256 {h.get('found')}, pinned {h.get('expected')}"
                               for name, h in sorted(files.items())) + "): its scores are not comparable."]
-    lines += [""] + leaderboard_section(lb) + subdomain_section(lb) + time_section(results_dir) + compute_section(lb)
+    lines += [""] + leaderboard_section(lb) + statistics_section(lb) + subdomain_section(lb)
+    lines += time_section(results_dir) + compute_section(lb)
     lines += environment_section(results_dir)
     lines += ["", "The HTML report beside the leaderboard (`report.html` in the results directory) has the per-seed "
               "values, every metric of each task, the TFS/SFS decomposition, the teacher schedules, the AW weights "

@@ -162,3 +162,32 @@ def write_and_read(results: Path, tmp_path: Path) -> str:
     out = tmp_path / "page.md"
     write_results_page(results, out, "snakemake --cores 2")
     return out.read_text()
+
+
+def test_comparisons_carry_intervals_and_bold_only_what_is_significant(tmp_path):
+    results = _results(tmp_path)
+    page = write_and_read(results, tmp_path)
+    assert "No comparisons in this leaderboard" in page  # none computed: said, nothing invented
+    win = {"diff": 0.031, "ci95": [0.012, 0.05], "p": 0.001, "se": 0.01, "p_holm": 0.004}
+    tie = {"diff": 0.012, "ci95": [-0.004, 0.027], "p": 0.12, "se": 0.008, "p_holm": 0.31}
+    near = {"diff": 0.02, "ci95": [0.001, 0.04], "p": 0.04, "se": 0.01, "p_holm": 0.08}  # CI excludes 0, Holm not
+    lb = _leaderboard() | {
+        "rows": ["teacher_sft", "student_sft", "td", "scd+aw", "cd"],
+        "comparisons": {"pubmedqa": {"scd+aw": {"vs_td": tie, "vs_student_sft": win}, "cd": {"vs_td": near}}},
+        "gap_closed": {"pubmedqa": {"scd+aw": {"value": 0.92, "ci95": [0.41, 1.3], "meaningful": True},
+                                    "cd": {"value": 0.5, "ci95": [-2.0, 3.0], "meaningful": False}}},
+        "mde": {"pubmedqa": {"value": 0.0224, "se": 0.008, "reference": "td", "rows": 2}},
+        "statistics": {"resamples": 2000, "seeds": {"pubmedqa": [0, 1, 2]},
+                       "omitted": {"synthetic_subdomains": ["no per-sample records for x"]}},
+        "ranks": {"scd+aw": 1.5, "cd": 1.5}, "friedman": {"statistic": None, "p": None, "reason": "too few"},
+        "oracle": {"pubmedqa": {"rows": ["cd", "cd.ckpt1"], "best_row": "cd", "best_mean": 0.55,
+                                "regret": {"scd+aw": _cell(0.01, 0.02, [0, 1, 2])}}}}
+    (results / "leaderboard.json").write_text(json.dumps(lb))
+    page = write_and_read(results, tmp_path).split("## Comparisons")[1]
+    assert "| `scd+aw` | +0.012 [-0.004, +0.027], p 0.310 | **+0.031 [+0.012, +0.050], p 0.004** | " \
+           "0.92 [0.41, 1.30] |" in page
+    assert "| `cd` | +0.020 [+0.001, +0.040], p 0.080 | – | (teacher not clearly ahead) |" in page
+    assert page.count("**") == 2 + page.count("**Bold**") * 2  # the one significant cell (and the legend's word)
+    assert "Detectable here: 0.022" in page and "Bootstrap resamples: 2000" in page
+    assert "Not computed for synthetic_subdomains: no per-sample records for x." in page
+    assert "### Oracle schedules" in page and "| pubmedqa | `cd`, `cd.ckpt1` | `cd` | 0.550 |" in page
