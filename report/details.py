@@ -64,7 +64,7 @@ def metrics_table(lb: dict, task: str, links: Links | None = None) -> str:
 
 def metrics_section(lb: dict, links: Links) -> str:
     tables = "".join(metrics_table(lb, t, links) for t in lb["tasks"])
-    return f"<div class='row'>{tables}</div>" if tables else "<p>Every task in this run has one metric.</p>"
+    return f"<div class='side'>{tables}</div>" if tables else "<p>Every task in this run has one metric.</p>"
 
 
 def groups_section(lb: dict, links: Links) -> str:
@@ -91,7 +91,7 @@ def subdomain_section(lb: dict, links: Links) -> str:
         body = "".join(f"<tr>{row_head(r)}" + "".join(cell(subs[r].get(s), links, links.runs(task=task, method=r))
                                                       for s in names) + "</tr>" for r in lb["rows"] if r in subs)
         parts.append(f"<div><h3>{html.escape(task)}: per subdomain</h3>{table(head, body)}</div>")
-    return ("<div class='row'>" + "".join(parts) + "</div>" if parts else
+    return ("<div class='side'>" + "".join(parts) + "</div>" if parts else
             "<p>No task in this run has subdomain tags.</p>")
 
 
@@ -164,7 +164,7 @@ def oracle_section(lb: dict, links: Links) -> str:
                         f"<span class='n'>(n={g['n']})</span></td></tr>" for r, g in o["regret"].items())
         head = f"<th>row</th><th>mean</th><th>regret vs {html.escape(label(o['best_row']))}</th>"
         parts.append(f"<div><h3>{html.escape(task)}</h3>{table(head, rows)}</div>")
-    return ("<div class='row'>" + "".join(parts) + "</div>" if parts else
+    return ("<div class='side'>" + "".join(parts) + "</div>" if parts else
             "<p>No oracle rows in this run (config <code>oracles</code>: on in the smollm2 profile and on the default "
             "profile's synthetic task).</p>")
 

@@ -105,7 +105,7 @@ def column_block(lb: dict, col: str, links: Links) -> str:
     detect = f"Detectable here (80% power): {mde:.3f}." if mde is not None else ""
     flat = uninformative(lb).get(col)
     if flat:
-        return (f"<div class='conclusion'><div><h3>{html.escape(col)}</h3><p class='meta'>{detect}</p><p>Not "
+        return (f"<div class='conclusion'><div><h3>{html.escape(col)}</h3><p>Not "
                 f"informative at this model size: every trained student row scores the majority-class rate "
                 f"{flat['rate']:.3f}, so every difference is zero by construction.</p></div></div>")
     items, diffs, cis, marks = [], [], [], []
@@ -193,7 +193,8 @@ def leaderboard_cell(lb: dict, row: str, col: str, links: Links, n: int | None) 
         title += f"; {comparison_text(ref, comp)}"
     task = None if col == "average" else col
     link = links.a(links.runs(task=task, method=row), text, title)
-    return f"<td class='{'sig' if sig else 'flat' if flat else ''}'>{link}</td>"
+    kind = ("sig up" if comp["diff"] > 0 else "sig down") if sig else "flat" if flat else ""
+    return f"<td class='{kind}'>{link}</td>"
 
 
 def leaderboard_section(lb: dict, links: Links) -> str:
