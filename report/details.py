@@ -307,8 +307,9 @@ def runs_section(lb: dict, links: Links) -> str:
     store = html.escape(lb.get("results_dir", "results"))
     return (f"<p class='meta'>Open the UI with <code>mlflow ui --backend-store-uri sqlite:///{store}/mlflow.db</code>"
             f" (its address, config <code>report.ui_url</code>: <code>{html.escape(links.ui_url)}</code>)."
-            + ("" if links.experiment is not None else " No MLflow store was found beside the leaderboard: the links "
-               "open the UI's experiment list; each link's title gives the search to paste.") + "</p>"
+            + ("" if links.experiment is not None else " No MLflow experiment was found in the results directory's "
+               "store (mlflow.db): the links open the UI's experiment list; each link's title gives the search to "
+               "paste.") + "</p>"
             + table(head, "".join(body)))
 
 
