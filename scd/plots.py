@@ -33,9 +33,11 @@ def to_svg(fig) -> str:
 
 
 def bars(labels: list[str], means: list[float], stds: list[float], ylabel: str, title: str) -> str:
-    fig, ax = _plt().subplots(figsize=(1.2 + 0.9 * len(labels), 2.6))
+    many = len(labels) > 6  # at most 5.6 in wide (two fit side by side on a 1280 px page): labels stand up
+    fig, ax = _plt().subplots(figsize=(min(1.2 + 0.9 * len(labels), 5.6), 3.8 if many else 2.6))
     ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color="#4c72b0")
-    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set_xticks(range(len(labels)), labels, rotation=75 if many else 20, ha="right", rotation_mode="anchor",
+                  fontsize=7 if many else None)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 1)

@@ -67,6 +67,12 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class Report:
+    """The HTML report (report/render.py), config `report`; no job reads it."""
+    ui_url: str = "http://127.0.0.1:5000"  # the MLflow UI its cells and plots link to (`mlflow ui`'s address)
+
+
+@dataclass(frozen=True)
 class Tokenizer:
     source: str = "train"                # train: trained on the task's training text | teacher: the teacher's own
     vocab_size: int = 2000               # BPE tasks; character-level tasks take their alphabet

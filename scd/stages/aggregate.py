@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import socket
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from scd import stats
+from scd.checkout import git_state
 from scd.data import read_jsonl
 from scd.decompose import decompose
 from scd.layout import Layout
@@ -109,6 +113,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     found["critical_difference"] = stats.critical_difference(found["ranks"], len(ranking))
     return found | {
             "profile": profile, "results_dir": results_dir, "decomposition": decomposition(records, rows),
+            "stamp": stamp(), "majority": majority_rates(records),
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
             "groups": groups, "group_cells": group_cells,
             "cells": cells, "subdomains": sub, "best": best, "schedules": schedules(runs, rows, distilled),
@@ -596,3 +601,25 @@ def _teacher_outputs_costs(manifest: dict) -> dict:
         seconds = None if None in values else sum(values)
     return {"seconds": seconds, "peak_rss_bytes": _number(manifest.get("peak_rss_bytes")),
             "disk_bytes": _number(manifest.get("disk_bytes"))}
+
+
+def stamp() -> dict:
+    """Which code aggregated, when and where: the checkout's commit (and whether tracked files were changed), the
+    UTC date, and the machine (host name, platform, CPU count), for the top of the report."""
+    commit, dirty = git_state()
+    return {"commit": commit, "dirty": dirty, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{socket.gethostname()} ({platform.platform()}, {os.cpu_count()} CPUs)"}
+
+
+def majority_rates(samples: dict[tuple, list[dict]]) -> dict:
+    """Per task with per-sample records: the test split's most frequent gold answer, its share of the items
+    (`rate`: the accuracy of always answering it) and the number of items `n`, from the golds of the task's first
+    records file (every model of a task is scored on the same test items)."""
+    out = {}
+    for (task, _, _), recs in sorted(samples.items()):
+        if task in out or not recs or any("gold" not in r for r in recs):
+            continue
+        counts = Counter(json.dumps(r["gold"], sort_keys=True) for r in recs)
+        top, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        out[task] = {"label": json.loads(top), "rate": count / len(recs), "n": len(recs)}
+    return out
