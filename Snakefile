@@ -18,8 +18,8 @@ from snakemake.cli import parse_config
 from snakemake.exceptions import WorkflowError
 
 from scd.config import (ConfigError, ablation_plan, common_settings, data_inputs, distilled_methods, enabled_methods,
-                        enabled_tasks, from_command_line, load_config, oracle_plan, stage_config, task_config,
-                        teacher_cache_checkpoints)
+                        enabled_tasks, from_command_line, load_config, oracle_plan, report_settings, stage_config,
+                        task_config, teacher_cache_checkpoints)
 from scd.dicts import deep_merge
 from scd.layout import Layout
 from scd.settings import to_json
@@ -384,5 +384,7 @@ rule report:
         L.leaderboard(),
     output:
         L.report(),
+    params:
+        ui_url=report_settings(CFG).ui_url,
     shell:
-        "scd report --leaderboard {input:q} --out {output:q}"
+        "scd report --leaderboard {input:q} --out {output:q} --ui-url {params.ui_url:q}"

@@ -15,7 +15,7 @@ from report import details
 from report.details import DETAILS, TEACHER_ROWS, label, metrics_table, uninformative
 from report.links import Links, experiment_id
 from scd import plots
-from scd.settings import Report, build
+from scd.settings import Report
 
 STYLE = (Path(__file__).parent / "style.css").read_text()
 ALPHA = 0.05
@@ -129,9 +129,10 @@ def column_block(lb: dict, col: str, links: Links) -> str:
             f"<div><h3>{html.escape(col)}</h3><p class='meta'>{detect}</p><ul>{''.join(items)}</ul></div></div>")
 
 
-def rank_block(lb: dict) -> str:
+def rank_block(lb: dict, links: Links | None = None) -> str:
     """Average ranks over tasks, Friedman's test, and the critical-difference diagram when the leaderboard has one
-    (`critical_difference`: {cd, alpha, n, cliques})."""
+    (`critical_difference`: {cd, alpha, n, cliques}); the diagram links to the evaluations it ranks."""
+    links = links or Links()
     ranks, fried, cd = lb.get("ranks") or {}, lb.get("friedman") or {}, lb.get("critical_difference")
     if not ranks:
         return ""
@@ -140,15 +141,15 @@ def rank_block(lb: dict) -> str:
     test = (f"Friedman's test over {fried.get('n_tasks')} tasks: p = {fried['p']:.3g}." if fried.get("p") is not None
             else f"Friedman's test: not computed ({html.escape(str(fried.get('reason', 'no ranks')))}).")
     fig = ""
-    if cd:
-        draw = getattr(plots, "cd_diagram_svg", None)
+    if cd and cd.get("cd") is not None:
         cliques = "; ".join("{" + ", ".join(html.escape(label(r)) for r in c) + "}" for c in cd.get("cliques", []))
         fig = (f"<p class='meta'>Critical difference {cd['cd']:.2f} (alpha {cd.get('alpha', ALPHA)}, "
                f"{cd.get('n')} tasks): rows whose average ranks differ by less do not differ; groups that do not "
                f"separate: {cliques or 'none'}.</p>")
-        if draw is not None:
-            svg = draw({label(r): ranks[r] for r in order}, cd["cd"], [[label(r) for r in c] for c in cd["cliques"]])
-            fig += f"<figure>{svg}</figure>"
+        svg = plots.cd_diagram_svg({label(r): ranks[r] for r in order}, cd["cd"],
+                                   [[label(r) for r in c] for c in cd.get("cliques") or []],
+                                   "Average rank across tasks (critical difference, Nemenyi)")
+        fig += f"<figure>{links.a(links.runs(), svg, 'the test evaluations ranked here')}</figure>"
     return (f"<h3 id='ranks'>Ranks across tasks</h3><p class='meta'>Average rank per distilled row (1 = best on a "
             f"task, ties share): {text}. {test}</p>{fig}")
 
@@ -169,7 +170,7 @@ def conclusions_section(lb: dict, links: Links | None = None) -> str:
             f"seeds and test items, its 95% interval from a hierarchical bootstrap (seeds, then items), and the "
             f"Holm-adjusted p-value across the rows compared. Filled points: significant (p &lt; 0.05, the interval "
             f"excludes 0); hollow: not, which is no win whatever the means say. Click a plot for its MLflow runs."
-            f"</p>{body}{rank_block(lb)}" + (f"<p class='meta'>Left out:</p><ul>{notes}</ul>" if notes else ""))
+            f"</p>{body}{rank_block(lb, links)}" + (f"<p class='meta'>Left out:</p><ul>{notes}</ul>" if notes else ""))
 
 
 # -- the leaderboard --------------------------------------------------------------------------------------------
@@ -225,12 +226,6 @@ def leaderboard_section(lb: dict, links: Links) -> str:
     return (f"<h2 id='leaderboard'>Leaderboard</h2><p class='meta legend'>{legend}{marks}</p>"
             f"<div class='wide'><table class='leaderboard'><thead><tr><th>model</th>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>")
-
-
-def report_settings(cfg: dict) -> Report:
-    """The report's settings from a loaded configuration (scd/config.py load_config): its `report` section, the
-    defaults of scd/settings.py Report for what it leaves out."""
-    return build(Report, cfg.get("report") or {}, "report")
 
 
 # -- the page ---------------------------------------------------------------------------------------------------

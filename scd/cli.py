@@ -116,7 +116,7 @@ def cmd_aggregate(args):
 
 def cmd_report(args):
     board = json.loads(Path(args.leaderboard).read_text())
-    Path(args.out).write_text(_load("report.render").render(board), encoding="utf-8")
+    Path(args.out).write_text(_load("report.render").render(board, ui_url=args.ui_url), encoding="utf-8")
 
 
 def cmd_results_page(args):
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="leaderboard JSON -> HTML report")
     p.add_argument("--leaderboard", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--ui-url", help="the MLflow UI the report links to (config report.ui_url; default: "
+                                    "the local `mlflow ui`, scd/settings.py Report)")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("tasks", help="list the registered tasks (language, evaluation mode, metrics, groups, "

@@ -18,7 +18,7 @@ from scd.distill.trajectory import checkpoint_names, used_checkpoints
 from scd.fingerprint import code_fingerprint, method_plugins
 from scd.models import model_spec
 from scd.registry import did_you_mean
-from scd.settings import STAGES, DistillTraining, Job, Optimization, SettingsError, build
+from scd.settings import STAGES, DistillTraining, Job, Optimization, Report, SettingsError, build
 from tasks import expand, get_task, list_tasks, registry, task_groups
 from tasks.datafiles import declared_files, resolve_data_dir
 
@@ -297,6 +297,11 @@ def _phase(training: dict, cls: type, where: str):
 def common_settings(cfg: dict, task: str = "") -> Job:
     """The settings every job reads, e.g. for the workflow's own MLflow parent run."""
     return build(Job, {k: cfg[k] for k in COMMON_KEYS if k in cfg} | {"task": task})
+
+
+def report_settings(cfg: dict) -> Report:
+    """The report's settings (`report` section; scd/settings.py Report declares the defaults)."""
+    return build(Report, cfg.get("report") or {}, "report")
 
 
 def stage_config(cfg: dict, task: str, stage: str, name: str | None = None) -> Job:

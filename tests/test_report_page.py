@@ -13,10 +13,10 @@ from conftest import unavailable
 
 from report import render as render_module
 from report.links import Links, experiment_id
-from report.render import render, report_settings
-from scd import plots
+from report.render import render
 from scd.checkout import git_state
-from scd.config import ConfigError, load_config
+from scd.cli import main as cli_main
+from scd.config import ConfigError, load_config, report_settings
 from scd.distill import parts, plugins
 from scd.layout import Layout
 from scd.settings import Report
@@ -88,7 +88,7 @@ def test_majority_rate_comes_from_the_test_golds_and_flags_the_task(board):
     conclusions = page.split("<h2 id='conclusions'>", 1)[1].split("<h2 id='leaderboard'>", 1)[0]
     block = conclusions.split("<h3>flat</h3>", 1)[1].split("</div></div>", 1)[0]
     assert "Not informative at this model size" in block and "<svg" not in block
-    assert conclusions.count("<svg") == 2  # the average's and a's forest plots only
+    assert conclusions.count("<svg") == 2 + 1  # the average's and a's forest plots only, and the ranks' CD diagram
     # one student row off the majority rate on one seed: the task is a task again
     shifted = json.loads(json.dumps(board))
     shifted["cells"]["cd"]["flat"]["values"][0] = 0.69
@@ -195,17 +195,24 @@ def test_the_ui_address_is_a_config_key_with_one_default():
     assert Links().ui_url == Report().ui_url
 
 
-def test_the_critical_difference_diagram_has_its_slot(board, monkeypatch):
+def test_the_critical_difference_diagram_is_drawn_from_the_leaderboard(board):
     lb = board | {"critical_difference": {"cd": 1.23, "alpha": 0.05, "n": 2, "cliques": [["td", "cd"]]}}
-    monkeypatch.delattr(plots, "cd_diagram_svg", raising=False)
     text = render_module.rank_block(lb)
-    assert "Critical difference 1.23" in text and "{TD, CD}" in text and "<svg" not in text
-    seen = []
-    monkeypatch.setattr(plots, "cd_diagram_svg", lambda ranks, cd, cliques: seen.append((ranks, cd, cliques))
-                        or "<svg>cd</svg>", raising=False)
-    assert "<svg>cd</svg>" in render_module.rank_block(lb)
-    assert seen[0][1] == 1.23 and seen[0][2] == [["TD", "CD"]] and set(seen[0][0]) == {"TD", "SCD+AW", "CD", "rkl"}
-    assert "Critical difference" not in render_module.rank_block(board)
+    assert "Critical difference 1.23" in text and "{TD, CD}" in text
+    svg = text[text.index("<svg"):text.index("</svg>")]
+    for name in ("TD", "SCD+AW", "CD", "rkl"):  # every ranked row by its display name
+        assert name in svg
+    none = board | {"critical_difference": {"cd": None, "alpha": 0.05, "n": 1, "cliques": None, "reason": "one task"}}
+    assert "Critical difference" not in render_module.rank_block(none)
+    assert "Critical difference" not in render_module.rank_block(
+        {k: v for k, v in board.items() if k != "critical_difference"})
+
+
+def test_scd_report_links_to_the_ui_address_it_is_given(board, tmp_path):
+    (tmp_path / "lb.json").write_text(json.dumps(board))
+    assert cli_main(["report", "--leaderboard", str(tmp_path / "lb.json"), "--out", str(tmp_path / "r.html"),
+                     "--ui-url", "http://mlflow.lab:5000"]) in (0, None)
+    assert "href='http://mlflow.lab:5000/#/experiments" in (tmp_path / "r.html").read_text()
 
 
 # The page in a browser: whatever the report holds must load without errors and fit 1280 px, every detail open.
@@ -245,4 +252,4 @@ def test_the_report_loads_in_headless_chromium_without_errors_and_fits_1280_px(t
     width = int(re.search(r'data-scroll-width="(\d+)"', dom).group(1))
     assert 0 < width <= 1280
     conclusions = dom.split('id="conclusions"', 1)[1].split('id="leaderboard"', 1)[0]
-    assert conclusions.count("<svg") == 3  # the forest plots: average, and each task
+    assert conclusions.count("<svg") == 3 + 1  # the forest plots (average, and each task), the CD diagram
