@@ -343,10 +343,8 @@ if len(set(TEACHER_SEED.values())) < len(SEEDS):
         wildcard_constraints:
             seed="|".join(str(s) for s in SEEDS[1:]),
             row="_sft|_zero_shot",
-        run:
-            from scd.stages.evaluate import reuse_evaluation
-
-            reuse_evaluation(Path(input.summary), int(wildcards.seed), Path(output.summary))
+        shell:
+            "scd reuse-evaluation --source {input.summary:q} --seed {wildcards.seed} --out {output.summary:q}"
 
     ruleorder: shared_teacher_evaluation > evaluate
     ruleorder: shared_teacher_evaluation > zero_shot

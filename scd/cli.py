@@ -97,6 +97,11 @@ def cmd_evaluate(args):
     _evaluate(job, args.model, args.name, args.seed, args.data, args.out)
 
 
+def cmd_reuse_evaluation(args):
+    s = _load("scd.stages.evaluate").reuse_evaluation(Path(args.source), args.seed, Path(args.out))
+    print(f"{s['model']} on {s['task']}: seed {s['reused_from_seed']}'s evaluation reused as seed {args.seed}'s")
+
+
 def cmd_aggregate(args):
     try:
         ablations = json.loads(args.ablations) if args.ablations else None
@@ -331,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "without an evaluation summary among those given is an error")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_aggregate)
+
+    p = sub.add_parser("reuse-evaluation", help="a shared teacher's test evaluation as another seed's row "
+                                                "(shared_teacher: true; the workflow runs it)")
+    p.add_argument("--source", required=True, help="the evaluation summary JSON to reuse (its samples beside it)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_reuse_evaluation)
 
     p = sub.add_parser("report", help="leaderboard JSON -> HTML report")
     p.add_argument("--leaderboard", required=True)

@@ -67,6 +67,7 @@ def reuse_evaluation(summary: Path, seed: int, out: Path) -> dict:
     data = json.loads(Path(summary).read_text())
     data |= {"seed": seed, "reused_from_seed": data["seed"]}
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(summary).with_suffix(".samples.jsonl"), out.with_suffix(".samples.jsonl"))
     write_json(out, data)
     return data
