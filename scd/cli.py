@@ -141,8 +141,8 @@ def cmd_collect(args):
         return
     board = stage.collect(cfg, _part_command(args))
     layout = _load("scd.layout").Layout(cfg["results_dir"])
-    _load("scd.data").write_json(layout.leaderboard(), board)
-    page = _load("report.render").render(board)
+    _load("scd.data").write_json(layout.leaderboard(), board)  # then the report from it, as rules aggregate, report
+    page = _load("report.render").render(board, ui_url=(cfg.get("report") or {}).get("ui_url"))
     tmp = layout.report().with_name(layout.report().name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(layout.report())
