@@ -133,7 +133,8 @@ def _part_command(args):
 def cmd_collect(args):
     """The leaderboard and report of a results directory run in parts, from the files the workflow's rule aggregate
     reads (committed, or left by the parts' runs), without running anything; or (--list) those files."""
-    cfg = _load("scd.config").load_workflow_config(args.profile, args.config)
+    config = _load("scd.config")
+    cfg = config.load_workflow_config(args.profile, args.config)
     stage = _load("scd.stages.aggregate")
     if args.list:
         inputs = stage.collect_inputs(cfg, _part_command(args))
@@ -141,8 +142,9 @@ def cmd_collect(args):
         return
     board = stage.collect(cfg, _part_command(args))
     layout = _load("scd.layout").Layout(cfg["results_dir"])
-    _load("scd.data").write_json(layout.leaderboard(), board)  # then the report from it, as rules aggregate, report
-    page = _load("report.render").render(board, ui_url=(cfg.get("report") or {}).get("ui_url"))
+    _load("scd.data").write_json(layout.leaderboard(), board)  # then the report of that file, as rules aggregate
+    board = json.loads(layout.leaderboard().read_text())        # and report do
+    page = _load("report.render").render(board, ui_url=config.report_settings(cfg).ui_url)
     tmp = layout.report().with_name(layout.report().name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(layout.report())
