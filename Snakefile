@@ -13,13 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-from snakemake.cli import parse_config
 from snakemake.exceptions import WorkflowError
 
-from scd.config import (ConfigError, ablation_plan, common_settings, data_inputs, distilled_methods, enabled_methods,
-                        enabled_tasks, from_command_line, load_config, oracle_plan, report_settings, stage_config,
-                        task_config, teacher_cache_checkpoints)
+from scd.config import (ConfigError, ablation_plan, aggregate_inputs, aggregate_plans, common_settings, data_inputs,
+                        enabled_methods, enabled_tasks, expected_plan, from_command_line, leaderboard_methods,
+                        load_config, oracle_plan, report_settings, stage_config, task_config, teacher_cache_checkpoints,
+                        teacher_seeds, workflow_profile_config)
 from scd.dicts import deep_merge
 from scd.layout import Layout
 from scd.settings import to_json
@@ -60,21 +59,8 @@ def workflow_profile():
 
 
 def profile_defaults(profile):
-    """The profile's configfile(s) and `config:` entries as one dict (configfile first)."""
-    if profile is None:
-        return {}
-    spec = yaml.safe_load((profile / "config.yaml").read_text()) or {}
-    out = {}
-    files = spec.get("configfile") or spec.get("configfiles") or []
-    for f in [files] if isinstance(files, str) else files:
-        found = next((p for p in (profile / f, _invocation_dir() / f, Path(workflow.basedir) / f) if p.is_file()), None)
-        if found is None:
-            raise WorkflowError(f"workflow profile {profile}: its configfile {f} was not found")
-        out = deep_merge(out, yaml.safe_load(found.read_text()) or {})
-    entries = spec.get("config") or []
-    if isinstance(entries, dict):
-        entries = [f"{k}={v}" for k, v in entries.items()]
-    return deep_merge(out, parse_config(entries))
+    """The profile's configfile(s) and `config:` entries as one dict (configfile first; scd.config)."""
+    return workflow_profile_config(profile, [_invocation_dir(), Path(workflow.basedir)])
 
 
 PROFILE_DIR = workflow_profile()
@@ -92,13 +78,15 @@ L = Layout(R)  # every path below comes from it (scd/layout.py); "{task}" etc. m
 TASKS = enabled_tasks(CFG)
 SEEDS = CFG["seeds"]
 METHODS = enabled_methods(CFG)  # the leaderboard's rows
+# What the leaderboard reads and expects, from the configuration alone (scd/config.py): `scd collect` computes the same
+# to aggregate results run in parts. Computed before the variants join CFG["methods"] below, as `scd collect` does.
+AGGREGATE = {"inputs": aggregate_inputs(CFG), "methods": leaderboard_methods(CFG), "plans": aggregate_plans(CFG),
+             "expect": expected_plan(CFG)}
+AGGREGATE_INPUTS = AGGREGATE["inputs"]  # every file `scd aggregate` reads (rule aggregate, and rule all: see there)
 CFG["methods"].update(ABLATIONS["variants"] | ORACLES["variants"])
-DISTILLED = {t: distilled_methods(CFG, t) for t in TASKS}
-MODELS = {t: ["teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft"] + DISTILLED[t] for t in TASKS}
-RUNS = [(t, s, m) for t in TASKS for s in SEEDS for m in MODELS[t]]  # (task, seed, model): one evaluation each
 # shared_teacher: the teacher of the first seed (its fine-tuning, trajectory and outputs) serves every seed, and its
 # evaluations are reused for the others (rule shared_teacher_evaluation); else each seed has its own teacher.
-TEACHER_SEED = {s: SEEDS[0] if CFG.get("shared_teacher") else s for s in SEEDS}
+TEACHER_SEED = teacher_seeds(CFG)
 THREADS = CFG.get("threads", 1)
 
 
@@ -116,15 +104,6 @@ def teacher_cache_names(task):
 _CACHE_NAMES = {tuple(teacher_cache_names(t)) for t in TASKS}
 TEACHER_CACHE = ([str(L.teacher_outputs("{task}", "{seed}") / n) for n in next(iter(_CACHE_NAMES))]
                  if len(_CACHE_NAMES) == 1 else None)  # the files (patterns); None: the directory, kept
-# Every file `scd aggregate` reads (rule aggregate, and rule all: see there)
-AGGREGATE_INPUTS = {
-    "evals": [L.eval_summary(*run) for run in RUNS],
-    "samples": [L.eval_samples(*run) for run in RUNS],
-    "distill_summaries": [L.distill_summary(t, s, m) for t in TASKS for s in SEEDS for m in DISTILLED[t]],
-    "teacher_outputs_manifests": [L.teacher_outputs_manifest(t, s) for t in TASKS
-                                  for s in sorted(set(TEACHER_SEED.values())) if DISTILLED[t]],
-    "prepared_manifests": [L.prepared_manifest(t) for t in TASKS],
-}
 
 if not workflow.remote_exec:  # what runs, in one line, before anything else does
     _from = f"; workflow profile {os.path.relpath(PROFILE_DIR, workflow.basedir)}" if PROFILE_DIR else ""
@@ -361,14 +340,13 @@ rule aggregate:
     output:
         L.leaderboard(),
     params:
-        methods=METHODS + [m for m in ORACLES["variants"] if m not in METHODS],  # the oracle rows after the rest
+        methods=AGGREGATE["methods"],  # the oracle rows after the rest
         profile=CFG["profile"],
         results_dir=R,
         # the plans: the ablations' (tasks, axes) and the oracle rows per task and base method (`oracles`)
-        ablations=json.dumps({"tasks": ABLATIONS["tasks"], "axes": ABLATIONS["axes"], "oracles": ORACLES["tasks"]},
-                             sort_keys=True),
-        # the runs the leaderboard must hold (RUNS): aggregate refuses to leave one out
-        expect=json.dumps({t: {"seeds": SEEDS, "models": MODELS[t]} for t in TASKS}, sort_keys=True),
+        ablations=json.dumps(AGGREGATE["plans"], sort_keys=True),
+        # the runs the leaderboard must hold: aggregate refuses to leave one out
+        expect=json.dumps(AGGREGATE["expect"], sort_keys=True),
     shell:
         "scd aggregate {input.evals:q} --samples {input.samples:q} --distill-summaries {input.distill_summaries:q}"
         " --teacher-outputs-manifests {input.teacher_outputs_manifests:q}"

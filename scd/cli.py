@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -122,6 +123,39 @@ def cmd_aggregate(args):
 def cmd_report(args):
     board = json.loads(Path(args.leaderboard).read_text())
     Path(args.out).write_text(_load("report.render").render(board, ui_url=args.ui_url), encoding="utf-8")
+
+
+def _part_command(args):
+    """task -> the command of the part that writes its results: the workflow over that task, with the --config
+    entries given here."""
+    config = _load("scd.config")
+    base = (f"snakemake --workflow-profile profiles/{args.profile}" if config.workflow_profile_dir(args.profile)
+            else f"snakemake --config profile={args.profile}")
+    others = [shlex.quote(e) for e in args.config if not e.startswith("tasks=")]
+    return lambda task: " ".join([base, *([] if "--config" in base else ["--config"]), *others, f"tasks='[{task}]'"])
+
+
+def cmd_collect(args):
+    """The leaderboard and report of a results directory run in parts, from the files the workflow's rule aggregate
+    reads (committed, or left by the parts' runs), without running anything; or (--list) those files."""
+    config = _load("scd.config")
+    cfg = config.load_workflow_config(args.profile, args.config)
+    stage = _load("scd.stages.aggregate")
+    if args.list:
+        inputs = stage.collect_inputs(cfg, _part_command(args))
+        print("\n".join(os.path.relpath(f) for files in inputs.values() for f in files))
+        return
+    board = stage.collect(cfg, _part_command(args))
+    layout = _load("scd.layout").Layout(cfg["results_dir"])
+    _load("scd.data").write_json(layout.leaderboard(), board)  # then the report of that file, as rules aggregate
+    board = json.loads(layout.leaderboard().read_text())        # and report do
+    page = _load("report.render").render(board, ui_url=config.report_settings(cfg).ui_url)
+    tmp = layout.report().with_name(layout.report().name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(layout.report())
+    n = sum(len(cell) for cell in board["cells"].values())
+    print(f"{layout.leaderboard()} and {layout.report()}: {len(board['rows'])} rows on {len(board['tasks'])} tasks "
+          f"({n} cells), from the files of profile {cfg['profile']!r} in {layout.root}")
 
 
 def cmd_results_page(args):
@@ -343,6 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_reuse_evaluation)
+
+    p = sub.add_parser("collect", help="a results directory run in parts (e.g. one task per workflow run) -> its "
+                                       "leaderboard and report, from the files the workflow's aggregate rule reads, "
+                                       "running nothing; --list: those files (for `git add -f`)")
+    p.add_argument("--profile", default="default",
+                   help="the workflow profile profiles/<name> whose configuration the parts ran with (else config "
+                        "profile <name>)")
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides as the parts' snakemake --config took them, e.g. tasks='[pubmedqa]' for "
+                        "one part's files")
+    p.add_argument("--list", action="store_true",
+                   help="print the files, one per line relative to the working directory, instead of aggregating")
+    p.set_defaults(fn=cmd_collect)
 
     p = sub.add_parser("report", help="leaderboard JSON -> HTML report")
     p.add_argument("--leaderboard", required=True)

@@ -16,6 +16,7 @@ from scd.distill.parts import METHODS
 from scd.distill.plugins import broken_plugins
 from scd.distill.trajectory import checkpoint_names, used_checkpoints
 from scd.fingerprint import code_fingerprint, method_plugins
+from scd.layout import Layout
 from scd.models import model_spec
 from scd.registry import did_you_mean
 from scd.settings import STAGES, DistillTraining, Job, Optimization, Report, SettingsError, build
@@ -24,6 +25,7 @@ from tasks.datafiles import declared_files, resolve_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
+WORKFLOW_PROFILES = REPO_ROOT / "profiles"  # Snakemake workflow profiles (profiles/<name>/config.yaml)
 SCHEMA_PATH = CONFIG_DIR / "schema.json"
 DATA_DIR_ENV = "SCD_DATA_DIR"
 
@@ -222,6 +224,51 @@ def _lineage(profile: str) -> list[str]:
     """The profiles `profile` extends, nearest first."""
     parent = read_yaml(CONFIG_DIR / f"{profile}.yaml").get("extends")
     return [parent] + _lineage(parent) if parent else []
+
+
+def workflow_profile_config(profile_dir: Path | None, search: list[Path] = ()) -> dict:
+    """A Snakemake workflow profile's configfile(s) and `config:` entries as one dict (configfile first), as the
+    workflow lays them under its command line's --config. A configfile is looked up in the profile directory, then
+    in `search` (the invocation directory, the repository). None: {}."""
+    from snakemake.cli import parse_config  # third-party, only for a workflow profile's `config:` entries
+
+    if profile_dir is None:
+        return {}
+    spec = read_yaml(Path(profile_dir) / "config.yaml")
+    out: dict = {}
+    files = spec.get("configfile") or spec.get("configfiles") or []
+    for f in [files] if isinstance(files, str) else files:
+        found = next((d / f for d in (Path(profile_dir), *map(Path, search)) if (d / f).is_file()), None)
+        if found is None:
+            raise ConfigError(f"workflow profile {profile_dir}: its configfile {f} was not found")
+        out = deep_merge(out, read_yaml(found))
+    entries = spec.get("config") or []
+    if isinstance(entries, dict):
+        entries = [f"{k}={v}" for k, v in entries.items()]
+    return deep_merge(out, parse_config(entries))
+
+
+def workflow_profile_dir(name: str) -> Path | None:
+    """The repository's workflow profile `profiles/<name>`, if it has one."""
+    found = WORKFLOW_PROFILES / name
+    return found if (found / "config.yaml").is_file() else None
+
+
+def load_workflow_config(name: str, entries: list[str] = ()) -> dict:
+    """The configuration `snakemake --workflow-profile profiles/<name> --config <entries>` runs with, loaded as the
+    Snakefile loads it (the profile's configfile and `config:` entries under the entries); without such a workflow
+    profile, config profile `name` with the entries (`snakemake --config profile=<name> <entries>`). Entries are
+    KEY=VALUE strings as Snakemake's --config takes them (e.g. "tasks=[pubmedqa]")."""
+    from snakemake.cli import parse_config  # third-party: only for KEY=VALUE entries
+
+    profile_dir = workflow_profile_dir(name)
+    base = workflow_profile_config(profile_dir, [Path.cwd(), REPO_ROOT]) if profile_dir else {"profile": name}
+    try:
+        given = deep_merge(base, parse_config(list(entries)))
+    except ValueError as e:  # Snakemake's own message names the rule, not the entry
+        raise ConfigError(f"--config {' '.join(entries)}: {e} (give KEY=VALUE entries, e.g. tasks='[pubmedqa]')") \
+            from None
+    return load_config(given.get("profile"), overrides=from_command_line(given))
 
 
 def load_config(profile: str | None = None, overrides: dict | None = None) -> dict:
@@ -490,3 +537,56 @@ def teacher_cache_checkpoints(cfg: dict, task: str) -> list[str]:
     """The teacher checkpoints whose outputs the task's teacher-output cache holds, in training order."""
     saved = stage_config(cfg, task, "sft", "teacher").save_checkpoints
     return used_checkpoints(checkpoint_names(saved), distill_trajectories(cfg, task))
+
+
+# What the workflow evaluates and what `scd aggregate` reads: the Snakefile's rules (all, aggregate) and `scd collect`
+# (results run in parts, aggregated without the workflow) take these lists from here, so they cannot differ.
+SFT_ROWS = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")  # evaluated besides the methods
+
+
+def teacher_seeds(cfg: dict) -> dict[int, int]:
+    """seed -> the seed whose teacher its jobs read: with `shared_teacher` the first seed's (its fine-tuning,
+    trajectory and outputs serve every seed, its evaluations are reused), else its own."""
+    return {s: cfg["seeds"][0] if cfg.get("shared_teacher") else s for s in cfg["seeds"]}
+
+
+def evaluated_models(cfg: dict, task: str) -> list[str]:
+    """The rows evaluated on `task` (one test evaluation per seed each): the zero-shot and SFT models, then every
+    distilled method (scd.config.distilled_methods)."""
+    return list(SFT_ROWS) + distilled_methods(cfg, task)
+
+
+def aggregate_inputs(cfg: dict) -> dict[str, list[Path]]:
+    """Every file `scd aggregate` reads for this configuration, by its argument: evaluation summaries (`evals`) and
+    their per-sample records (`samples`) of each (task, seed, row), each distillation's summary, the teacher-output
+    manifest of each task and teacher seed (tasks with a distilled method), each task's prepared-data manifest.
+    Paths in the layout of cfg["results_dir"] (scd/layout.py), in the workflow's order."""
+    layout, tasks, seeds = Layout(cfg["results_dir"]), enabled_tasks(cfg), cfg["seeds"]
+    distilled = {t: distilled_methods(cfg, t) for t in tasks}
+    runs = [(t, s, m) for t in tasks for s in seeds for m in list(SFT_ROWS) + distilled[t]]
+    teachers = sorted(set(teacher_seeds(cfg).values()))
+    return {
+        "evals": [layout.eval_summary(*run) for run in runs],
+        "samples": [layout.eval_samples(*run) for run in runs],
+        "distill_summaries": [layout.distill_summary(t, s, m) for t in tasks for s in seeds for m in distilled[t]],
+        "teacher_outputs_manifests": [layout.teacher_outputs_manifest(t, s) for t in tasks for s in teachers
+                                      if distilled[t]],
+        "prepared_manifests": [layout.prepared_manifest(t) for t in tasks],
+    }
+
+
+def expected_plan(cfg: dict) -> dict:
+    """The runs the leaderboard must hold, {task: {"seeds": [...], "models": [...]}} (`scd aggregate --expect`)."""
+    return {t: {"seeds": cfg["seeds"], "models": evaluated_models(cfg, t)} for t in enabled_tasks(cfg)}
+
+
+def leaderboard_methods(cfg: dict) -> list[str]:
+    """The leaderboard's method rows in order (`scd aggregate --methods`): the run methods, then the oracle rows."""
+    methods = enabled_methods(cfg)
+    return methods + [m for m in oracle_plan(cfg)["variants"] if m not in methods]
+
+
+def aggregate_plans(cfg: dict) -> dict:
+    """The ablations' tasks and axes and the oracle rows per task and base method (`scd aggregate --ablations`)."""
+    ablations = ablation_plan(cfg)
+    return {"tasks": ablations["tasks"], "axes": ablations["axes"], "oracles": oracle_plan(cfg)["tasks"]}

@@ -20,6 +20,7 @@ import numpy as np
 
 from scd import stats
 from scd.checkout import git_state
+from scd.config import aggregate_inputs, aggregate_plans, expected_plan, leaderboard_methods
 from scd.data import read_jsonl
 from scd.decompose import decompose
 from scd.layout import Layout
@@ -28,6 +29,47 @@ from tasks.metrics import ENTITY_COUNT_METRICS
 
 SAMPLES_REMEDY = "delete it and rerun the workflow, which re-evaluates that model"
 ROW_ORDER = ("teacher_zero_shot", "student_zero_shot", "teacher_sft", "student_sft")
+
+
+class MissingResults(FileNotFoundError):
+    """Files the leaderboard reads that are not in the results directory (a part not run, or not committed)."""
+
+
+def collect_inputs(cfg: dict, part_command=None) -> dict[str, list[Path]]:
+    """The files `scd aggregate` reads for this configuration (scd.config.aggregate_inputs, as the workflow's rule
+    aggregate), each checked to exist. Missing ones are one line: how many, the first few, and the command of each
+    part that writes them (`part_command(task)`, a task's part; else the workflow over that task)."""
+    inputs = aggregate_inputs(cfg)
+    every = [f for files in inputs.values() for f in files]
+    missing = [f for f in every if not Path(f).is_file()]
+    if missing:
+        root = Layout(cfg["results_dir"]).root
+        tasks = list(dict.fromkeys(Path(f).relative_to(root).parts[0] for f in missing))
+        command = part_command or (lambda task: f"snakemake --config tasks='[{task}]'")
+        shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
+        raise MissingResults(f"{len(missing)} of the {len(every)} files the leaderboard reads are missing ({shown}): "
+                             f"run the part(s) that write them ({'; '.join(command(t) for t in tasks)}) or check out "
+                             "the commit that holds them, then collect again")
+    return inputs
+
+
+def collect(cfg: dict, part_command=None) -> dict:
+    """The leaderboard of a results directory filled by separate runs (parts, e.g. one task each), from the files
+    the workflow's rule aggregate reads for this configuration and with the same plan: nothing is run or trained;
+    any missing file is an error naming the part that writes it (see `collect_inputs`). The plans go through JSON
+    as the rule's command line passes them (an ablation value 2 becomes the key "2"), so the leaderboard is the
+    workflow's."""
+    inputs = collect_inputs(cfg, part_command)
+    return aggregate(inputs["evals"], leaderboard_methods(cfg), cfg["profile"], cfg["results_dir"],
+                     _as_passed(aggregate_plans(cfg)), samples=inputs["samples"],
+                     distill_summaries=inputs["distill_summaries"],
+                     teacher_outputs_manifests=inputs["teacher_outputs_manifests"],
+                     expect=_as_passed(expected_plan(cfg)), prepared_manifests=inputs["prepared_manifests"])
+
+
+def _as_passed(plan: dict) -> dict:
+    """A plan as `scd aggregate` receives it from the workflow: through JSON (number keys become strings)."""
+    return json.loads(json.dumps(plan, sort_keys=True))
 
 
 def mean_std(values: list[float]) -> dict:
