@@ -164,6 +164,10 @@ def conclusions_section(lb: dict, links: Links | None = None) -> str:
     cols = [c for c in ["average", *lb["tasks"]] if comps.get(c)]
     blocks = [b for b in (column_block(lb, c, links) for c in cols) if b]
     notes = "".join(f"<li>{html.escape(col)}: {html.escape(str(why))}</li>" for col, why in sorted(omitted.items()))
+    one_seed = sorted(c for c, n in ((lb.get("statistics") or {}).get("seeds") or {}).items() if n == 1)
+    if blocks and one_seed:  # no training variance in these intervals: say so where they are read
+        blocks.insert(0, f"<p class='notice'>One seed on {html.escape(', '.join(one_seed))}: the intervals there cover "
+                         "the test items only, not the variance of training again with another seed.</p>")
     body = (headline(lb, cols) + "".join(blocks)) if blocks else \
         "<p>This leaderboard carries no comparisons with intervals.</p>"
     return (f"<h2 id='conclusions'>Conclusions</h2><p class='meta'>Each row against TD: the paired difference over "
@@ -210,7 +214,8 @@ def leaderboard_section(lb: dict, links: Links) -> str:
         + "".join(leaderboard_cell(lb, row, c, links, n) for c in cols) + "</tr>" for row in lb["rows"])
     has_td = any("vs_td" in v for col in (lb.get("comparisons") or {}).values() for v in col.values())
     legend = (
-        f"Test-split scores, mean ± sample standard deviation over seeds ({n} seeds per cell unless a cell says "
+        f"Test-split scores, mean ± sample standard deviation over seeds ({n} seed{'s' * (n != 1)} per cell unless a "
+        f"cell says "
         f"n=). The average column averages each seed's task scores first. <b>Bold</b> with ▲ / ▼: the row lies "
         f"significantly above / below "
         + ("TD (Holm-adjusted p &lt; 0.05 and a 95% interval that excludes 0); TD's own row is marked against "

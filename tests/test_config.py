@@ -24,7 +24,7 @@ from scd.dicts import flatten
 from scd.distill.checks import divergences
 from scd.distill.methods import resolve_spec
 from scd.distill.parts import RESPONSES
-from scd.distill.trajectory import used_checkpoints
+from scd.distill.trajectory import checkpoint_names, evenly_spaced, used_checkpoints
 from scd.settings import DistillJob, SettingsError, job_from_json, to_json
 from tasks import get_task
 
@@ -238,8 +238,27 @@ def test_the_teacher_output_cache_holds_exactly_the_checkpoints_some_distillatio
         assert used_checkpoints(names, job.trajectories) == cached
 
 
+def test_smollm2_plans_three_seeds_and_four_distinct_checkpoints_in_four_stages_with_oracle_rows():
+    cfg = load_config("smollm2")
+    cfg = load_config("smollm2", {"methods": oracle_plan(cfg)["variants"]})  # the oracle rows, as the Snakefile adds
+    assert len(set(cfg["seeds"])) >= 3
+    for task in enabled_tasks(cfg):
+        teacher = stage_config(cfg, task, "sft", "teacher")
+        names = checkpoint_names(teacher.save_checkpoints)
+        # validated once, at the end of its one epoch: T* is the last step, after every checkpoint saved before it,
+        # so the trajectory's checkpoints are distinct models in training order
+        assert teacher.training.epochs == 1
+        for method in distilled_methods(cfg, task):
+            job = stage_config(cfg, task, "distill", method)
+            trajectory = evenly_spaced(names, job.trajectory)
+            assert len(set(trajectory)) == len(trajectory) >= 4 and trajectory[-1] == "best", (task, method)
+            assert job.stages >= 4, (task, method)
+        n = stage_config(cfg, task, "distill", "cd").trajectory
+        assert oracle_rows(cfg, task) == [f"cd.ckpt{k}" for k in range(1, n)] + ["cd.reversed"]
+
+
 def test_oracle_rows_are_planned_per_task_beside_cd_and_reuse_td_for_t_star():
-    # smollm2: on every task, one row per checkpoint of its 2-checkpoint trajectory, the last being TD's runs
+    # smollm2: on every task, one row per checkpoint of its trajectory, the last being TD's runs
     cfg = load_config("smollm2")
     plan = oracle_plan(cfg)
     assert set(plan["tasks"]) == set(enabled_tasks(cfg))

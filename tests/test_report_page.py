@@ -253,3 +253,10 @@ def test_the_report_loads_in_headless_chromium_without_errors_and_fits_1280_px(t
     assert 0 < width <= 1280
     conclusions = dom.split('id="conclusions"', 1)[1].split('id="leaderboard"', 1)[0]
     assert conclusions.count("<svg") == 3 + 1  # the forest plots (average, and each task), the CD diagram
+
+
+def test_one_seed_is_said_where_the_intervals_are_read(board):
+    assert "One seed on" not in render_module.conclusions_section(board)
+    one = board | {"statistics": board["statistics"] | {"seeds": {"a": 1, "average": 3}}}
+    text = render_module.conclusions_section(one)
+    assert "One seed on a: the intervals there cover the test items only" in text
