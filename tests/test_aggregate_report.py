@@ -440,7 +440,7 @@ def test_the_report_opens_with_conclusions_and_a_forest_plot_that_call_only_sign
     page = render(lb)
     conclusions = page.split("<h2 id='conclusions'>Conclusions</h2>", 1)[1].split("<h2", 1)[0]
     assert page.index("id='conclusions'") < page.index("<table")  # before the leaderboard
-    assert conclusions.count("<svg") == 3  # a forest plot for the average and each task
+    assert conclusions.count("<svg") == 3 + 1  # a forest plot for the average and each task, the CD diagram
     better, same = lb["comparisons"]["average"]["scd+aw"]["vs_td"], lb["comparisons"]["average"]["cd"]["vs_td"]
     lo, hi = better["ci95"]
     assert (f"<b>SCD+AW</b> vs TD: {better['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], significant" in conclusions)
