@@ -38,7 +38,7 @@ def slice_cfg(tmp_path_factory, shared_data):
         "results_dir": str(root), "data_dir": str(shared_data), "seeds": [0],
         "tasks": [TASK], "evaluation": {"batch_size": 8},
         "methods": {"scd+aw": {"schedule": "scd", "divergence": "fkl", "weighting": "aw"}},
-        "task_overrides": {"multilingual": {
+        "task_overrides": {TASK: {  # over the profile's own entry for the task (a task's entry wins over a group's)
             "task_options": {"max_train": 8, "max_validation": 4, "max_test": 6},
             "training": {"teacher": tiny | {"save_checkpoints": 2}, "student": tiny,
                          "distill": {"epochs": 2, "stages": 2, "trajectory": 2, "batch_size": 4,
