@@ -27,11 +27,16 @@ def uninformative(lb: dict) -> dict[str, dict]:
     return out
 
 
+def mean_std(c: dict) -> str:
+    """mean ± std over seeds; the mean alone where one seed made it (one value has no spread)."""
+    return f"{c['mean']:.3f}" + (f" ± {c['std']:.3f}" if c.get("n", len(c.get("values", []))) > 1 else "")
+
+
 def cell(c: dict | None, links: Links | None = None, filter_: str | None = None) -> str:
     """mean ± std (n); per-seed values on hover; a link to the runs `filter_` finds."""
     if not c:
         return "<td class='missing'>–</td>"
-    text = f"{c['mean']:.3f} ± {c['std']:.3f} <span class='n'>(n={c['n']})</span>"
+    text = f"{mean_std(c)} <span class='n'>(n={c['n']})</span>"
     title = "per seed: " + ", ".join(f"{v:.3f}" for v in c["values"])
     if links is not None and filter_:
         return f"<td>{links.a(filter_, text, title)}</td>"

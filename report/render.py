@@ -12,13 +12,13 @@ import html
 from pathlib import Path
 
 from report import details
-from report.details import DETAILS, TEACHER_ROWS, label, metrics_table, uninformative
+from report.details import DETAILS, TEACHER_ROWS, label, mean_std, metrics_table, uninformative
 from report.links import Links, experiment_id
+from report.results_page import ALPHA, significant
 from scd import plots
 from scd.settings import Report
 
 STYLE = (Path(__file__).parent / "style.css").read_text()
-ALPHA = 0.05
 __all__ = ["render", "conclusions_section", "metrics_table"]
 
 
@@ -31,11 +31,6 @@ def significance(lb: dict, col: str, row: str) -> tuple[str, dict | None]:
         return "", None
     key = "vs_td" if "vs_td" in comp else "vs_student_sft" if "vs_student_sft" in comp else None
     return (("td" if key == "vs_td" else "student_sft"), comp[key]) if key else ("", None)
-
-
-def is_significant(c: dict | None) -> bool:
-    """Holm-adjusted p below 0.05 and a 95% interval that excludes zero: both, or it is no difference."""
-    return bool(c) and c.get("p_holm", 1.0) < ALPHA and (c["ci95"][0] > 0 or c["ci95"][1] < 0)
 
 
 def comparison_text(ref: str, c: dict) -> str:
@@ -86,7 +81,7 @@ def headline(lb: dict, cols: list[str]) -> str:
     for col in cols:
         for row, comp in ((lb.get("comparisons") or {}).get(col) or {}).items():
             c = comp.get("vs_td")
-            if col not in flat and is_significant(c):
+            if col not in flat and significant(c):
                 found.append(f"{html.escape(label(row))} on {html.escape(col)} "
                              f"({'above' if c['diff'] > 0 else 'below'} TD: {c['diff']:+.3f} "
                              f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}])")
@@ -112,7 +107,7 @@ def column_block(lb: dict, col: str, links: Links) -> str:
     for r in rows:
         c = comps[col][r]["vs_td"]
         lo, hi = c["ci95"]
-        sig = is_significant(c)
+        sig = significant(c)
         diffs.append(c["diff"]), cis.append((lo, hi)), marks.append(sig)
         gap = ((lb.get("gap_closed") or {}).get(col) or {}).get(r)
         closed = (f"; closes {gap['value']:.0%} of the student-SFT to teacher-SFT gap "
@@ -189,8 +184,8 @@ def leaderboard_cell(lb: dict, row: str, col: str, links: Links, n: int | None) 
         return "<td class='missing'>–</td>"
     flat = col in uninformative(lb)
     ref, comp = significance(lb, col, row)
-    sig = is_significant(comp) and not flat
-    text = f"{c['mean']:.3f} ± {c['std']:.3f}" + (f" <span class='n'>(n={c['n']})</span>" if c["n"] != n else "")
+    sig = significant(comp) and not flat
+    text = mean_std(c) + (f" <span class='n'>(n={c['n']})</span>" if c["n"] != n else "")
     if sig:
         text = f"<b>{text} {'▲' if comp['diff'] > 0 else '▼'}</b>"
     title = "per seed: " + ", ".join(f"{v:.3f}" for v in c["values"])

@@ -33,6 +33,7 @@ from scd.checkout import git_state
 from scd.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
+ALPHA = 0.05  # the significance level the pages and the report mark a difference at
 NO_COMMAND = "not given (pass --command with the command that produced the results)"
 # Environment parameters the jobs log to MLflow (scd/tracking.py: environment()), shown as recorded at run time.
 RUN_ENV = (("env.platform", "platform"), ("env.cpu_count", "CPU count"), ("env.torch_threads", "torch threads"),
@@ -178,8 +179,8 @@ def _cell(c) -> str:
     if not isinstance(c, dict) or _number(c.get("mean")) is None:
         return "–"
     text = f"{c['mean']:.3f}"
-    if _number(c.get("std")) is not None:
-        text += f" ± {c['std']:.3f}"
+    if _number(c.get("std")) is not None and not (isinstance(c.get("n"), int) and c["n"] < 2):
+        text += f" ± {c['std']:.3f}"  # the std over seeds: one seed has none
     if isinstance(c.get("n"), int):
         text += f" (n={c['n']})"
     return text
@@ -237,11 +238,12 @@ def _interval(c: dict | None) -> str:
 
 
 def significant(c: dict | None) -> bool:
-    """A difference the page may call one: Holm-adjusted p < 0.05 and a 95% interval that excludes zero."""
+    """A difference the pages and the report may call one: Holm-adjusted p < ALPHA and a 95% interval that excludes
+    zero, both; a comparison with a missing or non-numeric field is none."""
     if not isinstance(c, dict):
         return False
     p, (lo, hi) = _number(c.get("p_holm")), (c.get("ci95") or [None, None])[:2]
-    return p is not None and p < 0.05 and _number(lo) is not None and _number(hi) is not None and (lo > 0 or hi < 0)
+    return p is not None and p < ALPHA and _number(lo) is not None and _number(hi) is not None and (lo > 0 or hi < 0)
 
 
 def _gap(g: dict | None) -> str:
@@ -437,6 +439,59 @@ def render_page(lb: dict, results_dir: Path, command: str, now: datetime | None 
     return "\n".join(lines)
 
 
+def readme_summary(lb: dict, results_dir: Path, page: str, command: str, now: datetime | None = None) -> list[str]:
+    """The README's few lines for a results page: on the average column (the one task's where there is one), the
+    reference rows and every distilled row but the oracle ones, with their difference to TD and to student-SFT and
+    the gap closed; the design's detectable effect, the best oracle row, the wall time and the stamp; a link to
+    `page` for the rest."""
+    comps, cells = lb.get("comparisons") or {}, lb.get("cells") or {}
+    col = "average" if "average" in comps or len(lb["tasks"]) != 1 else lb["tasks"][0]
+    oracle = {r for o in (lb.get("oracle") or {}).values() for r in o.get("rows") or []}
+    rows = [r for r in lb["rows"] if r in ("teacher_sft", "student_sft") or (r in (comps.get(col) or {})
+                                                                           and r not in oracle)]
+    gaps = (lb.get("gap_closed") or {}).get(col) or {}
+    seeds = sorted({s for r in rows for c in (cells.get(r) or {}).values() if isinstance(c, dict)
+                    for s in c.get("seeds") or []})
+    lines = [f"Profile `{_md(lb.get('profile'))}`, {col} over {', '.join(lb['tasks'])}"
+             + (f", seeds {', '.join(str(s) for s in seeds)}" if seeds else "") + " (**bold**: a difference the "
+             "interval and the Holm-adjusted p both support):", ""]
+    lines += _table(["model", "score", "vs TD", "vs student-SFT", "gap closed"],
+                    [[f"`{_md(r)}`", _cell((cells.get(r) or {}).get(col)),
+                      _interval(((comps.get(col) or {}).get(r) or {}).get("vs_td")),
+                      _interval(((comps.get(col) or {}).get(r) or {}).get("vs_student_sft")), _gap(gaps.get(r))]
+                     for r in rows])
+    notes = []
+    mde = ((lb.get("mde") or {}).get(col) or {}).get("value")
+    if _number(mde) is not None:
+        notes.append(f"Detectable here: {mde:.3f}.")
+    for task, o in sorted((lb.get("oracle") or {}).items()):
+        regret = (o.get("regret") or {}).get("scd")
+        if _number(o.get("best_mean")) is not None:
+            notes.append(f"Best oracle schedule on {task}: `{_md(o.get('best_row'))}` {o['best_mean']:.3f}"
+                         + (f", SCD's regret {_cell(regret)}." if isinstance(regret, dict) else "."))
+    runs = [r for r in workflow_runs(results_dir) if r["start_ms"] is not None and r["end_ms"] is not None]
+    if runs:
+        total = sum(r["end_ms"] - r["start_ms"] for r in runs) / 1000
+        notes.append(f"Wall time: {_duration(total)} over {len(runs)} workflow invocation{'s' * (len(runs) != 1)}.")
+    st = dict(stamp(command, now))
+    notes.append(f"Commit {st['code commit'][:7]}, {st['date (UTC)'][:10]}, {st['machine']}, {st['CPU count']} "
+                 f"CPUs; `{command}`; everything else: [{page}]({page}).")
+    return lines + ["", " ".join(notes)]
+
+
+def replace_readme_block(readme: Path, profile: str, block: list[str]) -> None:
+    """Put `block` between the README's `<!-- results:<profile>:start -->` and `... :end -->` lines."""
+    start, end = f"<!-- results:{profile}:start -->", f"<!-- results:{profile}:end -->"
+    text = readme.read_text(encoding="utf-8")
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ResultsError(f"{readme}: no '{start}' ... '{end}' lines to put the summary between; add them where "
+                           "it belongs")
+    head, rest = text.split(start, 1)
+    tmp = readme.with_name(readme.name + ".partial")
+    tmp.write_text(head + start + "\n" + "\n".join(block) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+    tmp.replace(readme)
+
+
 def write_results_page(results_dir: Path, out: Path, command: str) -> None:
     """Write the Markdown results page for `results_dir` to `out`; raises ResultsError when there is no usable
     leaderboard."""
@@ -458,17 +513,25 @@ def main(argv: list[str] | None = None) -> None:
                                   "leaderboard.json)")
     ap.add_argument("--command", default=NO_COMMAND,
                     help="the command that produced the results, for the stamp, e.g. \"snakemake --cores 2\"")
+    ap.add_argument("--readme", type=Path,
+                    help="also put a summary between this README's `<!-- results:<profile>:start -->` and "
+                         "`<!-- results:<profile>:end -->` lines, linking to the page")
     args = ap.parse_args(argv)
     results = Path(args.results)
     try:
-        profile = read_leaderboard(results).get("profile") or "results"
+        lb = read_leaderboard(results)
+        profile = lb.get("profile") or "results"
         out = Path(args.out) if args.out else Path("docs/results") / f"{profile}.md"
         write_results_page(results, out, args.command)
+        print(f"wrote {out}")
+        if args.readme:
+            link = os.path.relpath(out.resolve(), args.readme.resolve().parent)
+            replace_readme_block(args.readme, profile, readme_summary(lb, results, link, args.command))
+            print(f"wrote the {profile} summary into {args.readme}")
     except ResultsError as e:
         raise SystemExit(f"results page: {e}") from None
     except OSError as e:
         raise SystemExit(f"results page: cannot write {e.filename or args.out}: {e.strerror}") from None
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

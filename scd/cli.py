@@ -160,7 +160,7 @@ def cmd_collect(args):
 
 def cmd_results_page(args):
     argv = ["--results", args.results] + (["--out", args.out] if args.out else []) + \
-        (["--command", args.command] if args.command else [])
+        (["--command", args.command] if args.command else []) + (["--readme", args.readme] if args.readme else [])
     return _load("report.results_page").main(argv)
 
 
@@ -429,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="the results directory (default: results)")
     p.add_argument("--out", help="the page to write (default: docs/results/<profile>.md)")
     p.add_argument("--command", help="the command that produced the results, for the stamp")
+    p.add_argument("--readme", help="also write a summary between the README's <!-- results:<profile>:start --> "
+                                    "and :end --> lines")
     p.set_defaults(fn=cmd_results_page)
     p = sub.add_parser("tracking", help="sync: log the run records of finished jobs into the MLflow store (the "
                                         "workflow does at its end; run it to see jobs of a run still going)")

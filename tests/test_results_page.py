@@ -191,3 +191,35 @@ def test_comparisons_carry_intervals_and_bold_only_what_is_significant(tmp_path)
     assert "Detectable here: 0.022" in page and "Bootstrap resamples: 2000" in page
     assert "Not computed for synthetic_subdomains: no per-sample records for x." in page
     assert "### Oracle schedules" in page and "| pubmedqa | `cd`, `cd.ckpt1` | `cd` | 0.550 |" in page
+
+
+def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
+    results = _results(tmp_path)
+    win = {"diff": 0.031, "ci95": [0.012, 0.05], "p": 0.001, "p_holm": 0.004}
+    tie = {"diff": 0.012, "ci95": [-0.004, 0.027], "p": 0.12, "p_holm": 0.31}
+    lb = _leaderboard() | {
+        "rows": ["teacher_sft", "td", "scd+aw", "cd.ckpt1"],
+        "comparisons": {"average": {"scd+aw": {"vs_td": tie, "vs_student_sft": win}, "td": {"vs_student_sft": win},
+                                    "cd.ckpt1": {"vs_td": tie}}},
+        "gap_closed": {"average": {"scd+aw": {"value": 0.92, "ci95": [0.41, 1.3], "meaningful": True}}},
+        "mde": {"average": {"value": 0.0224, "se": 0.008, "reference": "td", "rows": 2}},
+        "oracle": {"pubmedqa": {"rows": ["cd.ckpt1"], "best_row": "cd.ckpt1", "best_mean": 0.55,
+                                "regret": {"scd": _cell(0.01, 0.02, [0, 1, 2])}}}}
+    (results / "leaderboard.json").write_text(json.dumps(lb))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:default:start -->\nold\n<!-- results:default:end -->\nrest\n")
+    main(["--results", str(results), "--out", str(tmp_path / "docs" / "default.md"), "--command", "snakemake -c2",
+          "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:default:start -->\n") and text.endswith("<!-- results:default:end -->"
+                                                                                           "\nrest\n")
+    assert "\nold\n" not in text and "cd.ckpt1 |" not in text  # an oracle row stays on the page
+    assert "| `scd+aw` | – | +0.012 [-0.004, +0.027], p 0.310 | **+0.031 [+0.012, +0.050], p 0.004** | " \
+           "0.92 [0.41, 1.30] |" in text
+    assert "| `teacher_sft` | 0.663 ± 0.027 (n=3) | – | – | – |" in text
+    assert "Detectable here: 0.022." in text and "SCD's regret 0.010 ± 0.020 (n=3)" in text
+    assert "`snakemake -c2`" in text and "[docs/default.md](docs/default.md)" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no '<!-- results:default:start -->'"):
+        main(["--results", str(results), "--out", str(tmp_path / "p.md"), "--readme", str(readme)])
+    assert readme.read_text() == "no markers\n"
