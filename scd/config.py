@@ -563,7 +563,7 @@ def aggregate_inputs(cfg: dict) -> dict[str, list[Path]]:
     Paths in the layout of cfg["results_dir"] (scd/layout.py), in the workflow's order."""
     layout, tasks, seeds = Layout(cfg["results_dir"]), enabled_tasks(cfg), cfg["seeds"]
     distilled = {t: distilled_methods(cfg, t) for t in tasks}
-    runs = [(t, s, m) for t in tasks for s in seeds for m in list(SFT_ROWS) + distilled[t]]
+    runs = [(t, s, m) for t in tasks for s in seeds for m in evaluated_models(cfg, t)]
     teachers = sorted(set(teacher_seeds(cfg).values()))
     return {
         "evals": [layout.eval_summary(*run) for run in runs],

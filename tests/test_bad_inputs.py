@@ -301,6 +301,10 @@ CASES = [
     Case("aggregate-truncated-samples", "a truncated per-sample file",
          lambda w: SCD + ["aggregate", *_evaluations(w, ["teacher_sft", "student_sft"], cut="student_sft")],
          r"student_sft\.samples\.jsonl:1: malformed JSON line.*delete it and rerun the workflow"),
+    Case("aggregate-null-gold-nll", "a per-sample record whose gold-answer loss was edited to null",
+         lambda w: SCD + ["aggregate", *_evaluations(w, ["teacher_sft", "student_sft", "td"],
+                                                      record='{"id": 0, "gold_nll": null, "correct": true}')],
+         r"samples\.jsonl lacks a numeric gold_nll or correct field.*delete it and rerun the workflow"),
     Case("aggregate-truncated-summary", "a truncated evaluation summary",
          lambda w: SCD + ["aggregate", *_evaluations(w, ["td"], cut_summary=True)],
          r"evaluation summary .*td\.json is not valid JSON .*delete it and rerun the workflow"),
@@ -349,10 +353,11 @@ def _run_record(w: Workspace, text: str) -> str:
     return str(w.results)
 
 
-def _evaluations(w: Workspace, models: list[str], cut: str | None = None, cut_summary: bool = False) -> list[str]:
-    """Evaluation summaries (and per-sample records) of the synthetic task's seed 1 for `models`, in the results
-    layout; the samples file of model `cut` is truncated mid-line (with `cut_summary`, every summary is). Returns
-    the aggregate arguments."""
+def _evaluations(w: Workspace, models: list[str], cut: str | None = None, cut_summary: bool = False,
+                 record: str = '{"id": 0, "nll": 1.0}') -> list[str]:
+    """Evaluation summaries (and per-sample records, each file the one `record`) of the synthetic task's seed 1 for
+    `models`, in the results layout; the samples file of model `cut` is truncated mid-line (with `cut_summary`,
+    every summary is). Returns the aggregate arguments."""
     from scd.layout import Layout
 
     layout, task, summaries, samples = Layout(w.results), "synthetic_subdomains", [], []
@@ -361,7 +366,7 @@ def _evaluations(w: Workspace, models: list[str], cut: str | None = None, cut_su
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(json.dumps({"task": task, "seed": 1, "model": model, "metric": "accuracy", "score": 0.5,
                                        "subdomains": {}, "run_id": "r"})[: 15 if cut_summary else None])
-        records.write_text('{"id": 0, "nll": 1.0}\n' if model != cut else '{"id": 0, "nl')
+        records.write_text(record + "\n" if model != cut else '{"id": 0, "nl')
         summaries.append(str(summary))
         samples.append(str(records))
     return [*summaries, "--samples", *samples, "--results-dir", str(w.results), "--out",

@@ -154,7 +154,7 @@ def aggregate(eval_files: list[Path], methods: list[str], profile: str = "defaul
     found["friedman"] = stats.friedman(ranking, higher)
     found["critical_difference"] = stats.critical_difference(found["ranks"], len(ranking))
     return found | {
-            "profile": profile, "results_dir": results_dir, "decomposition": decomposition(records, rows),
+            "profile": profile, "results_dir": results_dir, "decomposition": decomposition(records, rows, sample_files),
             "stamp": stamp(), "majority": majority_rates(records),
             "tasks": tasks, "rows": [r for r in rows if cells.get(r)], "metric": metric_of, "metrics": directions,
             "groups": groups, "group_cells": group_cells,
@@ -553,15 +553,22 @@ def _checkpoint_bytes(manifest: dict | None, names: list[str]) -> int | None:
     return sum(sizes[n]["checkpoint_bytes"] for n in names if n in sizes)
 
 
-def decomposition(samples: dict[tuple, list[dict]], rows: list[str]) -> dict:
+def decomposition(samples: dict[tuple, list[dict]], rows: list[str], sample_files: dict[tuple, Path]) -> dict:
     """TFS/SFS decomposition (scd/decompose.py) per task and model, mean/std over seeds, from the per-sample
-    records of each (task, seed, model) and of that seed's teacher and student SFT models."""
+    records of each (task, seed, model) and of that seed's teacher and student SFT models (read from
+    `sample_files`, named when a record cannot be used)."""
     per: dict = defaultdict(lambda: defaultdict(list))
     for (task, seed, model), recs in sorted(samples.items()):
         t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
         if t is None or s is None:
             continue
-        per[task][model].append(decompose(t, s, recs))
+        try:
+            per[task][model].append(decompose(t, s, recs))
+        except (KeyError, TypeError) as e:
+            files = sorted({str(sample_files[(task, seed, m)]) for m in ("teacher_sft", "student_sft", model)})
+            raise ValueError(f"a record of {' or '.join(files)} lacks a numeric gold_nll or correct field "
+                             f"({type(e).__name__}: {e}): it is stale or was edited; delete it and rerun the "
+                             "workflow, which re-evaluates that model") from None
     out: dict = {}
     for task, models in per.items():
         out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
