@@ -126,13 +126,16 @@ def cmd_report(args):
 
 
 def _part_command(args):
-    """task -> the command of the part that writes its results: the workflow over that task, with the --config
-    entries given here."""
+    """(task, seeds) -> the command of the part that writes their results: the workflow over that task (and those
+    seeds, unless None: every seed), with the --config entries given here."""
     config = _load("scd.config")
     base = (f"snakemake --workflow-profile profiles/{args.profile}" if config.workflow_profile_dir(args.profile)
             else f"snakemake --config profile={args.profile}")
-    others = [shlex.quote(e) for e in args.config if not e.startswith("tasks=")]
-    return lambda task: " ".join([base, *([] if "--config" in base else ["--config"]), *others, f"tasks='[{task}]'"])
+    def command(task: str, seeds: list | None) -> str:
+        others = [shlex.quote(e) for e in args.config if not e.startswith(("tasks=", "seeds=" if seeds else "tasks="))]
+        upto = [f"seeds='[{','.join(map(str, seeds))}]'"] if seeds else []
+        return " ".join([base, *([] if "--config" in base else ["--config"]), *others, f"tasks='[{task}]'", *upto])
+    return command
 
 
 def cmd_collect(args):

@@ -74,6 +74,38 @@ def test_each_parts_files_are_its_tasks_share_of_the_whole(profile, monkeypatch)
         assert files and all(f.relative_to(whole["results_dir"]).parts[0] == task for f in files)
 
 
+def test_a_task_run_seed_by_seed_names_its_next_part(tmp_path, monkeypatch, capsys):
+    # smollm2's parts: one task, over the seeds up to one more each time (one checkout: the shared teacher and its
+    # outputs carry over); each part's files contain the previous part's, and the last is the task's whole share
+    monkeypatch.setenv("SCD_DATA_DIR", "/nonexistent")  # planning reads no data
+    monkeypatch.chdir(tmp_path)
+    whole = scd_config.load_workflow_config("smollm2")
+    task, seeds = whole["tasks"][0], whole["seeds"]
+    assert len(seeds) >= 3
+
+    def files_of(*over: str) -> list:
+        cfg = scd_config.load_workflow_config("smollm2", [f"tasks=[{task}]", *over])
+        return [f for files in scd_config.aggregate_inputs(cfg).values() for f in files]
+
+    prefixes = [files_of(f"seeds=[{','.join(map(str, seeds[:k]))}]") for k in range(1, len(seeds) + 1)]
+    for smaller, larger in zip(prefixes, prefixes[1:]):
+        assert set(smaller) < set(larger)
+    assert sorted(prefixes[-1]) == sorted(files_of())
+    for f in prefixes[0]:  # the first seed's part has run
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+    code, out, err = collect(tmp_path, monkeypatch, capsys, "--profile", "smollm2", "--list", "--config",
+                             f"tasks=[{task}]")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert (f"snakemake --workflow-profile profiles/smollm2 --config tasks='[{task}]' "
+            f"seeds='[{seeds[0]},{seeds[1]}]', then one seed more at a time") in err
+    for f in prefixes[0]:  # nothing has run: the whole task's part
+        f.unlink()
+    code, out, err = collect(tmp_path, monkeypatch, capsys, "--profile", "smollm2", "--list", "--config",
+                             f"tasks=[{task}]")
+    assert code == 2 and f"--config tasks='[{task}]')" in err and "seeds=" not in err, err
+
+
 @pytest.fixture(scope="module")
 def parts_run(tmp_path_factory, shared_data):
     """The smoke workflow over the two part tasks, once, in a temporary directory (its own leaderboard: the

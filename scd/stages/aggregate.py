@@ -38,18 +38,28 @@ class MissingResults(FileNotFoundError):
 def collect_inputs(cfg: dict, part_command=None) -> dict[str, list[Path]]:
     """The files `scd aggregate` reads for this configuration (scd.config.aggregate_inputs, as the workflow's rule
     aggregate), each checked to exist. Missing ones are one line: how many, the first few, and the command of each
-    part that writes them (`part_command(task)`, a task's part; else the workflow over that task)."""
+    part that writes them (`part_command(task, seeds)`: the workflow over that task, over `seeds` unless None; by
+    default `snakemake --config ...`). A task missing from its first seed on needs its whole part; a task run seed by
+    seed (parts over the seeds up to one more each time, in one checkout) needs the part up to its first missing
+    seed, then the next ones."""
     inputs = aggregate_inputs(cfg)
     every = [f for files in inputs.values() for f in files]
     missing = [f for f in every if not Path(f).is_file()]
     if missing:
-        root = Layout(cfg["results_dir"]).root
-        tasks = list(dict.fromkeys(Path(f).relative_to(root).parts[0] for f in missing))
-        command = part_command or (lambda task: f"snakemake --config tasks='[{task}]'")
+        root, seeds = Layout(cfg["results_dir"]).root, list(cfg["seeds"])
+        gaps: dict[str, set[int]] = {}  # task -> indices of its seeds with a missing file (a task-wide file: all)
+        for f in missing:
+            task, where = Path(f).relative_to(root).parts[:2]
+            seed = int(where[4:]) if where.startswith("seed") and where[4:].isdigit() else None
+            gaps.setdefault(task, set()).update([seeds.index(seed)] if seed in seeds else range(len(seeds)))
+        command = part_command or (lambda task, upto: " ".join(
+            ["snakemake --config", f"tasks='[{task}]'"] + ([f"seeds='[{','.join(map(str, upto))}]'"] if upto else [])))
+        parts = [command(t, None) if 0 in g else command(t, seeds[:min(g) + 1])
+                 + (", then one seed more at a time" if max(g) > min(g) else "") for t, g in gaps.items()]
         shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
         raise MissingResults(f"{len(missing)} of the {len(every)} files the leaderboard reads are missing ({shown}): "
-                             f"run the part(s) that write them ({'; '.join(command(t) for t in tasks)}) or check out "
-                             "the commit that holds them, then collect again")
+                             f"run the part(s) that write them ({'; '.join(parts)}) or check out the commit that "
+                             "holds them, then collect again")
     return inputs
 
 
