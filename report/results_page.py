@@ -335,6 +335,31 @@ def oracle_section(lb: dict) -> list[str]:
     return lines + _table(["task", "oracle rows", "best", "best mean", "regret"], rows)
 
 
+def schedules_section(lb: dict) -> list[str]:
+    """Per task, each distilled row's teacher checkpoint at every stage, the seeds that took the same path together
+    (the leaderboard's `schedules`); a trajectory the distillation flagged is said below its task's table."""
+    lines = []
+    for task, per_row in sorted((lb.get("schedules") or {}).items()):
+        rows, problems = [], set()
+        for row in [r for r in lb["rows"] if r in per_row] + sorted(set(per_row) - set(lb["rows"])):
+            paths: dict[tuple, list] = {}
+            for run in per_row[row].get("runs") or []:
+                paths.setdefault(tuple(run.get("schedule") or ()), []).append(run.get("seed"))
+                if run.get("trajectory_problem"):
+                    problems.add(str(run["trajectory_problem"]))
+            rows.append([f"`{_md(row)}`", "; ".join(
+                f"{' → '.join(map(_md, path)) or '–'} (seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))})"
+                for path, seeds in paths.items())])
+        if rows:
+            lines += ["", f"### {task}", ""] + _table(["model", "checkpoint per stage (seeds)"], rows)
+            lines += [x for p in sorted(problems) for x in ("", f"Trajectory flagged: {_md(p)}")]
+    if not lines:
+        return []
+    return ["", "## Teacher schedules", "",
+            "The teacher checkpoint each distillation stage learnt from (`best` is T*, the teacher-SFT model), as "
+            "each distillation recorded it; SCD's rows chose theirs at the start of every stage."] + lines
+
+
 def subdomain_section(lb: dict) -> list[str]:
     lines = []
     for task, per_row in sorted((lb.get("subdomains") or {}).items()):
@@ -430,12 +455,11 @@ def render_page(lb: dict, results_dir: Path, command: str, now: datetime | None 
         lines += ["", f"> Modified data: task `{task}` ran on data that differs from its pinned files ("
                   + "; ".join(f"`{name}` sha256 {h.get('found')}, pinned {h.get('expected')}"
                               for name, h in sorted(files.items())) + "): its scores are not comparable."]
-    lines += [""] + leaderboard_section(lb) + statistics_section(lb) + subdomain_section(lb)
+    lines += [""] + leaderboard_section(lb) + statistics_section(lb) + schedules_section(lb) + subdomain_section(lb)
     lines += time_section(results_dir) + compute_section(lb)
     lines += environment_section(results_dir)
     lines += ["", "The HTML report beside the leaderboard (`report.html` in the results directory) has the per-seed "
-              "values, every metric of each task, the TFS/SFS decomposition, the teacher schedules, the AW weights "
-              "and the ablations.", ""]
+              "values, every metric of each task, the TFS/SFS decomposition, the AW weights and the ablations.", ""]
     return "\n".join(lines)
 
 

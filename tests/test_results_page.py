@@ -223,3 +223,22 @@ def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
     with pytest.raises(SystemExit, match="no '<!-- results:default:start -->'"):
         main(["--results", str(results), "--out", str(tmp_path / "p.md"), "--readme", str(readme)])
     assert readme.read_text() == "no markers\n"
+
+
+def test_schedules_group_the_seeds_that_took_the_same_path(tmp_path):
+    results = _results(tmp_path)
+
+    def run(seed, path, problem=None):
+        return {"seed": seed, "schedule": path, "checkpoints": ["ckpt-1", "best"], "trajectory_problem": problem}
+    lb = _leaderboard() | {"schedules": {"pubmedqa": {
+        "scd+aw": {"runs": [run(0, ["ckpt-1", "best"]), run(1, ["ckpt-1", "ckpt-1"]), run(2, ["ckpt-1", "best"])]},
+        "td": {"runs": [run(0, ["best", "best"], "ckpt-1 is the same weights as best")]}}}}
+    (results / "leaderboard.json").write_text(json.dumps(lb))
+    page = write_and_read(results, tmp_path).split("## Teacher schedules")[1]
+    assert "| `scd+aw` | ckpt-1 → best (seeds 0, 2); ckpt-1 → ckpt-1 (seed 1) |" in page
+    assert "| `td` | best → best (seed 0) |" in page  # a row not in the leaderboard's rows still shown, after them
+    assert page.index("`scd+aw`") < page.index("`td`")
+    assert "Trajectory flagged: ckpt-1 is the same weights as best" in page
+    lb.pop("schedules")
+    (results / "leaderboard.json").write_text(json.dumps(lb))
+    assert "## Teacher schedules" not in write_and_read(results, tmp_path)
