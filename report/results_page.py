@@ -484,7 +484,7 @@ def readme_summary(lb: dict, results_dir: Path, page: str, command: str, now: da
                       _interval(((comps.get(col) or {}).get(r) or {}).get("vs_td")),
                       _interval(((comps.get(col) or {}).get(r) or {}).get("vs_student_sft")), _gap(gaps.get(r))]
                      for r in rows])
-    notes = []
+    notes = ["One seed: its intervals cover the test items only, not training variance."] if len(seeds) == 1 else []
     mde = ((lb.get("mde") or {}).get(col) or {}).get("value")
     if _number(mde) is not None:
         notes.append(f"Detectable here: {mde:.3f}.")
@@ -498,7 +498,8 @@ def readme_summary(lb: dict, results_dir: Path, page: str, command: str, now: da
         total = sum(r["end_ms"] - r["start_ms"] for r in runs) / 1000
         notes.append(f"Wall time: {_duration(total)} over {len(runs)} workflow invocation{'s' * (len(runs) != 1)}.")
     st = dict(stamp(command, now))
-    notes.append(f"Commit {st['code commit'][:7]}, {st['date (UTC)'][:10]}, {st['machine']}, {st['CPU count']} "
+    commit, _, state = st["code commit"].partition(" ")
+    notes.append(f"Commit {commit[:7]}{' ' + state if state else ''}, {st['date (UTC)'][:10]}, {st['machine']}, {st['CPU count']} "
                  f"CPUs; `{command}`; everything else: [{page}]({page}).")
     return lines + ["", " ".join(notes)]
 

@@ -218,6 +218,7 @@ def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
            "0.92 [0.41, 1.30] |" in text
     assert "| `teacher_sft` | 0.663 ± 0.027 (n=3) | – | – | – |" in text
     assert "Detectable here: 0.022." in text and "SCD's regret 0.010 ± 0.020 (n=3)" in text
+    assert "One seed" not in text  # three seeds here
     assert "`snakemake -c2`" in text and "[docs/default.md](docs/default.md)" in text
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="no '<!-- results:default:start -->'"):
