@@ -499,8 +499,8 @@ def readme_summary(lb: dict, results_dir: Path, page: str, command: str, now: da
         notes.append(f"Wall time: {_duration(total)} over {len(runs)} workflow invocation{'s' * (len(runs) != 1)}.")
     st = dict(stamp(command, now))
     commit, _, state = st["code commit"].partition(" ")
-    notes.append(f"Commit {commit[:7]}{' ' + state if state else ''}, {st['date (UTC)'][:10]}, {st['machine']}, {st['CPU count']} "
-                 f"CPUs; `{command}`; everything else: [{page}]({page}).")
+    notes.append(f"Commit {commit[:7]}{' ' + state if state else ''}, {st['date (UTC)'][:10]}, {st['machine']}, "
+                 f"{st['CPU count']} CPUs; `{command}`; everything else: [{page}]({page}).")
     return lines + ["", " ".join(notes)]
 
 
