@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 ALPHA = 0.05  # the significance level the pages and the report mark a difference at
 NO_COMMAND = "not given (pass --command with the command that produced the results)"
 # Environment parameters the jobs log to MLflow (scd/tracking.py: environment()), shown as recorded at run time.
-RUN_ENV = (("env.platform", "platform"), ("env.cpu_count", "CPU count"), ("env.torch_threads", "torch threads"),
+RUN_ENV = (("code.commit", "code commit"), ("code.dirty", "uncommitted changes"), ("env.platform", "platform"),
+           ("env.cpu_count", "CPU count"), ("env.torch_threads", "torch threads"),
            ("env.device", "device"), ("env.python", "python"), ("env.version.torch", "torch"))
 
 
@@ -436,7 +437,7 @@ def environment_section(results_dir: Path) -> list[str]:
         return []
     rows = [[label, "; ".join(_md(v) for v in env[key])] for key, label in RUN_ENV if key in env]
     return (["", "## Environment the jobs recorded", "",
-             "The `env.*` parameters every job logged to MLflow (all distinct values):", ""]
+             "The code and environment parameters every job logged to MLflow (all distinct values):", ""]
             + _table(["parameter", "value"], rows))
 
 
@@ -497,10 +498,14 @@ def readme_summary(lb: dict, results_dir: Path, page: str, command: str, now: da
     if runs:
         total = sum(r["end_ms"] - r["start_ms"] for r in runs) / 1000
         notes.append(f"Wall time: {_duration(total)} over {len(runs)} workflow invocation{'s' * (len(runs) != 1)}.")
+    env = run_environment(results_dir)
+    if env.get("code.commit"):
+        dirty = " (with uncommitted changes)" if "true" in env.get("code.dirty", []) else ""
+        notes.append(f"The jobs ran commit {', '.join(c[:7] for c in env['code.commit'])}{dirty}.")
     st = dict(stamp(command, now))
     commit, _, state = st["code commit"].partition(" ")
-    notes.append(f"Commit {commit[:7]}{' ' + state if state else ''}, {st['date (UTC)'][:10]}, {st['machine']}, "
-                 f"{st['CPU count']} CPUs; `{command}`; everything else: [{page}]({page}).")
+    notes.append(f"Page written at commit {commit[:7]}{' ' + state if state else ''}, {st['date (UTC)'][:10]}, "
+                 f"{st['machine']}, {st['CPU count']} CPUs; `{command}`; everything else: [{page}]({page}).")
     return lines + ["", " ".join(notes)]
 
 

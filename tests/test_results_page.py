@@ -206,6 +206,10 @@ def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
         "oracle": {"pubmedqa": {"rows": ["cd.ckpt1"], "best_row": "cd.ckpt1", "best_mean": 0.55,
                                 "regret": {"scd": _cell(0.01, 0.02, [0, 1, 2])}}}}
     (results / "leaderboard.json").write_text(json.dumps(lb))
+    with sqlite3.connect(results / "mlflow.db") as con:  # what a job logged: the commit it ran
+        con.execute("CREATE TABLE params (key TEXT, value TEXT, run_uuid TEXT)")
+        con.execute("INSERT INTO params VALUES ('code.commit', 'abcdef0123456789', 'b')")
+        con.execute("INSERT INTO params VALUES ('code.dirty', 'false', 'b')")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:default:start -->\nold\n<!-- results:default:end -->\nrest\n")
     main(["--results", str(results), "--out", str(tmp_path / "docs" / "default.md"), "--command", "snakemake -c2",
@@ -219,6 +223,7 @@ def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
     assert "| `teacher_sft` | 0.663 ± 0.027 (n=3) | – | – | – |" in text
     assert "Detectable here: 0.022." in text and "SCD's regret 0.010 ± 0.020 (n=3)" in text
     assert "One seed" not in text  # three seeds here
+    assert "The jobs ran commit abcdef0. Page written at commit " in text
     assert "`snakemake -c2`" in text and "[docs/default.md](docs/default.md)" in text
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="no '<!-- results:default:start -->'"):
