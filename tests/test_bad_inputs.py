@@ -304,7 +304,8 @@ CASES = [
     Case("aggregate-null-gold-nll", "a per-sample record whose gold-answer loss was edited to null",
          lambda w: SCD + ["aggregate", *_evaluations(w, ["teacher_sft", "student_sft", "td"],
                                                       record='{"id": 0, "gold_nll": null, "correct": true}')],
-         r"samples\.jsonl lacks a numeric gold_nll or correct field.*delete it and rerun the workflow"),
+         r"teacher_sft\.samples\.jsonl: the record of item 0 lacks an id, a numeric gold_nll or a correct field.*"
+         r"delete it and rerun the workflow"),
     Case("aggregate-truncated-summary", "a truncated evaluation summary",
          lambda w: SCD + ["aggregate", *_evaluations(w, ["td"], cut_summary=True)],
          r"evaluation summary .*td\.json is not valid JSON .*delete it and rerun the workflow"),

@@ -572,13 +572,16 @@ def decomposition(samples: dict[tuple, list[dict]], rows: list[str], sample_file
         t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
         if t is None or s is None:
             continue
-        try:
-            per[task][model].append(decompose(t, s, recs))
-        except (KeyError, TypeError) as e:
-            files = sorted({str(sample_files[(task, seed, m)]) for m in ("teacher_sft", "student_sft", model)})
-            raise ValueError(f"a record of {' or '.join(files)} lacks a numeric gold_nll or correct field "
-                             f"({type(e).__name__}: {e}): it is stale or was edited; delete it and rerun the "
-                             "workflow, which re-evaluates that model") from None
+        for name, rs in (("teacher_sft", t), ("student_sft", s), (model, recs)):
+            bad = next((r for r in rs if not isinstance(r, dict) or "id" not in r or "correct" not in r
+                        or isinstance(r.get("gold_nll"), bool) or not isinstance(r.get("gold_nll"), (int, float))),
+                       None)
+            if bad is not None:
+                what = bad.get("id") if isinstance(bad, dict) else bad
+                raise ValueError(f"{sample_files[(task, seed, name)]}: the record of item {what!r} lacks an id, a "
+                                 "numeric gold_nll or a correct field: the file is stale or was edited; delete it "
+                                 "and rerun the workflow, which re-evaluates that model")
+        per[task][model].append(decompose(t, s, recs))
     out: dict = {}
     for task, models in per.items():
         out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
