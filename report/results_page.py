@@ -471,9 +471,11 @@ def readme_summary(lb: dict, results_dir: Path, page: str, command: str, now: da
     `page` for the rest."""
     comps, cells = lb.get("comparisons") or {}, lb.get("cells") or {}
     col = "average" if "average" in comps or len(lb["tasks"]) != 1 else lb["tasks"][0]
+    # the oracle's own rows (`cd.ckpt1`, `cd.reversed`: variants of a base row among them) stay on the page
     oracle = {r for o in (lb.get("oracle") or {}).values() for r in o.get("rows") or []}
+    variants = {r for r in oracle if any(r.startswith(base + ".") for base in oracle - {r})}
     rows = [r for r in lb["rows"] if r in ("teacher_sft", "student_sft") or (r in (comps.get(col) or {})
-                                                                           and r not in oracle)]
+                                                                           and r not in variants)]
     gaps = (lb.get("gap_closed") or {}).get(col) or {}
     seeds = sorted({s for r in rows for c in (cells.get(r) or {}).values() if isinstance(c, dict)
                     for s in c.get("seeds") or []})

@@ -198,12 +198,12 @@ def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
     win = {"diff": 0.031, "ci95": [0.012, 0.05], "p": 0.001, "p_holm": 0.004}
     tie = {"diff": 0.012, "ci95": [-0.004, 0.027], "p": 0.12, "p_holm": 0.31}
     lb = _leaderboard() | {
-        "rows": ["teacher_sft", "td", "scd+aw", "cd.ckpt1"],
+        "rows": ["teacher_sft", "td", "cd", "scd+aw", "cd.ckpt1"],
         "comparisons": {"average": {"scd+aw": {"vs_td": tie, "vs_student_sft": win}, "td": {"vs_student_sft": win},
-                                    "cd.ckpt1": {"vs_td": tie}}},
+                                    "cd": {"vs_td": tie}, "cd.ckpt1": {"vs_td": tie}}},
         "gap_closed": {"average": {"scd+aw": {"value": 0.92, "ci95": [0.41, 1.3], "meaningful": True}}},
         "mde": {"average": {"value": 0.0224, "se": 0.008, "reference": "td", "rows": 2}},
-        "oracle": {"pubmedqa": {"rows": ["cd.ckpt1"], "best_row": "cd.ckpt1", "best_mean": 0.55,
+        "oracle": {"pubmedqa": {"rows": ["td", "cd", "cd.ckpt1"], "best_row": "cd.ckpt1", "best_mean": 0.55,
                                 "regret": {"scd": _cell(0.01, 0.02, [0, 1, 2])}}}}
     (results / "leaderboard.json").write_text(json.dumps(lb))
     with sqlite3.connect(results / "mlflow.db") as con:  # what a job logged: the commit it ran
@@ -217,7 +217,8 @@ def test_readme_summary_goes_between_its_markers_with_the_page_link(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:default:start -->\n") and text.endswith("<!-- results:default:end -->"
                                                                                            "\nrest\n")
-    assert "\nold\n" not in text and "cd.ckpt1 |" not in text  # an oracle row stays on the page
+    assert "\nold\n" not in text and "cd.ckpt1 |" not in text  # an oracle variant stays on the page
+    assert "| `td` | – | – | **+0.031" in text and "| `cd` | – | +0.012" in text  # the oracle's base rows do not
     assert "| `scd+aw` | – | +0.012 [-0.004, +0.027], p 0.310 | **+0.031 [+0.012, +0.050], p 0.004** | " \
            "0.92 [0.41, 1.30] |" in text
     assert "| `teacher_sft` | 0.663 ± 0.027 (n=3) | – | – | – |" in text
