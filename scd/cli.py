@@ -132,7 +132,8 @@ def _part_command(args):
     base = (f"snakemake --workflow-profile profiles/{args.profile}" if config.workflow_profile_dir(args.profile)
             else f"snakemake --config profile={args.profile}")
     def command(task: str, seeds: list | None) -> str:
-        others = [shlex.quote(e) for e in args.config if not e.startswith(("tasks=", "seeds=" if seeds else "tasks="))]
+        replaced = ("tasks=", "seeds=") if seeds else ("tasks=",)  # the part's own entries
+        others = [shlex.quote(e) for e in args.config if not e.startswith(replaced)]
         upto = [f"seeds='[{','.join(map(str, seeds))}]'"] if seeds else []
         return " ".join([base, *([] if "--config" in base else ["--config"]), *others, f"tasks='[{task}]'", *upto])
     return command

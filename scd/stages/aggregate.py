@@ -568,20 +568,22 @@ def decomposition(samples: dict[tuple, list[dict]], rows: list[str], sample_file
     records of each (task, seed, model) and of that seed's teacher and student SFT models (read from
     `sample_files`, named when a record cannot be used)."""
     per: dict = defaultdict(lambda: defaultdict(list))
-    for (task, seed, model), recs in sorted(samples.items()):
-        t, s = samples.get((task, seed, "teacher_sft")), samples.get((task, seed, "student_sft"))
-        if t is None or s is None:
-            continue
-        for name, rs in (("teacher_sft", t), ("student_sft", s), (model, recs)):
-            bad = next((r for r in rs if not isinstance(r, dict) or "id" not in r or "correct" not in r
-                        or isinstance(r.get("gold_nll"), bool) or not isinstance(r.get("gold_nll"), (int, float))),
-                       None)
-            if bad is not None:
-                what = bad.get("id") if isinstance(bad, dict) else bad
-                raise ValueError(f"{sample_files[(task, seed, name)]}: the record of item {what!r} lacks an id, a "
-                                 "numeric gold_nll or a correct field: the file is stale or was edited; delete it "
-                                 "and rerun the workflow, which re-evaluates that model")
-        per[task][model].append(decompose(t, s, recs))
+    # the (task, seed, model) keys with that seed's SFT models beside them, a seed's teacher_sft and student_sft
+    # first; the SFT models are such keys too, so checking each key's own records once checks every list a
+    # decomposition reads
+    keys = sorted((k for k in samples if (k[0], k[1], "teacher_sft") in samples and (k[0], k[1], "student_sft")
+                   in samples), key=lambda k: (k[0], k[1], k[2] != "teacher_sft", k[2] != "student_sft", k[2]))
+    for key in keys:
+        bad = next((r for r in samples[key] if not isinstance(r, dict) or "id" not in r or "correct" not in r
+                    or isinstance(r.get("gold_nll"), bool) or not isinstance(r.get("gold_nll"), (int, float))), None)
+        if bad is not None:
+            what = bad.get("id") if isinstance(bad, dict) else bad
+            raise ValueError(f"{sample_files[key]}: the record of item {what!r} lacks an id, a numeric gold_nll or a "
+                             "correct field: the file is stale or was edited; delete it and rerun the workflow, which "
+                             "re-evaluates that model")
+    for task, seed, model in keys:
+        per[task][model].append(decompose(samples[(task, seed, "teacher_sft")], samples[(task, seed, "student_sft")],
+                                          samples[(task, seed, model)]))
     out: dict = {}
     for task, models in per.items():
         out[task] = {m: {k: mean_std([d[k] for d in ds]) for k in ds[0] if k != "n"} | {"n_samples": ds[0]["n"]}
